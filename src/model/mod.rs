@@ -1,0 +1,136 @@
+//! Causal language models loaded from Hugging Face folders: config, weights, tokenizer, forward.
+
+pub mod config;
+pub mod files;
+mod gpt2;
+pub mod layers;
+mod llama;
+pub mod tokenizer;
+pub mod weights;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::err;
+use crate::error::Result;
+pub use config::{Architecture, ModelConfig};
+pub use files::FileSource;
+use gpt2::Gpt2;
+pub use layers::{AttentionContext, KvCache, Linear, LinearDelta, NoAdapter, WeightLayout};
+use llama::Llama;
+pub use tokenizer::TextTokenizer;
+
+/// A causal LM's network on one device. Its weights are frozen: adapters hook in through
+/// [`LinearDelta`] and through the input embeddings (prompt tuning), never by mutating it.
+pub struct CausalLm {
+    pub config: ModelConfig,
+    body: Body,
+    linears: Vec<Linear>,
+    device: Device,
+}
+
+enum Body {
+    Llama(Llama),
+    Gpt2(Gpt2),
+}
+
+impl CausalLm {
+    /// Reads `config.json` and the safetensors weights of `source` onto `device`.
+    pub fn load(source: &dyn FileSource, device: &Device) -> Result<Self> {
+        let config = ModelConfig::from_json(&source.read_text("config.json")?)?;
+        Self::load_weights(config, source, device)
+    }
+
+    /// Reads the weights for an already parsed config.
+    pub fn load_weights(config: ModelConfig, source: &dyn FileSource, device: &Device) -> Result<Self> {
+        let spec = match config.architecture {
+            Architecture::Llama | Architecture::Qwen2 => Llama::spec(&config),
+            Architecture::Gpt2 => Gpt2::spec(&config),
+        };
+        let weights = weights::load_weights(source, &spec, device)?;
+        let mut table = layers::LinearTable::default();
+        let body = match config.architecture {
+            Architecture::Llama | Architecture::Qwen2 => Body::Llama(Llama::build(&config, weights, &mut table)),
+            Architecture::Gpt2 => Body::Gpt2(Gpt2::build(&config, weights, &mut table)),
+        };
+        Ok(CausalLm { config, body, linears: table.layers, device: device.clone() })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Every linear layer, indexed by slot, with its HF module path: what LoRA can target.
+    pub fn linears(&self) -> &[Linear] {
+        &self.linears
+    }
+
+    /// The input embedding table `[vocab, hidden]`.
+    pub fn embedding_table(&self) -> Tensor<2> {
+        match &self.body {
+            Body::Llama(m) => m.embed_tokens.weight.clone(),
+            Body::Gpt2(m) => m.wte.weight.clone(),
+        }
+    }
+
+    /// Token embeddings `[ids.len(), hidden]`; ids outside the vocabulary are an error.
+    pub fn embed(&self, ids: &[u32]) -> Result<Tensor<2>> {
+        let vocab = self.config.vocab_size;
+        if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(err!(InvalidTokenizer, "token id {bad} is outside the model's vocabulary of {vocab}"));
+        }
+        let ids: Vec<i64> = ids.iter().map(|&id| id as i64).collect();
+        let n = ids.len();
+        let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [n]), &self.device);
+        Ok(self.embedding_table().select(0, ids))
+    }
+
+    /// Final hidden states `[tokens, hidden]` for input embeddings `[tokens, hidden]`
+    /// (tokens = batch × q_len, row-major) under the attention context `ctx`.
+    pub fn hidden(&self, embeds: Tensor<2>, ctx: &mut AttentionContext, adapter: &dyn LinearDelta) -> Tensor<2> {
+        match &self.body {
+            Body::Llama(m) => m.hidden(&self.config, embeds, ctx, adapter),
+            Body::Gpt2(m) => m.hidden(&self.config, embeds, ctx, adapter),
+        }
+    }
+
+    /// Logits `[tokens, vocab]` of hidden states `[tokens, hidden]`.
+    pub fn logits(&self, hidden: Tensor<2>) -> Tensor<2> {
+        let head = match &self.body {
+            Body::Llama(m) => m.lm_head(),
+            Body::Gpt2(m) => m.lm_head(),
+        };
+        hidden.matmul(head.transpose())
+    }
+
+    /// Logits `[batch·len, vocab]` of a right-padded batch of token ids (`ids.len() = batch·len`;
+    /// `key_mask` 1 for real tokens, `None` when nothing is padded).
+    pub fn forward(
+        &self,
+        ids: &[u32],
+        batch: usize,
+        key_mask: Option<&[u8]>,
+        adapter: &dyn LinearDelta,
+    ) -> Result<Tensor<2>> {
+        let len = ids.len() / batch;
+        let mut ctx = AttentionContext::new(batch, len, key_mask, None, &self.device);
+        let hidden = self.hidden(self.embed(ids)?, &mut ctx, adapter);
+        Ok(self.logits(hidden))
+    }
+}
+
+/// A model ready to use: the network plus its tokenizer.
+pub struct Model {
+    pub lm: CausalLm,
+    pub tokenizer: TextTokenizer,
+}
+
+impl Model {
+    /// Loads `config.json`, the weights, `tokenizer.json` and `tokenizer_config.json`. The
+    /// tokenizer is checked first: it is cheap, and a mismatch makes the weights useless.
+    pub fn load(source: &dyn FileSource, device: &Device) -> Result<Self> {
+        let config = ModelConfig::from_json(&source.read_text("config.json")?)?;
+        let tokenizer = TextTokenizer::load(source, &config)?;
+        let lm = CausalLm::load_weights(config, source, device)?;
+        Ok(Model { lm, tokenizer })
+    }
+}
