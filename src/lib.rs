@@ -2,9 +2,16 @@
 //! models on WebGPU, in the browser or natively. The core here is platform-neutral; `web` is only
 //! the wasm-bindgen surface over it.
 
+pub mod data;
 pub mod device;
 pub mod error;
 pub mod model;
+pub mod train;
+pub mod peft;
 pub mod readback;
+pub mod rng;
 
 pub use error::{Error, ErrorCode, Result};
+
+#[cfg(target_arch = "wasm32")]
+pub mod web;

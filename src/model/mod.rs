@@ -8,6 +8,8 @@ mod llama;
 pub mod tokenizer;
 pub mod weights;
 
+use std::sync::Arc;
+
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::err;
@@ -118,9 +120,10 @@ impl CausalLm {
     }
 }
 
-/// A model ready to use: the network plus its tokenizer.
+/// A model ready to use: the network plus its tokenizer. The network is shared (training,
+/// evaluation and generation all read the same frozen weights).
 pub struct Model {
-    pub lm: CausalLm,
+    pub lm: Arc<CausalLm>,
     pub tokenizer: TextTokenizer,
 }
 
@@ -131,6 +134,6 @@ impl Model {
         let config = ModelConfig::from_json(&source.read_text("config.json")?)?;
         let tokenizer = TextTokenizer::load(source, &config)?;
         let lm = CausalLm::load_weights(config, source, device)?;
-        Ok(Model { lm, tokenizer })
+        Ok(Model { lm: Arc::new(lm), tokenizer })
     }
 }

@@ -2,6 +2,8 @@
 //! of `tokenizer_config.json` that training and generation need: special tokens and the chat
 //! template.
 
+use std::ops::Range;
+
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
@@ -83,6 +85,16 @@ impl TextTokenizer {
             .encode(text, add_special_tokens)
             .map_err(|e| err!(InvalidTokenizer, "could not tokenise text: {e}"))?;
         Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Like [`encode`](Self::encode), plus the byte range of `text` each token came from, to map
+    /// tokens back to spans of the text (e.g. which tokens belong to an assistant turn).
+    pub fn encode_with_offsets(&self, text: &str, add_special_tokens: bool) -> Result<(Vec<u32>, Vec<Range<usize>>)> {
+        let encoding = self
+            .inner
+            .encode(text, add_special_tokens)
+            .map_err(|e| err!(InvalidTokenizer, "could not tokenise text: {e}"))?;
+        Ok((encoding.get_ids().to_vec(), encoding.get_offsets().iter().map(|&(start, end)| start..end).collect()))
     }
 
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {

@@ -1,0 +1,315 @@
+//! Jinja templates (minijinja): the user's instruction template and the model's chat template,
+//! set up the way transformers renders them, so the model is trained on the text it will see.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::sync::LazyLock;
+
+use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
+use regex::Regex;
+
+use crate::err;
+use crate::error::Result;
+use crate::model::TextTokenizer;
+
+/// The Alpaca prompt, used for `{"instruction","input","output"}` rows when no template is set;
+/// the "### Input:" section appears only when `input` is not empty.
+pub const DEFAULT_INSTRUCTION_TEMPLATE: &str = "{% if input %}Below is an instruction that describes a task, paired with an input that provides further context. Write a response that appropriately completes the request.\n\n### Instruction:\n{{ instruction }}\n\n### Input:\n{{ input }}\n\n### Response:\n{% else %}Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\n{{ instruction }}\n\n### Response:\n{% endif %}";
+
+/// What both kinds of template get: Python string methods (`.strip()`, `.startswith()`, which
+/// Hugging Face templates call) and the helper functions transformers provides.
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function("raise_exception", raise_exception);
+    env.add_function("strftime_now", strftime_now);
+    env
+}
+
+/// The prompt template for instruction rows.
+pub(super) struct InstructionTemplate(Environment<'static>);
+
+const INSTRUCTION_TEMPLATE: &str = "instruction template";
+
+impl InstructionTemplate {
+    pub fn new(source: &str) -> Result<Self> {
+        let mut env = environment();
+        // What the user writes is what the model sees, final newline included; a misspelt
+        // variable is an error rather than silently empty text.
+        env.set_keep_trailing_newline(true);
+        env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
+        env.add_template_owned(INSTRUCTION_TEMPLATE, source.to_owned())
+            .map_err(|e| err!(InvalidOptions, "the instruction template could not be parsed: {e}"))?;
+        Ok(InstructionTemplate(env))
+    }
+
+    /// The prompt for one row; an error is a row error.
+    pub fn render(&self, variables: &BTreeMap<&str, &str>) -> Result<String, String> {
+        self.0
+            .get_template(INSTRUCTION_TEMPLATE)
+            .and_then(|template| template.render(variables))
+            .map_err(|e| render_error(INSTRUCTION_TEMPLATE, &e))
+    }
+}
+
+/// The model's chat template from `tokenizer_config.json`.
+pub(super) struct ChatTemplate {
+    env: Environment<'static>,
+    bos_token: Option<String>,
+    eos_token: Option<String>,
+}
+
+const CHAT_TEMPLATE: &str = "chat template";
+
+impl ChatTemplate {
+    pub fn new(tokenizer: &TextTokenizer) -> Result<Self> {
+        let source = tokenizer.chat_template.as_deref().ok_or_else(|| {
+            err!(
+                InvalidTokenizer,
+                "the dataset has \"messages\" rows but the model's tokenizer_config.json has no chat_template; use a model with a chat template or convert the rows to prompt/completion"
+            )
+        })?;
+        // transformers renders chat templates with these Jinja settings.
+        let mut env = environment();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.add_template_owned(CHAT_TEMPLATE, without_generation_tags(source))
+            .map_err(|e| err!(InvalidTokenizer, "the chat_template in tokenizer_config.json could not be parsed: {e}"))?;
+        Ok(ChatTemplate { env, bos_token: tokenizer.bos_token.clone(), eos_token: tokenizer.eos_token.clone() })
+    }
+
+    /// The whole conversation as the model sees it, and the byte ranges of that text the model
+    /// must learn to write: each assistant turn, from after its generation prompt to the start of
+    /// the next message. Found by rendering the conversation up to each assistant turn, which
+    /// needs every rendering to extend the previous one.
+    pub fn render_with_assistant_spans(&self, messages: &[serde_json::Value]) -> Result<(String, Vec<Range<usize>>), String> {
+        let rendering = |count: usize, generation_prompt: bool| -> Result<Rendering, String> {
+            Ok(Rendering { count, generation_prompt, text: self.render(&messages[..count], generation_prompt)? })
+        };
+        let mut renderings = Vec::new();
+        for (index, message) in messages.iter().enumerate() {
+            if message["role"] == "assistant" {
+                renderings.push(rendering(index, true)?);
+                renderings.push(rendering(index + 1, false)?);
+            }
+        }
+        let spans = renderings.chunks_exact(2).map(|turn| turn[0].text.len()..turn[1].text.len()).collect();
+        renderings.push(rendering(messages.len(), false)?);
+        for pair in renderings.windows(2) {
+            if !pair[1].text.starts_with(pair[0].text.as_str()) {
+                return Err(format!(
+                    "the chat template is not prefix-stable: its rendering of {} does not start with its rendering of {}, so the assistant turns cannot be located in the text (templates that rewrite earlier turns cannot be used with loss on assistant turns only)",
+                    pair[1].describe(),
+                    pair[0].describe()
+                ));
+            }
+        }
+        let full = renderings.pop().expect("the full rendering was just pushed");
+        Ok((full.text, spans))
+    }
+
+    fn render(&self, messages: &[serde_json::Value], add_generation_prompt: bool) -> Result<String, String> {
+        let mut context = BTreeMap::from([
+            ("messages", Value::from_serialize(messages)),
+            ("add_generation_prompt", Value::from(add_generation_prompt)),
+            ("tools", Value::from(())),
+        ]);
+        // Like transformers: a special token the tokenizer does not define is undefined.
+        for (name, token) in [("bos_token", &self.bos_token), ("eos_token", &self.eos_token)] {
+            if let Some(token) = token {
+                context.insert(name, Value::from(token.as_str()));
+            }
+        }
+        self.env
+            .get_template(CHAT_TEMPLATE)
+            .and_then(|template| template.render(context))
+            .map_err(|e| render_error(CHAT_TEMPLATE, &e))
+    }
+}
+
+/// The chat template's text for the first `count` messages.
+struct Rendering {
+    count: usize,
+    generation_prompt: bool,
+    text: String,
+}
+
+impl Rendering {
+    fn describe(&self) -> String {
+        let messages = if self.count == 1 { "message".to_owned() } else { format!("{} messages", self.count) };
+        let prompt = if self.generation_prompt { " plus the assistant prompt" } else { "" };
+        format!("the first {messages}{prompt}")
+    }
+}
+
+/// The error `raise_exception(message)` raises, kept as the minijinja error's source so the row
+/// error can show the template's own message.
+#[derive(Debug)]
+struct TemplateException(String);
+
+impl fmt::Display for TemplateException {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TemplateException {}
+
+/// `raise_exception(message)`: how Hugging Face chat templates reject a conversation they cannot
+/// render (e.g. roles that do not alternate).
+fn raise_exception(message: String) -> Result<Value, minijinja::Error> {
+    Err(minijinja::Error::new(ErrorKind::InvalidOperation, message.clone()).with_source(TemplateException(message)))
+}
+
+fn render_error(template: &str, e: &minijinja::Error) -> String {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(raised) = cause.downcast_ref::<TemplateException>() {
+            return format!("the {template} rejected this row: {raised}");
+        }
+        source = cause.source();
+    }
+    format!("the {template} failed: {e}")
+}
+
+/// transformers' `{% generation %}…{% endgeneration %}` marks assistant text for its own masking
+/// and renders as its body; minijinja does not know the tag, so it becomes an always-true `if`
+/// (keeping any whitespace control).
+fn without_generation_tags(source: &str) -> String {
+    static TAG: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"\{%(-?)\s*(end)?generation\s*(-?)%\}").expect("valid regex"));
+    TAG.replace_all(source, |tag: &regex::Captures| {
+        let statement = if tag.get(2).is_some() { "endif" } else { "if true" };
+        format!("{{%{} {statement} {}%}}", &tag[1], &tag[3])
+    })
+    .into_owned()
+}
+
+/// `strftime_now(format)`: the current time (UTC), which some chat templates write into the
+/// system prompt (Llama 3.2 states today's date).
+fn strftime_now(format: String) -> Result<String, minijinja::Error> {
+    format_utc(unix_time_now(), &format)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn unix_time_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// `SystemTime::now` panics on wasm32-unknown-unknown; the browser has the clock.
+#[cfg(target_arch = "wasm32")]
+fn unix_time_now() -> i64 {
+    (js_sys::Date::now() / 1000.0) as i64
+}
+
+const MONTHS: [&str; 12] =
+    ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+const WEEKDAYS: [&str; 7] = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+
+/// C `strftime` for the directives chat templates use (`%d %b %Y`, `%B %d, %Y`, ...).
+fn format_utc(unix_seconds: i64, format: &str) -> Result<String, minijinja::Error> {
+    let days = unix_seconds.div_euclid(86_400);
+    let second_of_day = unix_seconds.rem_euclid(86_400);
+    let (year, month, day) = civil_date(days);
+    let month_name = MONTHS[month as usize - 1];
+    // 1970-01-01 was a Thursday.
+    let weekday = WEEKDAYS[(days + 4).rem_euclid(7) as usize];
+    let mut out = String::new();
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let field = match chars.next() {
+            Some('Y') => year.to_string(),
+            Some('y') => format!("{:02}", year.rem_euclid(100)),
+            Some('m') => format!("{month:02}"),
+            Some('d') => format!("{day:02}"),
+            Some('B') => month_name.to_owned(),
+            Some('b') => month_name[..3].to_owned(),
+            Some('A') => weekday.to_owned(),
+            Some('a') => weekday[..3].to_owned(),
+            Some('H') => format!("{:02}", second_of_day / 3600),
+            Some('M') => format!("{:02}", second_of_day / 60 % 60),
+            Some('S') => format!("{:02}", second_of_day % 60),
+            Some('%') => "%".to_owned(),
+            other => {
+                let directive = other.map(String::from).unwrap_or_default();
+                return Err(minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("strftime_now does not support %{directive}"),
+                ));
+            }
+        };
+        out.push_str(&field);
+    }
+    Ok(out)
+}
+
+/// (year, month, day) of a day count since 1970-01-01, proleptic Gregorian (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_date(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * shifted_month + 2) / 5 + 1) as u32;
+    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 } as u32;
+    (year_of_era + era * 400 + i64::from(month <= 2), month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instruction(template: &str, variables: &[(&str, &str)]) -> Result<String, String> {
+        InstructionTemplate::new(template).unwrap().render(&variables.iter().copied().collect())
+    }
+
+    #[test]
+    fn default_template_shows_input_only_when_present() {
+        let with_input = instruction(DEFAULT_INSTRUCTION_TEMPLATE, &[("instruction", "Add."), ("input", "1 2")]).unwrap();
+        assert!(with_input.starts_with("Below is an instruction that describes a task, paired with an input"));
+        assert!(with_input.ends_with("### Instruction:\nAdd.\n\n### Input:\n1 2\n\n### Response:\n"));
+        let without = instruction(DEFAULT_INSTRUCTION_TEMPLATE, &[("instruction", "Add."), ("input", "")]).unwrap();
+        assert_eq!(
+            without,
+            "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\nAdd.\n\n### Response:\n"
+        );
+    }
+
+    #[test]
+    fn instruction_templates_keep_the_final_newline_and_reject_unknown_variables() {
+        assert_eq!(instruction("Q: {{ instruction.strip() }}\n", &[("instruction", " hi ")]).unwrap(), "Q: hi\n");
+        let e = instruction("{{ instructoin }}", &[("instruction", "x")]).unwrap_err();
+        assert!(e.starts_with("the instruction template failed: undefined value"), "{e}");
+        let e = InstructionTemplate::new("{% if %}").err().unwrap();
+        assert!(e.message.starts_with("the instruction template could not be parsed"), "{e}");
+    }
+
+    #[test]
+    fn raise_exception_shows_the_template_message() {
+        let e = instruction("{{ raise_exception('roles must alternate') }}", &[]).unwrap_err();
+        assert_eq!(e, "the instruction template rejected this row: roles must alternate");
+    }
+
+    #[test]
+    fn generation_tags_render_their_body() {
+        let source = "a{%- generation %} b {% endgeneration -%} c{% generation%}d{%endgeneration%}";
+        assert_eq!(without_generation_tags(source), "a{%- if true %} b {% endif -%} c{% if true %}d{% endif %}");
+    }
+
+    #[test]
+    fn strftime_formats_utc_dates() {
+        // 2024-07-26 13:05:09 UTC, a Friday.
+        let time = 1_721_999_109;
+        assert_eq!(format_utc(time, "%d %b %Y").unwrap(), "26 Jul 2024");
+        assert_eq!(format_utc(time, "%A, %B %d, %y %H:%M:%S %%").unwrap(), "Friday, July 26, 24 13:05:09 %");
+        assert_eq!(format_utc(951_782_400, "%Y-%m-%d %a").unwrap(), "2000-02-29 Tue");
+        assert!(format_utc(time, "%Q").is_err());
+    }
+}

@@ -1,0 +1,298 @@
+//! Adapter files exactly as PEFT writes them: `adapter_model.safetensors` (keys
+//! `base_model.model.<module>.lora_A.weight` / `prompt_embeddings`, F32, metadata
+//! `{"format": "pt"}`), `adapter_config.json` (sorted keys, 2-space indent) and a `README.md`
+//! model card. PEFT's `PeftModel.from_pretrained` loads them unchanged.
+
+use std::collections::{BTreeMap, HashMap};
+
+use burn::tensor::{Tensor, TensorData};
+use serde_json::{Value, json};
+
+use crate::err;
+use crate::error::Result;
+use crate::model::weights::{HostTensor, encode_safetensors, read_host_tensors};
+use crate::model::{CausalLm, WeightLayout};
+use crate::peft::lora::{LoraAdapter, LoraConfig, LoraInit, LoraModule};
+use crate::peft::prompt::{PromptAdapter, PromptConfig, PromptInit};
+use crate::peft::{Adapter, svd};
+use crate::readback;
+use crate::rng::Rng;
+
+pub const CONFIG_FILE: &str = "adapter_config.json";
+pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
+pub const README_FILE: &str = "README.md";
+
+/// The three files of a saved adapter.
+pub struct AdapterFiles {
+    pub config_json: String,
+    pub weights: Vec<u8>,
+    pub readme: String,
+}
+
+/// What the model card says about the run (all optional).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ModelCard {
+    pub steps: Option<usize>,
+    pub final_loss: Option<f64>,
+    pub eval_loss: Option<f64>,
+    pub dataset: Option<String>,
+}
+
+/// Serialises an adapter. `base_model` becomes `base_model_name_or_path`. A PiSSA adapter is
+/// written as PEFT's `path_initial_model_for_weight_conversion` does when `pissa_as_lora`: a plain
+/// rank-2r LoRA that applies to the original base model; otherwise as trained (its A/B apply to
+/// the residual base, which PEFT recomputes from the base weights when it loads the adapter).
+pub async fn export(adapter: &Adapter, base_model: &str, pissa_as_lora: bool, card: &ModelCard) -> Result<AdapterFiles> {
+    let (config, tensors) = match adapter {
+        Adapter::Lora(lora) => lora_files(lora, base_model, pissa_as_lora && lora.is_pissa()).await?,
+        Adapter::Prompt(prompt) => prompt_files(prompt, base_model).await?,
+    };
+    let metadata: HashMap<String, String> = [("format".to_owned(), "pt".to_owned())].into();
+    Ok(AdapterFiles {
+        config_json: pretty_sorted(&config),
+        weights: encode_safetensors(&tensors, Some(metadata)),
+        readme: model_card(&config, card),
+    })
+}
+
+async fn host(tensor: Tensor<2>) -> Result<HostTensor> {
+    let shape = tensor.dims().to_vec();
+    Ok(HostTensor { shape, data: readback::floats(tensor).await? })
+}
+
+async fn lora_files(lora: &LoraAdapter, base_model: &str, convert_pissa: bool) -> Result<(Value, BTreeMap<String, HostTensor>)> {
+    let c = &lora.config;
+    let mut tensors = BTreeMap::new();
+    for m in &lora.modules {
+        let (mut a, mut b) = (m.a.clone(), m.b.clone());
+        if convert_pissa && let Some((a0, b0)) = &m.pissa_initial {
+            a = Tensor::cat(vec![a, a0.clone()], 0);
+            b = Tensor::cat(vec![b, b0.clone().neg()], 1);
+        }
+        tensors.insert(format!("base_model.model.{}.lora_A.weight", m.path), host(a).await?);
+        tensors.insert(format!("base_model.model.{}.lora_B.weight", m.path), host(b).await?);
+    }
+    // PEFT's conversion doubles the rank and keeps every scale: alpha doubles too (× √2 with rsLoRA).
+    let (rank_factor, alpha_factor) = match (convert_pissa, c.use_rslora) {
+        (false, _) => (1, 1.0),
+        (true, false) => (2, 2.0),
+        (true, true) => (2, std::f64::consts::SQRT_2),
+    };
+    if convert_pissa && c.use_rslora && (!c.rank_pattern.is_empty() || !c.alpha_pattern.is_empty()) {
+        return Err(err!(InvalidOptions, "PEFT cannot convert a PiSSA adapter that uses rsLoRA with rank/alpha patterns"));
+    }
+    let init = if convert_pissa { json!(true) } else { c.init.peft_value() };
+    let fan_in_fan_out = lora.modules.first().is_some_and(|m| m.layout == WeightLayout::InOut);
+    let target_modules: Value = if c.target_regex { json!(c.target_modules[0]) } else { json!(c.target_modules) };
+    let config = json!({
+        "alpha_pattern": c.alpha_pattern.iter().map(|(k, v)| (k.clone(), number(v * alpha_factor))).collect::<serde_json::Map<_, _>>(),
+        "base_model_name_or_path": base_model,
+        "bias": "none",
+        "fan_in_fan_out": fan_in_fan_out,
+        "inference_mode": true,
+        "init_lora_weights": init,
+        "layers_pattern": null,
+        "layers_to_transform": null,
+        "lora_alpha": number(c.alpha * alpha_factor),
+        "lora_dropout": c.dropout,
+        "modules_to_save": null,
+        "peft_type": "LORA",
+        "r": c.r * rank_factor,
+        "rank_pattern": c.rank_pattern.iter().map(|(k, v)| (k.clone(), json!(v * rank_factor))).collect::<serde_json::Map<_, _>>(),
+        "revision": null,
+        "target_modules": target_modules,
+        "task_type": "CAUSAL_LM",
+        "use_dora": false,
+        "use_rslora": c.use_rslora,
+    });
+    Ok((config, tensors))
+}
+
+async fn prompt_files(prompt: &PromptAdapter, base_model: &str) -> Result<(Value, BTreeMap<String, HostTensor>)> {
+    let [n, dim] = prompt.embeddings.dims();
+    let text = match &prompt.config.init {
+        PromptInit::Text(t) => json!(t),
+        _ => Value::Null,
+    };
+    let tokenizer = if text.is_null() { Value::Null } else { json!(base_model) };
+    let config = json!({
+        "base_model_name_or_path": base_model,
+        "inference_mode": true,
+        "num_attention_heads": prompt.model_heads,
+        "num_layers": prompt.model_layers,
+        "num_transformer_submodules": 1,
+        "num_virtual_tokens": n,
+        "peft_type": "PROMPT_TUNING",
+        "prompt_tuning_init": prompt.config.init.peft_name(),
+        "prompt_tuning_init_text": text,
+        "revision": null,
+        "task_type": "CAUSAL_LM",
+        "token_dim": dim,
+        "tokenizer_kwargs": null,
+        "tokenizer_name_or_path": tokenizer,
+    });
+    let tensors = [("prompt_embeddings".to_owned(), host(prompt.embeddings.clone()).await?)].into();
+    Ok((config, tensors))
+}
+
+/// Integers without a trailing `.0` (PEFT writes `"lora_alpha": 16`).
+fn number(x: f64) -> Value {
+    if x.fract() == 0.0 && x.abs() < 1e15 { json!(x as i64) } else { json!(x) }
+}
+
+/// JSON with sorted keys and a 2-space indent, as PEFT writes `adapter_config.json`.
+pub fn pretty_sorted(value: &Value) -> String {
+    fn sort(v: &Value) -> Value {
+        match v {
+            Value::Object(o) => {
+                let sorted: BTreeMap<&String, Value> = o.iter().map(|(k, v)| (k, sort(v))).collect();
+                Value::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect())
+            }
+            Value::Array(a) => Value::Array(a.iter().map(sort).collect()),
+            other => other.clone(),
+        }
+    }
+    serde_json::to_string_pretty(&sort(value)).expect("JSON values serialise")
+}
+
+fn model_card(config: &Value, card: &ModelCard) -> String {
+    let base = config["base_model_name_or_path"].as_str().unwrap_or_default();
+    let method = match config["peft_type"].as_str() {
+        Some("LORA") => format!("LoRA (r={}, alpha={}, targets {})", config["r"], config["lora_alpha"], config["target_modules"]),
+        _ => format!("prompt tuning ({} virtual tokens, init {})", config["num_virtual_tokens"], config["prompt_tuning_init"]),
+    };
+    let mut facts = Vec::new();
+    if let Some(d) = &card.dataset {
+        facts.push(format!("- Dataset: `{d}`"));
+    }
+    if let Some(s) = card.steps {
+        facts.push(format!("- Steps: {s}"));
+    }
+    if let Some(l) = card.final_loss {
+        facts.push(format!("- Final training loss: {l:.4}"));
+    }
+    if let Some(l) = card.eval_loss {
+        facts.push(format!("- Eval loss: {l:.4} (perplexity {:.2})", l.exp()));
+    }
+    format!(
+        "---\nbase_model: {base}\nlibrary_name: peft\ntags:\n- webtune\n- {peft}\n---\n\n# Adapter for {base}\n\n\
+         Trained privately with [webtune](https://github.com/webtune/webtune) using {method}.\n\n{facts}\n\n\
+         ## Use with PEFT\n\n```python\nfrom transformers import AutoModelForCausalLM\nfrom peft import PeftModel\n\n\
+         base = AutoModelForCausalLM.from_pretrained(\"{base}\")\nmodel = PeftModel.from_pretrained(base, \"path/to/this/folder\")\n```\n",
+        peft = config["peft_type"].as_str().unwrap_or_default().to_lowercase(),
+        facts = facts.join("\n"),
+    )
+}
+
+/// Reads a PEFT adapter (`adapter_config.json` + `adapter_model.safetensors`) for `lm`. A raw
+/// PiSSA adapter gets its residual recomputed from the base weights, as PEFT does when loading.
+pub async fn import(config_json: &str, weights: &[u8], lm: &CausalLm) -> Result<Adapter> {
+    let config: Value = serde_json::from_str(config_json).map_err(|e| err!(InvalidAdapter, "{CONFIG_FILE} is not valid JSON: {e}"))?;
+    let tensors = read_host_tensors(WEIGHTS_FILE, weights).map_err(|e| err!(InvalidAdapter, "{}", e.message))?;
+    match config.get("peft_type").and_then(Value::as_str) {
+        Some("LORA") => import_lora(&config, tensors, lm).await.map(Adapter::Lora),
+        Some("PROMPT_TUNING") => import_prompt(&config, tensors, lm).map(Adapter::Prompt),
+        Some(other) => Err(err!(InvalidAdapter, "{CONFIG_FILE}: peft_type \"{other}\" is not supported (LORA, PROMPT_TUNING)")),
+        None => Err(err!(InvalidAdapter, "{CONFIG_FILE} has no \"peft_type\"")),
+    }
+}
+
+fn field<'a>(config: &'a Value, key: &str) -> Option<&'a Value> {
+    config.get(key).filter(|v| !v.is_null())
+}
+
+fn usize_field(config: &Value, key: &str) -> Result<Option<usize>> {
+    field(config, key)
+        .map(|v| v.as_u64().map(|n| n as usize).ok_or_else(|| err!(InvalidAdapter, "{CONFIG_FILE}: \"{key}\" must be a whole number")))
+        .transpose()
+}
+
+async fn import_lora(config: &Value, mut tensors: BTreeMap<String, HostTensor>, lm: &CausalLm) -> Result<LoraAdapter> {
+    if field(config, "use_dora").and_then(Value::as_bool) == Some(true) {
+        return Err(err!(InvalidAdapter, "{CONFIG_FILE}: DoRA adapters (use_dora) are not supported"));
+    }
+    if let Some(bias) = field(config, "bias").and_then(Value::as_str).filter(|b| *b != "none") {
+        return Err(err!(InvalidAdapter, "{CONFIG_FILE}: bias \"{bias}\" is not supported (only \"none\")"));
+    }
+    if field(config, "layers_to_transform").is_some() {
+        return Err(err!(InvalidAdapter, "{CONFIG_FILE}: layers_to_transform is not supported"));
+    }
+    if field(config, "modules_to_save").and_then(Value::as_array).is_some_and(|m| !m.is_empty()) {
+        return Err(err!(InvalidAdapter, "{CONFIG_FILE}: modules_to_save is not supported"));
+    }
+    let (target_modules, target_regex) = match field(config, "target_modules") {
+        Some(Value::String(s)) => (vec![s.clone()], s != "all-linear"),
+        Some(Value::Array(items)) => (items.iter().filter_map(Value::as_str).map(str::to_owned).collect(), false),
+        _ => return Err(err!(InvalidAdapter, "{CONFIG_FILE}: \"target_modules\" must be a list of names or a regex")),
+    };
+    let patterns = |key: &str| -> BTreeMap<String, f64> {
+        field(config, key).and_then(Value::as_object).map(|o| o.iter().filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))).collect()).unwrap_or_default()
+    };
+    let lora_config = LoraConfig {
+        r: usize_field(config, "r")?.unwrap_or(8),
+        alpha: field(config, "lora_alpha").and_then(Value::as_f64).unwrap_or(8.0),
+        dropout: field(config, "lora_dropout").and_then(Value::as_f64).unwrap_or(0.0),
+        target_modules,
+        target_regex,
+        use_rslora: field(config, "use_rslora").and_then(Value::as_bool).unwrap_or(false),
+        rank_pattern: patterns("rank_pattern").into_iter().map(|(k, v)| (k, v as usize)).collect(),
+        alpha_pattern: patterns("alpha_pattern"),
+        init: LoraInit::from_peft_value(field(config, "init_lora_weights").unwrap_or(&Value::Bool(true)))?,
+    };
+    let device = lm.device();
+    let mut modules = Vec::new();
+    for (linear, r, scale) in lora_config.resolve(lm)? {
+        let mut take = |ab: &str, shape: [usize; 2]| -> Result<Tensor<2>> {
+            let key = format!("base_model.model.{}.lora_{ab}.weight", linear.path);
+            let alt = format!("base_model.model.{}.lora_{ab}.default.weight", linear.path);
+            let t = tensors
+                .remove(&key)
+                .or_else(|| tensors.remove(&alt))
+                .ok_or_else(|| err!(InvalidAdapter, "{WEIGHTS_FILE} has no tensor \"{key}\" (the adapter does not match this model or its config)"))?;
+            if t.shape != shape {
+                return Err(err!(InvalidAdapter, "{WEIGHTS_FILE}: tensor \"{key}\" has shape {:?}, expected {:?} for this model", t.shape, shape));
+            }
+            Ok(Tensor::from_data(TensorData::new(t.data, shape), device))
+        };
+        let a = take("A", [r, linear.in_features])?;
+        let b = take("B", [linear.out_features, r])?;
+        let pissa_initial = match &lora_config.init {
+            LoraInit::Pissa { niter } => {
+                let weight = readback::floats(linear.weight_out_in()).await?;
+                let mut rng = Rng::derived(0, linear.slot as u64);
+                let (a0, b0) = svd::pissa_factors(&weight, linear.out_features, linear.in_features, r, scale, *niter, &mut rng);
+                Some((
+                    Tensor::from_data(TensorData::new(a0, [r, linear.in_features]), device),
+                    Tensor::from_data(TensorData::new(b0, [linear.out_features, r]), device),
+                ))
+            }
+            _ => None,
+        };
+        modules.push(LoraModule { path: linear.path.clone(), slot: linear.slot, layout: linear.layout, scale, a, b, pissa_initial });
+    }
+    if let Some(extra) = tensors.keys().next() {
+        return Err(err!(InvalidAdapter, "{WEIGHTS_FILE}: tensor \"{extra}\" belongs to no layer this config targets in this model"));
+    }
+    Ok(LoraAdapter::from_modules(lm, lora_config, modules))
+}
+
+fn import_prompt(config: &Value, mut tensors: BTreeMap<String, HostTensor>, lm: &CausalLm) -> Result<PromptAdapter> {
+    let n = usize_field(config, "num_virtual_tokens")?.ok_or_else(|| err!(InvalidAdapter, "{CONFIG_FILE} has no \"num_virtual_tokens\""))?;
+    if usize_field(config, "num_transformer_submodules")?.unwrap_or(1) != 1 {
+        return Err(err!(InvalidAdapter, "{CONFIG_FILE}: only num_transformer_submodules = 1 (decoder-only models) is supported"));
+    }
+    let hidden = lm.config.hidden_size;
+    let t = tensors
+        .remove("prompt_embeddings")
+        .ok_or_else(|| err!(InvalidAdapter, "{WEIGHTS_FILE} has no tensor \"prompt_embeddings\""))?;
+    if t.shape != [n, hidden] {
+        return Err(err!(InvalidAdapter, "{WEIGHTS_FILE}: \"prompt_embeddings\" has shape {:?}, expected [{n}, {hidden}] for this model", t.shape));
+    }
+    let init = match field(config, "prompt_tuning_init").and_then(Value::as_str) {
+        Some("TEXT") => PromptInit::Text(field(config, "prompt_tuning_init_text").and_then(Value::as_str).unwrap_or_default().to_owned()),
+        Some("SAMPLE_VOCAB") => PromptInit::SampleVocab,
+        _ => PromptInit::Random,
+    };
+    let embeddings = Tensor::from_data(TensorData::new(t.data, [n, hidden]), lm.device());
+    Ok(PromptAdapter::from_embeddings(lm, PromptConfig { num_virtual_tokens: n, init }, embeddings))
+}

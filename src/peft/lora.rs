@@ -1,0 +1,306 @@
+//! LoRA as PEFT defines it: `y = W x + scale · B A dropout(x)` on the targeted linear layers,
+//! `A [r, in]`, `B [out, r]`, `scale = alpha / r` (or `alpha / sqrt(r)` with rsLoRA).
+//!
+//! PiSSA initialises `A`, `B` from the top singular vectors of `W` and trains against the residual
+//! `W - scale · B₀ A₀`. The base weights here are shared and frozen, so the residual is applied as
+//! `- scale · B₀ A₀ x` with the frozen initial factors: the same function without copying `W`.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use regex::Regex;
+
+use crate::err;
+use crate::error::Result;
+use crate::model::{CausalLm, Linear, LinearDelta, WeightLayout};
+use crate::peft::svd;
+use crate::readback;
+use crate::rng::Rng;
+
+/// How `A` and `B` start.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LoraInit {
+    /// PEFT's default (`init_lora_weights=True`): A kaiming-uniform, B zero.
+    Default,
+    /// `init_lora_weights="gaussian"`: A ~ N(0, 1/r²), B zero.
+    Gaussian,
+    /// `init_lora_weights="pissa"` (exact SVD) or `"pissa_niter_K"` (K subspace iterations).
+    Pissa { niter: Option<usize> },
+}
+
+impl LoraInit {
+    /// The `init_lora_weights` value PEFT writes for this init.
+    pub fn peft_value(&self) -> serde_json::Value {
+        match self {
+            LoraInit::Default => true.into(),
+            LoraInit::Gaussian => "gaussian".into(),
+            LoraInit::Pissa { niter: None } => "pissa".into(),
+            LoraInit::Pissa { niter: Some(k) } => format!("pissa_niter_{k}").into(),
+        }
+    }
+
+    pub fn from_peft_value(value: &serde_json::Value) -> Result<Self> {
+        match value {
+            serde_json::Value::Bool(true) | serde_json::Value::Null => Ok(LoraInit::Default),
+            serde_json::Value::String(s) if s == "gaussian" => Ok(LoraInit::Gaussian),
+            serde_json::Value::String(s) if s == "pissa" => Ok(LoraInit::Pissa { niter: None }),
+            serde_json::Value::String(s) if s.starts_with("pissa_niter_") => s["pissa_niter_".len()..]
+                .parse()
+                .map(|k| LoraInit::Pissa { niter: Some(k) })
+                .map_err(|_| err!(InvalidAdapter, "init_lora_weights \"{s}\" is not pissa_niter_<number>")),
+            other => Err(err!(InvalidAdapter, "init_lora_weights {other} is not supported (true, \"gaussian\", \"pissa\", \"pissa_niter_K\")")),
+        }
+    }
+}
+
+/// Which layers get adapters, how large, and how they start (PEFT's `LoraConfig`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoraConfig {
+    pub r: usize,
+    pub alpha: f64,
+    pub dropout: f64,
+    /// Module-name suffixes (`q_proj`), `"all-linear"`, or one regex (full match) when
+    /// `target_regex` is set.
+    pub target_modules: Vec<String>,
+    pub target_regex: bool,
+    pub use_rslora: bool,
+    /// Per-module rank / alpha overrides: pattern → value, matched like PEFT's `rank_pattern`.
+    pub rank_pattern: BTreeMap<String, usize>,
+    pub alpha_pattern: BTreeMap<String, f64>,
+    pub init: LoraInit,
+}
+
+impl Default for LoraConfig {
+    fn default() -> Self {
+        LoraConfig {
+            r: 8,
+            alpha: 16.0,
+            dropout: 0.0,
+            target_modules: vec!["q_proj".into(), "k_proj".into(), "v_proj".into(), "o_proj".into()],
+            target_regex: false,
+            use_rslora: false,
+            rank_pattern: BTreeMap::new(),
+            alpha_pattern: BTreeMap::new(),
+            init: LoraInit::Default,
+        }
+    }
+}
+
+impl LoraConfig {
+    /// Whether PEFT would adapt the module at `path` (`check_target_module_exists`).
+    pub fn targets(&self, path: &str) -> Result<bool> {
+        if self.target_regex {
+            let pattern = self.target_modules.first().map(String::as_str).unwrap_or_default();
+            let re = Regex::new(&format!("^(?:{pattern})$"))
+                .map_err(|e| err!(InvalidOptions, "target_modules regex \"{pattern}\" is invalid: {e}"))?;
+            return Ok(re.is_match(path));
+        }
+        Ok(self.target_modules.iter().any(|t| t == "all-linear" || path == t || path.ends_with(&format!(".{t}"))))
+    }
+
+    /// Rank and alpha of the module at `path`, after `rank_pattern` / `alpha_pattern`.
+    fn rank_alpha(&self, path: &str) -> Result<(usize, f64)> {
+        let r = match pattern_value(&self.rank_pattern, path)? {
+            Some(r) => *r,
+            None => self.r,
+        };
+        let alpha = match pattern_value(&self.alpha_pattern, path)? {
+            Some(a) => *a,
+            None => self.alpha,
+        };
+        Ok((r, alpha))
+    }
+
+    fn scale(&self, r: usize, alpha: f64) -> f64 {
+        if self.use_rslora { alpha / (r as f64).sqrt() } else { alpha / r as f64 }
+    }
+
+    /// The layers this config adapts, with their rank, alpha and scale.
+    pub fn resolve<'m>(&self, lm: &'m CausalLm) -> Result<Vec<(&'m Linear, usize, f64)>> {
+        if self.r == 0 {
+            return Err(err!(InvalidOptions, "LoRA rank r must be at least 1"));
+        }
+        let mut chosen = Vec::new();
+        for linear in lm.linears() {
+            if self.targets(&linear.path)? {
+                let (r, alpha) = self.rank_alpha(&linear.path)?;
+                if r == 0 {
+                    return Err(err!(InvalidOptions, "rank_pattern gives {} rank 0", linear.path));
+                }
+                chosen.push((linear, r, self.scale(r, alpha)));
+            }
+        }
+        if chosen.is_empty() {
+            let names: Vec<&str> = lm.linears().iter().map(|l| l.path.rsplit('.').next().unwrap_or("")).collect();
+            let mut unique: Vec<&str> = names.clone();
+            unique.sort();
+            unique.dedup();
+            return Err(err!(
+                InvalidOptions,
+                "target modules {:?} match no layer of this {} model; its linear layers are {:?}",
+                self.target_modules,
+                lm.config.architecture.name(),
+                unique
+            ));
+        }
+        Ok(chosen)
+    }
+}
+
+/// PEFT's `get_pattern_key`: the first pattern that matches the end of the module path.
+fn pattern_value<'a, T>(patterns: &'a BTreeMap<String, T>, path: &str) -> Result<Option<&'a T>> {
+    for (pattern, value) in patterns {
+        let re = Regex::new(&format!(r"^(?:.*\.)?(?:{pattern})$"))
+            .map_err(|e| err!(InvalidOptions, "pattern \"{pattern}\" is not a valid regex: {e}"))?;
+        if re.is_match(path) {
+            return Ok(Some(value));
+        }
+    }
+    Ok(None)
+}
+
+/// The adapter of one linear layer.
+#[derive(Clone)]
+pub struct LoraModule {
+    /// HF module path of the adapted layer (`model.layers.0.self_attn.q_proj`).
+    pub path: String,
+    pub slot: usize,
+    /// Storage of the adapted weight (`InOut` = GPT-2 Conv1D, PEFT's `fan_in_fan_out`).
+    pub layout: WeightLayout,
+    pub scale: f64,
+    /// `[r, in]`
+    pub a: Tensor<2>,
+    /// `[out, r]`
+    pub b: Tensor<2>,
+    /// PiSSA's frozen initial `(A₀, B₀)`, subtracted to form the residual base.
+    pub pissa_initial: Option<(Tensor<2>, Tensor<2>)>,
+}
+
+impl LoraModule {
+    pub fn rank(&self) -> usize {
+        self.a.dims()[0]
+    }
+}
+
+/// LoRA adapters for a model: one [`LoraModule`] per adapted layer, in layer order.
+#[derive(Clone)]
+pub struct LoraAdapter {
+    pub config: LoraConfig,
+    pub modules: Vec<LoraModule>,
+    /// Module index per linear slot of the model.
+    by_slot: Vec<Option<usize>>,
+    /// Dropout keep-probability while training; `None` in evaluation.
+    train_dropout: Option<f64>,
+}
+
+impl LoraAdapter {
+    /// New adapters initialised as `config.init` says, seeded for reproducibility.
+    pub async fn init(lm: &CausalLm, config: LoraConfig, seed: u64) -> Result<Self> {
+        let device = lm.device();
+        let mut modules = Vec::new();
+        for (linear, r, scale) in config.resolve(lm)? {
+            let (fan_in, fan_out) = (linear.in_features, linear.out_features);
+            let mut rng = Rng::derived(seed, linear.slot as u64);
+            let zeros_b = || Tensor::<2>::zeros([fan_out, r], device);
+            let (a, b, pissa_initial) = match &config.init {
+                LoraInit::Default => {
+                    let bound = 1.0 / (fan_in as f64).sqrt();
+                    (host_tensor(r, fan_in, || rng.uniform(-bound, bound), device), zeros_b(), None)
+                }
+                LoraInit::Gaussian => (host_tensor(r, fan_in, || rng.normal() / r as f64, device), zeros_b(), None),
+                LoraInit::Pissa { niter } => {
+                    let weight = readback::floats(linear.weight_out_in()).await?;
+                    let (a, b) = svd::pissa_factors(&weight, fan_out, fan_in, r, scale, *niter, &mut rng);
+                    let a = Tensor::from_data(TensorData::new(a, [r, fan_in]), device);
+                    let b = Tensor::from_data(TensorData::new(b, [fan_out, r]), device);
+                    (a.clone(), b.clone(), Some((a, b)))
+                }
+            };
+            modules.push(LoraModule { path: linear.path.clone(), slot: linear.slot, layout: linear.layout, scale, a, b, pissa_initial });
+        }
+        Ok(Self::from_modules(lm, config, modules))
+    }
+
+    pub fn from_modules(lm: &CausalLm, config: LoraConfig, modules: Vec<LoraModule>) -> Self {
+        let mut by_slot = vec![None; lm.linears().len()];
+        for (i, m) in modules.iter().enumerate() {
+            by_slot[m.slot] = Some(i);
+        }
+        LoraAdapter { config, modules, by_slot, train_dropout: None }
+    }
+
+    /// Turns dropout on (training) or off (evaluation, generation).
+    pub fn set_training(&mut self, training: bool) {
+        self.train_dropout = (training && self.config.dropout > 0.0).then(|| 1.0 - self.config.dropout);
+    }
+
+    /// Whether this is a PiSSA adapter (trained against the residual base).
+    pub fn is_pissa(&self) -> bool {
+        self.modules.iter().any(|m| m.pissa_initial.is_some())
+    }
+}
+
+fn host_tensor(rows: usize, cols: usize, mut sample: impl FnMut() -> f64, device: &Device) -> Tensor<2> {
+    let values: Vec<f32> = (0..rows * cols).map(|_| sample() as f32).collect();
+    Tensor::from_data(TensorData::new(values, [rows, cols]), device)
+}
+
+impl LinearDelta for LoraAdapter {
+    fn delta(&self, slot: usize, x: &Tensor<2>) -> Option<Tensor<2>> {
+        let m = &self.modules[self.by_slot.get(slot).copied().flatten()?];
+        let dropped = match self.train_dropout {
+            Some(keep) => {
+                let mask = Tensor::<2>::random(x.shape(), Distribution::Bernoulli(keep), &x.device());
+                x.clone() * mask / keep
+            }
+            None => x.clone(),
+        };
+        let mut delta = dropped.matmul(m.a.clone().transpose()).matmul(m.b.clone().transpose());
+        if let Some((a0, b0)) = &m.pissa_initial {
+            delta = delta - x.clone().matmul(a0.clone().transpose()).matmul(b0.clone().transpose());
+        }
+        Some(delta * m.scale)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(targets: &[&str]) -> LoraConfig {
+        LoraConfig { target_modules: targets.iter().map(|s| s.to_string()).collect(), ..LoraConfig::default() }
+    }
+
+    #[test]
+    fn suffix_matching_follows_peft() {
+        let c = config(&["c_proj", "c_attn"]);
+        assert!(c.targets("transformer.h.0.attn.c_proj").unwrap());
+        assert!(c.targets("transformer.h.1.mlp.c_proj").unwrap());
+        assert!(!c.targets("transformer.h.0.mlp.c_fc").unwrap());
+        assert!(!config(&["proj"]).targets("model.layers.0.self_attn.q_proj").unwrap());
+    }
+
+    #[test]
+    fn regex_target_is_a_full_match() {
+        let c = LoraConfig { target_regex: true, ..config(&[r".*\.layers\.0\..*(q|v)_proj"]) };
+        assert!(c.targets("model.layers.0.self_attn.q_proj").unwrap());
+        assert!(!c.targets("model.layers.1.self_attn.q_proj").unwrap());
+    }
+
+    #[test]
+    fn rank_pattern_overrides_by_suffix() {
+        let mut c = config(&["q_proj", "v_proj"]);
+        c.rank_pattern.insert("v_proj".into(), 4);
+        c.alpha_pattern.insert(r"layers\.1\.self_attn\.q_proj".into(), 2.0);
+        assert_eq!(c.rank_alpha("model.layers.0.self_attn.v_proj").unwrap(), (4, 16.0));
+        assert_eq!(c.rank_alpha("model.layers.1.self_attn.q_proj").unwrap(), (8, 2.0));
+        assert_eq!(c.rank_alpha("model.layers.0.self_attn.q_proj").unwrap(), (8, 16.0));
+    }
+
+    #[test]
+    fn rslora_scale() {
+        let c = LoraConfig { use_rslora: true, ..LoraConfig::default() };
+        assert!((c.scale(16, 16.0) - 4.0).abs() < 1e-12);
+        assert!((LoraConfig::default().scale(8, 16.0) - 2.0).abs() < 1e-12);
+    }
+}

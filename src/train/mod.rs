@@ -1,0 +1,407 @@
+//! The training loop: batches in a seeded (or file) order, gradient accumulation, grad-norm
+//! clipping, AdamW, LR schedules, periodic evaluation and early stopping, checkpoints. Every
+//! convention follows transformers' `Trainer` so that results match PEFT runs.
+
+pub mod checkpoint;
+pub mod optim;
+pub mod schedule;
+
+use std::sync::Arc;
+
+use burn::tensor::{Int, Tensor, TensorData, activation};
+
+use crate::data::{Batch, Example, IGNORE_INDEX};
+use crate::err;
+use crate::error::Result;
+use crate::model::CausalLm;
+use crate::peft::Adapter;
+use crate::readback;
+use crate::rng::Rng;
+pub use optim::{AdamW, AdamWConfig};
+pub use schedule::Schedule;
+
+/// Stop when the eval loss has not improved by more than `threshold` for `patience` evaluations
+/// (transformers' `EarlyStoppingCallback`); the best adapter is restored at the end.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EarlyStopping {
+    pub patience: usize,
+    pub threshold: f64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    pub lr: f64,
+    pub optimizer: AdamWConfig,
+    pub schedule: Schedule,
+    pub warmup_steps: usize,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    /// Clip the global gradient norm to this value.
+    pub clip: Option<f64>,
+    /// Optimizer steps to run; overrides `epochs` when set (as `max_steps` does in transformers).
+    pub max_steps: Option<usize>,
+    pub epochs: usize,
+    /// Evaluate every this many optimizer steps (and after the last).
+    pub eval_every: Option<usize>,
+    pub early_stopping: Option<EarlyStopping>,
+    /// Shuffle each epoch (seeded); otherwise file order.
+    pub shuffle: bool,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            lr: 2e-4,
+            optimizer: AdamWConfig::default(),
+            schedule: Schedule::Linear,
+            warmup_steps: 0,
+            batch_size: 4,
+            grad_accum: 1,
+            clip: Some(1.0),
+            max_steps: None,
+            epochs: 1,
+            eval_every: None,
+            early_stopping: None,
+            shuffle: true,
+            seed: 42,
+        }
+    }
+}
+
+/// What one optimizer step did. `step` counts completed steps (1 after the first).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct StepMetrics {
+    pub step: usize,
+    pub epoch: f64,
+    /// Mean cross-entropy per supervised token over the step's (accumulated) batches.
+    pub loss: f64,
+    /// The learning rate this step used.
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Non-padding tokens processed.
+    pub tokens: usize,
+    pub supervised_tokens: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval_loss: Option<f64>,
+    /// Set on the step after which early stopping ended training.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub early_stopped: bool,
+}
+
+/// Sum of the token cross-entropies over a batch's supervised positions (transformers'
+/// `ForCausalLMLoss` before dividing by the token count), and that count. Only supervised
+/// positions reach the LM head, so a large vocabulary costs memory only where the loss needs it.
+pub fn loss_sum(lm: &CausalLm, adapter: &Adapter, batch: &Batch) -> Result<Option<(Tensor<1>, usize)>> {
+    let prefix = adapter.prefix_len();
+    let (b, len) = (batch.batch, batch.len);
+    let width = prefix + len;
+    // Labels of the full sequence (the virtual tokens get -100), shifted by one.
+    let label = |row: usize, pos: usize| if pos < prefix { IGNORE_INDEX } else { batch.labels[row * len + pos - prefix] };
+    let mut rows = Vec::new();
+    let mut targets = Vec::new();
+    for row in 0..b {
+        for pos in 0..width - 1 {
+            let target = label(row, pos + 1);
+            if target != IGNORE_INDEX {
+                rows.push((row * width + pos) as i64);
+                targets.push(target);
+            }
+        }
+    }
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let count = rows.len();
+    let vocab = lm.config.vocab_size as i64;
+    if let Some(bad) = targets.iter().find(|&&t| t < 0 || t >= vocab) {
+        return Err(err!(InvalidDataset, "label {bad} is outside the vocabulary of {vocab}"));
+    }
+    let device = lm.device();
+    let hidden = adapter.hidden(lm, &batch.input_ids, b, Some(&batch.attention_mask), None)?;
+    let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [count]), device);
+    let targets = Tensor::<2, Int>::from_data(TensorData::new(targets, [count, 1]), device);
+    let log_probs = activation::log_softmax(lm.logits(hidden.select(0, rows)), 1);
+    Ok(Some((log_probs.gather(1, targets).sum().neg(), count)))
+}
+
+/// Mean token loss of `adapter` on `examples` (eval batches of `batch_size` in order).
+pub async fn evaluate(lm: &CausalLm, adapter: &Adapter, examples: &[Example], batch_size: usize, pad_id: u32) -> Result<f64> {
+    let mut adapter = adapter.clone();
+    adapter.set_training(false);
+    let mut total: Option<Tensor<1>> = None;
+    let mut count = 0;
+    for chunk in examples.chunks(batch_size.max(1)) {
+        let refs: Vec<&Example> = chunk.iter().collect();
+        if let Some((sum, n)) = loss_sum(lm, &adapter, &Batch::collate(&refs, pad_id))? {
+            total = Some(total.map_or(sum.clone(), |t| t + sum));
+            count += n;
+        }
+    }
+    let total = total.ok_or_else(|| err!(InvalidDataset, "the eval set has no supervised tokens"))?;
+    Ok(readback::scalar(total).await? as f64 / count as f64)
+}
+
+/// Which examples each optimizer step uses: derived from the step number alone, so a resumed
+/// run sees exactly the batches an uninterrupted one would.
+#[derive(Clone, Debug)]
+struct Plan {
+    examples: usize,
+    batch_size: usize,
+    grad_accum: usize,
+    shuffle: bool,
+    seed: u64,
+}
+
+impl Plan {
+    fn batches_per_epoch(&self) -> usize {
+        self.examples.div_ceil(self.batch_size)
+    }
+
+    fn steps_per_epoch(&self) -> usize {
+        self.batches_per_epoch().div_ceil(self.grad_accum)
+    }
+
+    fn order(&self, epoch: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.examples).collect();
+        if self.shuffle {
+            Rng::derived(self.seed, 1_000 + epoch as u64).shuffle(&mut order);
+        }
+        order
+    }
+
+    /// The micro-batches (example indices) of optimizer step `step` (0-based).
+    fn step(&self, step: usize) -> Vec<Vec<usize>> {
+        let per_epoch = self.steps_per_epoch();
+        let (epoch, within) = (step / per_epoch, step % per_epoch);
+        let order = self.order(epoch);
+        let first = within * self.grad_accum;
+        let last = ((within + 1) * self.grad_accum).min(self.batches_per_epoch());
+        (first..last)
+            .map(|b| order[b * self.batch_size..((b + 1) * self.batch_size).min(self.examples)].to_vec())
+            .collect()
+    }
+}
+
+/// Best eval loss so far and the adapter values that reached it.
+#[derive(Clone)]
+struct Best {
+    loss: f64,
+    params: Vec<Tensor<2>>,
+}
+
+/// A training run. Drive it with [`Trainer::step`] until [`Trainer::is_done`].
+pub struct Trainer {
+    lm: Arc<CausalLm>,
+    adapter: Adapter,
+    optimizer: AdamW,
+    config: TrainConfig,
+    train: Vec<Example>,
+    eval: Vec<Example>,
+    pad_id: u32,
+    plan: Plan,
+    total_steps: usize,
+    /// Completed optimizer steps.
+    step: usize,
+    best: Option<Best>,
+    evals_without_improvement: usize,
+    stopped_early: bool,
+}
+
+impl Trainer {
+    pub fn new(lm: Arc<CausalLm>, adapter: Adapter, train: Vec<Example>, eval: Vec<Example>, config: TrainConfig, pad_id: u32) -> Result<Self> {
+        if train.is_empty() {
+            return Err(err!(InvalidDataset, "the training set is empty"));
+        }
+        if config.batch_size == 0 || config.grad_accum == 0 {
+            return Err(err!(InvalidOptions, "batch size and gradient accumulation must be at least 1"));
+        }
+        if !(config.lr > 0.0 && config.lr.is_finite()) {
+            return Err(err!(InvalidOptions, "the learning rate must be a positive number, got {}", config.lr));
+        }
+        if config.early_stopping.is_some() && (eval.is_empty() || config.eval_every.is_none()) {
+            return Err(err!(InvalidOptions, "early stopping needs an eval set and an eval interval (--eval-every)"));
+        }
+        let plan = Plan {
+            examples: train.len(),
+            batch_size: config.batch_size,
+            grad_accum: config.grad_accum,
+            shuffle: config.shuffle,
+            seed: config.seed,
+        };
+        let total_steps = config.max_steps.unwrap_or(plan.steps_per_epoch() * config.epochs.max(1));
+        let params: Vec<Tensor<2>> = adapter.params().into_iter().map(|(_, t)| t).collect();
+        let optimizer = AdamW::new(config.optimizer, &params);
+        Ok(Trainer {
+            lm,
+            adapter,
+            optimizer,
+            config,
+            train,
+            eval,
+            pad_id,
+            plan,
+            total_steps,
+            step: 0,
+            best: None,
+            evals_without_improvement: 0,
+            stopped_early: false,
+        })
+    }
+
+    pub fn adapter(&self) -> &Adapter {
+        &self.adapter
+    }
+
+    pub fn model(&self) -> &Arc<CausalLm> {
+        &self.lm
+    }
+
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    pub fn steps_done(&self) -> usize {
+        self.step
+    }
+
+    pub fn total_steps(&self) -> usize {
+        self.total_steps
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.step >= self.total_steps || self.stopped_early
+    }
+
+    /// Runs one optimizer step (with its accumulated micro-batches), then evaluates if due.
+    pub async fn step(&mut self) -> Result<StepMetrics> {
+        if self.is_done() {
+            return Err(err!(InvalidOptions, "training is already finished"));
+        }
+        let lm = self.lm.clone();
+        let micro_batches: Vec<Batch> = self
+            .plan
+            .step(self.step)
+            .iter()
+            .map(|idx| Batch::collate(&idx.iter().map(|&i| &self.train[i]).collect::<Vec<_>>(), self.pad_id))
+            .collect();
+        let prefix = self.adapter.prefix_len();
+        let supervised: usize = micro_batches.iter().map(|b| supervised_predictions(b, prefix)).sum();
+        let tokens: usize = micro_batches.iter().map(|b| b.attention_mask.iter().filter(|&&m| m != 0).count()).sum();
+        if supervised == 0 {
+            return Err(err!(InvalidDataset, "step {} has no supervised tokens", self.step + 1));
+        }
+
+        let mut tracked = self.adapter.tracked();
+        tracked.set_training(true);
+        let leaves: Vec<Tensor<2>> = tracked.params().into_iter().map(|(_, t)| t).collect();
+        let mut grads: Vec<Option<Tensor<2>>> = vec![None; leaves.len()];
+        let mut loss_total: Option<Tensor<1>> = None;
+        for (micro, batch) in micro_batches.iter().enumerate() {
+            // Dropout masks depend only on (seed, step, micro-batch), so resumed runs match.
+            lm.device().seed(Rng::derived(self.config.seed, ((self.step as u64) << 16) | micro as u64).next_u64());
+            let Some((sum, _)) = loss_sum(&lm, &tracked, batch)? else { continue };
+            // transformers divides by the supervised tokens of the whole accumulated step.
+            let gradients = (sum.clone() / supervised as f64).backward();
+            for (acc, leaf) in grads.iter_mut().zip(&leaves) {
+                if let Some(g) = leaf.grad(&gradients) {
+                    *acc = Some(match acc.take() {
+                        Some(a) => a + g,
+                        None => g,
+                    });
+                }
+            }
+            let sum = sum.detach().inner();
+            loss_total = Some(loss_total.map_or(sum.clone(), |t| t + sum));
+        }
+        let params: Vec<Tensor<2>> = self.adapter.params().into_iter().map(|(_, t)| t).collect();
+        let grads: Vec<Tensor<2>> = grads.into_iter().zip(&params).map(|(g, p)| g.unwrap_or_else(|| p.zeros_like())).collect();
+
+        // Global norm as torch's clip_grad_norm_: scale by min(1, clip / (norm + 1e-6)).
+        let norm = grads.iter().map(|g| g.clone().square().sum()).reduce(|a, b| a + b).expect("adapters have parameters").sqrt();
+        let grads = match self.config.clip {
+            Some(clip) => {
+                let coef = (norm.clone() + 1e-6).recip().mul_scalar(clip).clamp_max(1.0).reshape([1, 1]);
+                grads.into_iter().map(|g| g * coef.clone()).collect()
+            }
+            None => grads,
+        };
+        let lr = self.config.lr * self.config.schedule.factor(self.step, self.config.warmup_steps, self.total_steps);
+        let updated = self.optimizer.step(params, grads, lr);
+        self.adapter = self.adapter.with_params(updated);
+        self.step += 1;
+
+        let loss_total = loss_total.expect("a step with supervised tokens has a loss");
+        let values = readback::floats(Tensor::cat(vec![loss_total, norm], 0)).await?;
+        let mut metrics = StepMetrics {
+            step: self.step,
+            epoch: self.step as f64 / self.plan.steps_per_epoch() as f64,
+            loss: values[0] as f64 / supervised as f64,
+            lr,
+            grad_norm: values[1] as f64,
+            tokens,
+            supervised_tokens: supervised,
+            eval_loss: None,
+            early_stopped: false,
+        };
+        if !metrics.loss.is_finite() {
+            return Err(err!(InvalidOptions, "the loss became {} at step {}: lower the learning rate", metrics.loss, self.step));
+        }
+        let eval_due = self.config.eval_every.is_some_and(|n| self.step % n == 0) || self.step == self.total_steps;
+        if !self.eval.is_empty() && self.config.eval_every.is_some() && eval_due {
+            let eval_loss = self.evaluate().await?;
+            metrics.eval_loss = Some(eval_loss);
+            self.record_eval(eval_loss);
+            metrics.early_stopped = self.stopped_early;
+        }
+        if self.is_done() {
+            self.restore_best();
+        }
+        Ok(metrics)
+    }
+
+    /// Mean token loss of the current adapter on the eval set.
+    pub async fn evaluate(&self) -> Result<f64> {
+        evaluate(&self.lm, &self.adapter, &self.eval, self.config.batch_size, self.pad_id).await
+    }
+
+    fn record_eval(&mut self, loss: f64) {
+        let Some(es) = self.config.early_stopping else { return };
+        // transformers resets patience only for an improvement larger than the threshold, but
+        // keeps any strictly better adapter as the best one.
+        let improved_enough = self.best.as_ref().is_none_or(|b| loss < b.loss && b.loss - loss > es.threshold);
+        if self.best.as_ref().is_none_or(|b| loss < b.loss) {
+            self.best = Some(Best { loss, params: self.adapter.params().into_iter().map(|(_, t)| t).collect() });
+        }
+        if improved_enough {
+            self.evals_without_improvement = 0;
+        } else {
+            self.evals_without_improvement += 1;
+            if self.evals_without_improvement >= es.patience {
+                self.stopped_early = true;
+            }
+        }
+    }
+
+    /// With early stopping, training ends on the best adapter seen.
+    fn restore_best(&mut self) {
+        if let Some(best) = &self.best {
+            self.adapter = self.adapter.with_params(best.params.clone());
+        }
+    }
+
+    /// The eval loss of the best adapter so far (with early stopping).
+    pub fn best_eval_loss(&self) -> Option<f64> {
+        self.best.as_ref().map(|b| b.loss)
+    }
+}
+
+/// Supervised labels that some position predicts (what the loss averages over): all but each
+/// row's first, which only a prompt-tuning prefix can predict.
+fn supervised_predictions(batch: &Batch, prefix: usize) -> usize {
+    let skip = usize::from(prefix == 0);
+    (0..batch.batch)
+        .map(|row| batch.labels[row * batch.len + skip..(row + 1) * batch.len].iter().filter(|&&l| l != IGNORE_INDEX).count())
+        .sum()
+}

@@ -1,0 +1,219 @@
+//! Training parity with Hugging Face PEFT + torch AdamW: starting from the fixture's initial
+//! adapter and batches, the per-step losses, the step-0/1 gradients, the final adapter, the final
+//! logits and the eval losses all match the reference within 1e-4.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use webtune::data::{Batch, Example, IGNORE_INDEX};
+use webtune::model::Model;
+use webtune::model::files::Folder;
+use webtune::peft::files::{self, import};
+use webtune::peft::{Adapter, PromptAdapter, PromptConfig, PromptInit};
+use webtune::readback;
+use webtune::train::{AdamWConfig, Schedule, TrainConfig, Trainer, evaluate, loss_sum};
+
+const TOLERANCE: f32 = 1e-4;
+
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    burn::tensor::read_sync(f)
+}
+
+fn floats(t: burn::tensor::Tensor<2>) -> Vec<f32> {
+    block(readback::floats(t)).unwrap()
+}
+
+/// The 64 train rows (in file order) and 16 eval rows, recovered from the fixture's batches.
+fn fixture_examples() -> (Vec<Example>, Vec<Example>, Vec<Batch>) {
+    let batches = read_reference(&fixtures().join("batches.safetensors"));
+    let batch = |name: &str| {
+        let ids = &batches[&format!("{name}.input_ids")];
+        let (b, len) = (ids.shape[0], ids.shape[1]);
+        Batch {
+            input_ids: ids.ids(),
+            attention_mask: batches[&format!("{name}.attention_mask")].values.iter().map(|&v| v as u8).collect(),
+            labels: batches[&format!("{name}.labels")].values.iter().map(|&v| v as i64).collect(),
+            batch: b,
+            len,
+        }
+    };
+    let rows = |b: &Batch| -> Vec<Example> {
+        (0..b.batch)
+            .map(|r| {
+                let real = b.attention_mask[r * b.len..(r + 1) * b.len].iter().filter(|&&m| m == 1).count();
+                Example {
+                    input_ids: b.input_ids[r * b.len..r * b.len + real].to_vec(),
+                    labels: b.labels[r * b.len..r * b.len + real].to_vec(),
+                    line: 0,
+                }
+            })
+            .collect()
+    };
+    let steps: Vec<Batch> = (0..20).map(|s| batch(&format!("step{s}"))).collect();
+    let train: Vec<Example> = steps[..16].iter().flat_map(rows).collect();
+    let eval_batch = batch("eval");
+    (train, rows(&eval_batch), steps)
+}
+
+fn load_adapter(dir: &Path, model: &Model) -> Adapter {
+    let config = std::fs::read_to_string(dir.join(files::CONFIG_FILE)).unwrap();
+    let weights = std::fs::read(dir.join(files::WEIGHTS_FILE)).unwrap();
+    block(import(&config, &weights, &model.lm)).unwrap()
+}
+
+/// Gradients of the mean token loss of `batch` for each trainable tensor, keyed like PEFT.
+fn gradients(model: &Model, adapter: &Adapter, batch: &Batch) -> Vec<(String, Vec<f32>)> {
+    let tracked = adapter.tracked();
+    let (sum, count) = loss_sum(&model.lm, &tracked, batch).unwrap().unwrap();
+    let grads = (sum / count as f64).backward();
+    tracked.params().into_iter().map(|(key, t)| (key, floats(t.grad(&grads).unwrap()))).collect()
+}
+
+fn compare(what: &str, got: &[f32], expected: &[f32], worst: &mut f32) {
+    let err = max_abs_diff(got, expected);
+    *worst = worst.max(err);
+    assert!(err < TOLERANCE, "{what}: differs from PEFT by {err}");
+}
+
+fn parity(model_name: &str, method: &str) {
+    let device = gpu();
+    let model = Model::load(&Folder::new(fixtures().join(model_name).join("base")).unwrap(), &device).unwrap();
+    let case = fixtures().join(model_name).join(method);
+    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(case.join("losses.json")).unwrap()).unwrap();
+    let initial = load_adapter(&case.join("initial"), &model);
+    let (train, eval, steps) = fixture_examples();
+    let logits_ref = read_reference(&case.join("expected_logits.safetensors"));
+    let grads_ref = read_reference(&case.join("grads.safetensors"));
+    let (mut loss_err, mut grad_err, mut adapter_err, mut logit_err) = (0f32, 0f32, 0f32, 0f32);
+
+    let logits_of = |adapter: &Adapter, i: usize| {
+        let ids = logits_ref[&format!("input_ids_{i}")].ids();
+        floats(model.lm.logits(adapter.hidden(&model.lm, &ids, 1, None, None).unwrap()))
+    };
+    for i in 0..2 {
+        compare("initial logits", &logits_of(&initial, i), &logits_ref[&format!("initial_logits_{i}")].f32s(), &mut logit_err);
+    }
+    let eval_before = block(evaluate(&model.lm, &initial, &eval, 16, 1)).unwrap();
+    assert!((eval_before - reference["eval_loss_initial"].as_f64().unwrap()).abs() < TOLERANCE as f64);
+
+    for (key, g) in gradients(&model, &initial, &steps[0]) {
+        compare(&format!("step-0 gradient of {key}"), &g, &grads_ref[&format!("step0.{key}")].f32s(), &mut grad_err);
+    }
+
+    let config = TrainConfig {
+        lr: 1e-3,
+        optimizer: AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
+        schedule: Schedule::Constant,
+        warmup_steps: 0,
+        batch_size: 4,
+        grad_accum: 1,
+        clip: None,
+        max_steps: Some(20),
+        epochs: 1,
+        eval_every: None,
+        early_stopping: None,
+        shuffle: false,
+        seed: 0,
+    };
+    let mut trainer = Trainer::new(model.lm.clone(), initial.clone(), train, eval.clone(), config, 1).unwrap();
+    let expected_losses = reference["train_loss"].as_array().unwrap();
+    for s in 0..20 {
+        if s == 1 {
+            for (key, g) in gradients(&model, trainer.adapter(), &steps[1]) {
+                compare(&format!("step-1 gradient of {key}"), &g, &grads_ref[&format!("step1.{key}")].f32s(), &mut grad_err);
+            }
+        }
+        let metrics = block(trainer.step()).unwrap();
+        let expected = expected_losses[s].as_f64().unwrap() as f32;
+        compare(&format!("loss of step {s}"), &[metrics.loss as f32], &[expected], &mut loss_err);
+    }
+    assert!(trainer.is_done());
+
+    let final_ref = read_reference(&case.join("final").join(files::WEIGHTS_FILE));
+    for (key, t) in trainer.adapter().params() {
+        compare(&format!("final {key}"), &floats(t), &final_ref[&key].f32s(), &mut adapter_err);
+    }
+    for i in 0..2 {
+        compare("final logits", &logits_of(trainer.adapter(), i), &logits_ref[&format!("logits_{i}")].f32s(), &mut logit_err);
+    }
+    let eval_after = block(trainer.evaluate()).unwrap();
+    assert!((eval_after - reference["eval_loss_final"].as_f64().unwrap()).abs() < TOLERANCE as f64);
+    println!(
+        "{model_name}/{method}: max |Δ| loss {loss_err:.2e}, gradients {grad_err:.2e}, final adapter {adapter_err:.2e}, logits {logit_err:.2e}; eval {eval_before:.6} -> {eval_after:.6}"
+    );
+}
+
+#[test]
+fn llama_lora() {
+    parity("llama", "lora");
+}
+
+#[test]
+fn llama_prompt_tuning_random() {
+    parity("llama", "prompt_tuning_random");
+}
+
+#[test]
+fn llama_prompt_tuning_text() {
+    parity("llama", "prompt_tuning_text");
+}
+
+#[test]
+fn qwen2_lora() {
+    parity("qwen2", "lora");
+}
+
+#[test]
+fn qwen2_prompt_tuning_random() {
+    parity("qwen2", "prompt_tuning_random");
+}
+
+#[test]
+fn qwen2_prompt_tuning_text() {
+    parity("qwen2", "prompt_tuning_text");
+}
+
+#[test]
+fn gpt2_lora() {
+    parity("gpt2", "lora");
+}
+
+#[test]
+fn gpt2_prompt_tuning_random() {
+    parity("gpt2", "prompt_tuning_random");
+}
+
+#[test]
+fn gpt2_prompt_tuning_text() {
+    parity("gpt2", "prompt_tuning_text");
+}
+
+/// TEXT init takes the embedding rows of the tokenised init text, truncated to 8, as PEFT does.
+#[test]
+fn text_init_matches_peft() {
+    let device = gpu();
+    for name in MODELS {
+        let model = Model::load(&Folder::new(fixtures().join(name).join("base")).unwrap(), &device).unwrap();
+        let config = PromptConfig { num_virtual_tokens: 8, init: PromptInit::Text("Reverse the letters of the word:".into()) };
+        let ours = PromptAdapter::init(&model.lm, &model.tokenizer, config, 0).unwrap();
+        let reference = load_adapter(&fixtures().join(name).join("prompt_tuning_text/initial"), &model);
+        let Adapter::Prompt(reference) = reference else { panic!("prompt adapter expected") };
+        assert_eq!(floats(ours.embeddings), floats(reference.embeddings), "{name}");
+    }
+}
+
+/// Labels of -100 never reach the loss; only supervised tokens count.
+#[test]
+fn loss_ignores_unsupervised_positions() {
+    let device = gpu();
+    let model = Model::load(&Folder::new(fixtures().join("llama/base")).unwrap(), &device).unwrap();
+    let adapter = load_adapter(&fixtures().join("llama/lora/initial"), &model);
+    let (_, _, steps) = fixture_examples();
+    let mut batch = steps[0].clone();
+    let (_, count) = loss_sum(&model.lm, &adapter, &batch).unwrap().unwrap();
+    batch.labels.iter_mut().for_each(|l| *l = IGNORE_INDEX);
+    assert!(loss_sum(&model.lm, &adapter, &batch).unwrap().is_none());
+    assert!(count > 0);
+}
