@@ -23,7 +23,7 @@ impl GpuInfo {
         GpuInfo {
             name: info.name,
             backend: format!("{:?}", setup.backend),
-            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
             max_buffer_size: limits.max_buffer_size,
         }
     }

@@ -6,6 +6,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod model;
+pub mod options;
 pub mod train;
 pub mod peft;
 pub mod readback;

@@ -39,7 +39,7 @@ pub fn run(args: Args) -> webtune::Result<()> {
     }
     let logits = model.lm.forward(&ids, 1, None, &NoAdapter)?;
     let vocab = model.lm.config.vocab_size;
-    let values = burn::tensor::read_sync(readback::floats(logits))?;
+    let values = crate::block(readback::floats(logits))?;
     let last = &values[(ids.len() - 1) * vocab..];
     println!("{} tokens: {:?}", ids.len(), ids);
     for (rank, (id, logit, prob)) in top_k(last, args.top).into_iter().enumerate() {
@@ -49,7 +49,7 @@ pub fn run(args: Args) -> webtune::Result<()> {
         let mut tensors = BTreeMap::new();
         tensors.insert("logits".to_owned(), HostTensor { shape: vec![ids.len(), vocab], data: values });
         let metadata = [("input_ids".to_owned(), format!("{ids:?}"))].into_iter().collect();
-        crate::write_atomic(&out, &encode_safetensors(&tensors, Some(metadata)))?;
+        crate::write_files_atomic(&[(out.clone(), encode_safetensors(&tensors, Some(metadata)))])?;
         println!("wrote {}", out.display());
     }
     Ok(())

@@ -4,8 +4,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use webtune::err;
 
+mod bench;
+mod eval;
 mod logits;
+mod train;
 
 #[derive(Parser)]
 #[command(name = "webtune", version, about = "Fine-tune small language models with LoRA, PiSSA or prompt tuning on your GPU")]
@@ -16,14 +20,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the base model on a text and print the top-5 next tokens.
+    /// Run the base model on a text and print the top next tokens.
     Logits(logits::Args),
+    /// Train a LoRA / PiSSA / prompt-tuning adapter and write it as PEFT files.
+    Train(Box<train::Args>),
+    /// Evaluate a model (optionally with an adapter) on a dataset: loss and perplexity.
+    Eval(eval::Args),
+    /// Measure a LoRA training step on a SmolLM2-135M-shaped model; prints one JSON line.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let result = match Cli::parse().command {
         Command::Logits(args) => logits::run(args),
+        Command::Train(args) => train::run(*args),
+        Command::Eval(args) => eval::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -34,17 +46,30 @@ fn main() -> ExitCode {
     }
 }
 
-/// Writes `bytes` to `path` atomically: a failed or interrupted write never leaves a partial
-/// file where a good one was (write a sibling temp file, then rename over).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> webtune::Result<()> {
-    use webtune::err;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
-    let tmp: PathBuf = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err!(Io, "cannot write {}: {e}", path.display()));
+/// Waits for a core future (GPU readbacks); natively that is a plain block.
+pub fn block<F: std::future::Future>(future: F) -> F::Output {
+    burn::tensor::read_sync(future)
+}
+
+/// Writes files so that a failure never leaves a partial file where a good one was: every file
+/// is first written in full beside its target, and only then renamed over it.
+pub fn write_files_atomic(files: &[(PathBuf, Vec<u8>)]) -> webtune::Result<()> {
+    let temp = |path: &Path| {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+        path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+    };
+    let cleanup = || files.iter().for_each(|(path, _)| drop(std::fs::remove_file(temp(path))));
+    for (path, bytes) in files {
+        if let Err(e) = std::fs::write(temp(path), bytes) {
+            cleanup();
+            return Err(err!(Io, "cannot write {}: {e}", path.display()));
+        }
+    }
+    for (path, _) in files {
+        if let Err(e) = std::fs::rename(temp(path), path) {
+            cleanup();
+            return Err(err!(Io, "cannot write {}: {e}", path.display()));
+        }
     }
     Ok(())
 }

@@ -38,7 +38,8 @@ pub(super) struct Encoded {
     pub truncated: bool,
 }
 
-const FIELD_SETS: &str = "\"text\"; \"prompt\" + \"completion\"; \"instruction\" + \"output\" (+ optional \"input\"); \"messages\"";
+const FIELD_SETS: &str =
+    "\"text\"; \"prompt\" + \"completion\"; \"instruction\" + \"output\" (+ optional \"input\"); \"messages\"";
 
 pub(super) struct RowEncoder<'a> {
     tokenizer: &'a TextTokenizer,
@@ -58,7 +59,9 @@ impl<'a> RowEncoder<'a> {
             tokenizer,
             max_len: options.max_len,
             eos: tokenizer.eos_token_ids.first().copied(),
-            instruction_template: InstructionTemplate::new(options.template.as_deref().unwrap_or(DEFAULT_INSTRUCTION_TEMPLATE))?,
+            instruction_template: InstructionTemplate::new(
+                options.template.as_deref().unwrap_or(DEFAULT_INSTRUCTION_TEMPLATE),
+            )?,
             chat_template: ChatTemplate::new(tokenizer),
         })
     }
@@ -138,7 +141,11 @@ impl<'a> RowEncoder<'a> {
             .iter()
             .zip(offsets)
             .map(|(&id, token)| {
-                if assistant_spans.iter().any(|span| span.contains(&token.start)) { i64::from(id) } else { IGNORE_INDEX }
+                if assistant_spans.iter().any(|span| span.contains(&token.start)) {
+                    i64::from(id)
+                } else {
+                    IGNORE_INDEX
+                }
             })
             .collect();
         Ok((input_ids, labels))
@@ -157,12 +164,17 @@ fn checked_messages(messages: &Value) -> Result<&[Value], String> {
     for (index, message) in list.iter().enumerate() {
         let number = index + 1;
         let Value::Object(message) = message else {
-            return Err(format!("message {number} must be an object with \"role\" and \"content\", found {}", json_type(message)));
+            return Err(format!(
+                "message {number} must be an object with \"role\" and \"content\", found {}",
+                json_type(message)
+            ));
         };
         for key in ["role", "content"] {
             match message.get(key) {
                 Some(Value::String(_)) => {}
-                Some(other) => return Err(format!("message {number}: \"{key}\" must be a string, found {}", json_type(other))),
+                Some(other) => {
+                    return Err(format!("message {number}: \"{key}\" must be a string, found {}", json_type(other)));
+                }
                 None => return Err(format!("message {number} has no \"{key}\"")),
             }
         }
@@ -172,7 +184,10 @@ fn checked_messages(messages: &Value) -> Result<&[Value], String> {
     }
     // Each assistant turn is located by rendering the messages before it, which needs some.
     if list[0]["role"] == "assistant" {
-        return Err("the conversation starts with an \"assistant\" message; start it with a \"system\" or \"user\" message".to_owned());
+        return Err(
+            "the conversation starts with an \"assistant\" message; start it with a \"system\" or \"user\" message"
+                .to_owned(),
+        );
     }
     Ok(list)
 }

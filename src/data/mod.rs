@@ -72,7 +72,12 @@ pub struct Dataset {
 
 /// Parses and tokenises a dataset file. `file_name` picks the format by extension (`.jsonl`,
 /// `.ndjson`, `.json`, `.csv`, `.txt`) and is used in error messages (`train.jsonl:12: ...`).
-pub fn load_dataset(file_name: &str, bytes: &[u8], tokenizer: &TextTokenizer, options: &DataOptions) -> Result<Dataset> {
+pub fn load_dataset(
+    file_name: &str,
+    bytes: &[u8],
+    tokenizer: &TextTokenizer,
+    options: &DataOptions,
+) -> Result<Dataset> {
     let rows = source::read_rows(file_name, bytes)?;
     let encoder = RowEncoder::new(tokenizer, options)?;
     let mut examples = Vec::new();
@@ -87,7 +92,9 @@ pub fn load_dataset(file_name: &str, bytes: &[u8], tokenizer: &TextTokenizer, op
                     report.no_supervised_tokens += 1;
                 }
             }
-            Err(Rejection::Row(reason)) if options.skip_bad_rows => report.bad_rows.push(RowError { line: row.line, reason }),
+            Err(Rejection::Row(reason)) if options.skip_bad_rows => {
+                report.bad_rows.push(RowError { line: row.line, reason })
+            }
             Err(Rejection::Row(reason)) => return Err(err!(InvalidDataset, "{file_name}:{}: {reason}", row.line)),
             Err(Rejection::Fatal(e)) => return Err(e),
         }
@@ -165,12 +172,19 @@ pub fn preview(
                 tokens: example.input_ids.len(),
                 truncated,
                 error: (!has_supervised_tokens(&example)).then(|| {
-                    format!("no supervised token left after truncation to {} tokens; the row is skipped", options.max_len)
+                    format!(
+                        "no supervised token left after truncation to {} tokens; the row is skipped",
+                        options.max_len
+                    )
                 }),
             }),
-            Err(Rejection::Row(reason)) => {
-                Ok(PreviewRow { line: row.line, segments: Vec::new(), tokens: 0, truncated: false, error: Some(reason) })
-            }
+            Err(Rejection::Row(reason)) => Ok(PreviewRow {
+                line: row.line,
+                segments: Vec::new(),
+                tokens: 0,
+                truncated: false,
+                error: Some(reason),
+            }),
             Err(Rejection::Fatal(e)) => Err(e),
         })
         .collect()
@@ -219,7 +233,9 @@ impl Batch {
         for example in examples {
             let padding = len - example.input_ids.len();
             batch.input_ids.extend(example.input_ids.iter().copied().chain(std::iter::repeat_n(pad_id, padding)));
-            batch.attention_mask.extend(std::iter::repeat_n(1, example.input_ids.len()).chain(std::iter::repeat_n(0, padding)));
+            batch
+                .attention_mask
+                .extend(std::iter::repeat_n(1, example.input_ids.len()).chain(std::iter::repeat_n(0, padding)));
             batch.labels.extend(example.labels.iter().copied().chain(std::iter::repeat_n(IGNORE_INDEX, padding)));
         }
         batch

@@ -39,7 +39,11 @@ fn utf8_text<'a>(file_name: &str, bytes: &'a [u8]) -> Result<&'a str> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         let valid = &bytes[..e.valid_up_to()];
         let line = 1 + valid.iter().filter(|&&b| b == b'\n').count();
-        err!(InvalidDataset, "{file_name}:{line}: the file is not valid UTF-8 text (at byte {}); save it as UTF-8", e.valid_up_to())
+        err!(
+            InvalidDataset,
+            "{file_name}:{line}: the file is not valid UTF-8 text (at byte {}); save it as UTF-8",
+            e.valid_up_to()
+        )
     })?;
     Ok(text.strip_prefix('\u{feff}').unwrap_or(text))
 }
@@ -59,11 +63,8 @@ fn json_lines(text: &str) -> Vec<SourceRow> {
 /// A top-level JSON array of row objects. A syntax error anywhere makes the array unreadable, so
 /// it fails the whole file; an item that is not an object is a row error.
 fn json_array(file_name: &str, text: &str) -> Result<Vec<SourceRow>> {
-    let jsonl_hint = if text.trim_start().starts_with('{') {
-        " (for one JSON object per line, name the file .jsonl)"
-    } else {
-        ""
-    };
+    let jsonl_hint =
+        if text.trim_start().starts_with('{') { " (for one JSON object per line, name the file .jsonl)" } else { "" };
     let value: Value = serde_json::from_str(text)
         .map_err(|e| err!(InvalidDataset, "{file_name}:{}: {}{jsonl_hint}", e.line(), json_error(&e)))?;
     let Value::Array(items) = value else {
@@ -123,7 +124,9 @@ fn csv_records(text: &str) -> Vec<SourceRow> {
     let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(text.as_bytes());
     let headers: Vec<String> = match reader.headers() {
         Ok(headers) => headers.iter().map(|h| h.trim().to_owned()).collect(),
-        Err(e) => return vec![SourceRow { line: 1, fields: Err(format!("the CSV header row could not be read: {e}")) }],
+        Err(e) => {
+            return vec![SourceRow { line: 1, fields: Err(format!("the CSV header row could not be read: {e}")) }];
+        }
     };
     reader
         .records()
@@ -132,10 +135,7 @@ fn csv_records(text: &str) -> Vec<SourceRow> {
                 line: record.position().map_or(0, |p| p.line() as usize),
                 fields: Ok(headers.iter().cloned().zip(record.iter().map(|v| Value::String(v.to_owned()))).collect()),
             },
-            Err(e) => SourceRow {
-                line: e.position().map_or(0, |p| p.line() as usize),
-                fields: Err(csv_error(&e)),
-            },
+            Err(e) => SourceRow { line: e.position().map_or(0, |p| p.line() as usize), fields: Err(csv_error(&e)) },
         })
         .collect()
 }

@@ -74,8 +74,9 @@ impl ChatTemplate {
         let mut env = environment();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
-        env.add_template_owned(CHAT_TEMPLATE, without_generation_tags(source))
-            .map_err(|e| err!(InvalidTokenizer, "the chat_template in tokenizer_config.json could not be parsed: {e}"))?;
+        env.add_template_owned(CHAT_TEMPLATE, without_generation_tags(source)).map_err(|e| {
+            err!(InvalidTokenizer, "the chat_template in tokenizer_config.json could not be parsed: {e}")
+        })?;
         Ok(ChatTemplate { env, bos_token: tokenizer.bos_token.clone(), eos_token: tokenizer.eos_token.clone() })
     }
 
@@ -83,7 +84,10 @@ impl ChatTemplate {
     /// must learn to write: each assistant turn, from after its generation prompt to the start of
     /// the next message. Found by rendering the conversation up to each assistant turn, which
     /// needs every rendering to extend the previous one.
-    pub fn render_with_assistant_spans(&self, messages: &[serde_json::Value]) -> Result<(String, Vec<Range<usize>>), String> {
+    pub fn render_with_assistant_spans(
+        &self,
+        messages: &[serde_json::Value],
+    ) -> Result<(String, Vec<Range<usize>>), String> {
         let rendering = |count: usize, generation_prompt: bool| -> Result<Rendering, String> {
             Ok(Rendering { count, generation_prompt, text: self.render(&messages[..count], generation_prompt)? })
         };
@@ -203,8 +207,20 @@ fn unix_time_now() -> i64 {
     (js_sys::Date::now() / 1000.0) as i64
 }
 
-const MONTHS: [&str; 12] =
-    ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
 const WEEKDAYS: [&str; 7] = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
 
 /// C `strftime` for the directives chat templates use (`%d %b %Y`, `%B %d, %Y`, ...).
@@ -272,7 +288,8 @@ mod tests {
 
     #[test]
     fn default_template_shows_input_only_when_present() {
-        let with_input = instruction(DEFAULT_INSTRUCTION_TEMPLATE, &[("instruction", "Add."), ("input", "1 2")]).unwrap();
+        let with_input =
+            instruction(DEFAULT_INSTRUCTION_TEMPLATE, &[("instruction", "Add."), ("input", "1 2")]).unwrap();
         assert!(with_input.starts_with("Below is an instruction that describes a task, paired with an input"));
         assert!(with_input.ends_with("### Instruction:\nAdd.\n\n### Input:\n1 2\n\n### Response:\n"));
         let without = instruction(DEFAULT_INSTRUCTION_TEMPLATE, &[("instruction", "Add."), ("input", "")]).unwrap();

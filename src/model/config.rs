@@ -215,7 +215,7 @@ impl ModelConfig {
                 return Err(err!(InvalidConfig, "{FILE}: the {what} must be positive"));
             }
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return Err(err!(
                 InvalidConfig,
                 "{FILE}: num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
@@ -223,10 +223,10 @@ impl ModelConfig {
                 self.num_kv_heads
             ));
         }
-        if self.architecture == Architecture::Gpt2 && self.hidden_size % self.num_heads != 0 {
+        if self.architecture == Architecture::Gpt2 && !self.hidden_size.is_multiple_of(self.num_heads) {
             return Err(err!(InvalidConfig, "{FILE}: n_embd ({}) must be a multiple of n_head ({})", self.hidden_size, self.num_heads));
         }
-        if self.rope.is_some() && self.head_dim % 2 != 0 {
+        if self.rope.is_some() && !self.head_dim.is_multiple_of(2) {
             return Err(err!(InvalidConfig, "{FILE}: RoPE needs an even head dimension, got {}", self.head_dim));
         }
         Ok(())

@@ -31,8 +31,8 @@ pub struct CausalLm {
 }
 
 enum Body {
-    Llama(Llama),
-    Gpt2(Gpt2),
+    Llama(Box<Llama>),
+    Gpt2(Box<Gpt2>),
 }
 
 impl CausalLm {
@@ -44,17 +44,30 @@ impl CausalLm {
 
     /// Reads the weights for an already parsed config.
     pub fn load_weights(config: ModelConfig, source: &dyn FileSource, device: &Device) -> Result<Self> {
-        let spec = match config.architecture {
-            Architecture::Llama | Architecture::Qwen2 => Llama::spec(&config),
-            Architecture::Gpt2 => Gpt2::spec(&config),
-        };
-        let weights = weights::load_weights(source, &spec, device)?;
+        let weights = weights::load_weights(source, &Self::spec(&config), device)?;
+        Ok(Self::build(config, weights, device))
+    }
+
+    /// A model with random weights (benchmarks, tests of shapes at scale).
+    pub fn random(config: ModelConfig, device: &Device) -> Self {
+        let weights = weights::random_weights(&Self::spec(&config), device);
+        Self::build(config, weights, device)
+    }
+
+    fn spec(config: &ModelConfig) -> weights::WeightSpec {
+        match config.architecture {
+            Architecture::Llama | Architecture::Qwen2 => Llama::spec(config),
+            Architecture::Gpt2 => Gpt2::spec(config),
+        }
+    }
+
+    fn build(config: ModelConfig, weights: weights::Weights, device: &Device) -> Self {
         let mut table = layers::LinearTable::default();
         let body = match config.architecture {
-            Architecture::Llama | Architecture::Qwen2 => Body::Llama(Llama::build(&config, weights, &mut table)),
-            Architecture::Gpt2 => Body::Gpt2(Gpt2::build(&config, weights, &mut table)),
+            Architecture::Llama | Architecture::Qwen2 => Body::Llama(Box::new(Llama::build(&config, weights, &mut table))),
+            Architecture::Gpt2 => Body::Gpt2(Box::new(Gpt2::build(&config, weights, &mut table))),
         };
-        Ok(CausalLm { config, body, linears: table.layers, device: device.clone() })
+        CausalLm { config, body, linears: table.layers, device: device.clone() }
     }
 
     pub fn device(&self) -> &Device {
@@ -135,5 +148,10 @@ impl Model {
         let tokenizer = TextTokenizer::load(source, &config)?;
         let lm = CausalLm::load_weights(config, source, device)?;
         Ok(Model { lm: Arc::new(lm), tokenizer })
+    }
+
+    /// The id batches are padded with: the pad token, else EOS, else 0 (padding is masked out).
+    pub fn pad_id(&self) -> u32 {
+        self.tokenizer.pad_token_id.or(self.tokenizer.eos_token_ids.first().copied()).unwrap_or(0)
     }
 }

@@ -78,6 +78,26 @@ pub fn load_weights(source: &dyn FileSource, spec: &WeightSpec, device: &Device)
     Ok(Weights { tensors, shapes: spec.entries.clone() })
 }
 
+/// Random weights for every tensor of `spec` (benchmarks): N(0, 0.02) matrices, norm weights 1,
+/// biases 0, like transformers' `_init_weights`.
+pub fn random_weights(spec: &WeightSpec, device: &Device) -> Weights {
+    use burn::tensor::Distribution;
+    let tensors = spec
+        .entries
+        .iter()
+        .map(|(name, shape)| {
+            let count: usize = shape.iter().product();
+            let tensor = match (shape.len(), name.ends_with(".bias")) {
+                (1, true) => Tensor::zeros([count], device),
+                (1, false) => Tensor::ones([count], device),
+                _ => Tensor::random([count], Distribution::Normal(0.0, 0.02), device),
+            };
+            (name.clone(), tensor)
+        })
+        .collect();
+    Weights { tensors, shapes: spec.entries.clone() }
+}
+
 /// The safetensors files of a model folder: the single file, or the shards of the index.
 fn weight_files(source: &dyn FileSource) -> Result<Vec<String>> {
     if source.exists(SINGLE_FILE) {

@@ -231,7 +231,7 @@ impl LoraAdapter {
 
     /// Turns dropout on (training) or off (evaluation, generation).
     pub fn set_training(&mut self, training: bool) {
-        self.train_dropout = (training && self.config.dropout > 0.0).then(|| 1.0 - self.config.dropout);
+        self.train_dropout = (training && self.config.dropout > 0.0).then_some(1.0 - self.config.dropout);
     }
 
     /// Whether this is a PiSSA adapter (trained against the residual base).

@@ -20,6 +20,11 @@ pub enum Adapter {
 }
 
 impl Adapter {
+    /// No adapter: the base model (a LoRA over no layer), for evaluating or sampling the base.
+    pub fn none(lm: &CausalLm) -> Adapter {
+        Adapter::Lora(LoraAdapter::from_modules(lm, LoraConfig::default(), Vec::new()))
+    }
+
     /// Positions the adapter adds in front of every sequence (prompt tuning's virtual tokens).
     pub fn prefix_len(&self) -> usize {
         match self {

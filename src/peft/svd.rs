@@ -224,9 +224,7 @@ pub fn symmetric_eigen(a: Vec<f64>, n: usize) -> (Vec<f64>, Vec<f64>) {
 /// sub-diagonal `e`); `v` becomes the accumulated orthogonal transformation.
 fn tred2(v: &mut [Vec<f64>], d: &mut [f64], e: &mut [f64]) {
     let n = d.len();
-    for j in 0..n {
-        d[j] = v[n - 1][j];
-    }
+    d.copy_from_slice(&v[n - 1]);
     for i in (1..n).rev() {
         let scale: f64 = d[..i].iter().map(|x| x.abs()).sum();
         let mut h = 0.0;

@@ -348,7 +348,7 @@ impl Trainer {
         if !metrics.loss.is_finite() {
             return Err(err!(InvalidOptions, "the loss became {} at step {}: lower the learning rate", metrics.loss, self.step));
         }
-        let eval_due = self.config.eval_every.is_some_and(|n| self.step % n == 0) || self.step == self.total_steps;
+        let eval_due = self.config.eval_every.is_some_and(|n| self.step.is_multiple_of(n)) || self.step == self.total_steps;
         if !self.eval.is_empty() && self.config.eval_every.is_some() && eval_due {
             let eval_loss = self.evaluate().await?;
             metrics.eval_loss = Some(eval_loss);

@@ -18,6 +18,14 @@ impl Schedule {
         }
     }
 
+    pub fn name(self) -> &'static str {
+        match self {
+            Schedule::Constant => "constant",
+            Schedule::Linear => "linear",
+            Schedule::Cosine => "cosine",
+        }
+    }
+
     /// The learning-rate multiplier for optimizer step `step` (0-based) of `total`.
     pub fn factor(self, step: usize, warmup: usize, total: usize) -> f64 {
         if step < warmup {
