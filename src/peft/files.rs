@@ -241,7 +241,10 @@ async fn import_lora(config: &Value, mut tensors: BTreeMap<String, HostTensor>, 
     };
     let device = lm.device();
     let mut modules = Vec::new();
-    for (linear, r, scale) in lora_config.resolve(lm)? {
+    let resolved = lora_config
+        .resolve(lm)
+        .map_err(|e| err!(InvalidAdapter, "{CONFIG_FILE}: {} (was the adapter trained for another model?)", e.message))?;
+    for (linear, r, scale) in resolved {
         let mut take = |ab: &str, shape: [usize; 2]| -> Result<Tensor<2>> {
             let key = format!("base_model.model.{}.lora_{ab}.weight", linear.path);
             let alt = format!("base_model.model.{}.lora_{ab}.default.weight", linear.path);
