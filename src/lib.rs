@@ -5,9 +5,11 @@
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod generate;
 pub mod model;
 pub mod options;
 pub mod train;
+pub mod zip;
 pub mod peft;
 pub mod readback;
 pub mod rng;

@@ -151,6 +151,15 @@ pub struct PreviewSegment {
     pub supervised: bool,
 }
 
+/// The text that asks the model to answer `user_text` in a chat: a single user turn rendered with
+/// the model's chat template and its assistant generation prompt.
+pub fn chat_prompt(tokenizer: &TextTokenizer, user_text: &str) -> Result<String> {
+    let messages = [serde_json::json!({"role": "user", "content": user_text})];
+    template::ChatTemplate::new(tokenizer)?
+        .render(&messages, true)
+        .map_err(|e| crate::err!(InvalidTokenizer, "the chat template failed: {e}"))
+}
+
 /// The first `max_rows` rows of a dataset file as the model will see them, malformed rows
 /// included with their reason. Errors only for what would stop [`load_dataset`] whatever the rows
 /// (unreadable file, broken template or tokenizer).

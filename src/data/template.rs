@@ -113,7 +113,7 @@ impl ChatTemplate {
         Ok((full.text, spans))
     }
 
-    fn render(&self, messages: &[serde_json::Value], add_generation_prompt: bool) -> Result<String, String> {
+    pub fn render(&self, messages: &[serde_json::Value], add_generation_prompt: bool) -> Result<String, String> {
         let mut context = BTreeMap::from([
             ("messages", Value::from_serialize(messages)),
             ("add_generation_prompt", Value::from(add_generation_prompt)),

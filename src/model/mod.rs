@@ -137,7 +137,7 @@ impl CausalLm {
 /// evaluation and generation all read the same frozen weights).
 pub struct Model {
     pub lm: Arc<CausalLm>,
-    pub tokenizer: TextTokenizer,
+    pub tokenizer: Arc<TextTokenizer>,
 }
 
 impl Model {
@@ -147,7 +147,7 @@ impl Model {
         let config = ModelConfig::from_json(&source.read_text("config.json")?)?;
         let tokenizer = TextTokenizer::load(source, &config)?;
         let lm = CausalLm::load_weights(config, source, device)?;
-        Ok(Model { lm: Arc::new(lm), tokenizer })
+        Ok(Model { lm: Arc::new(lm), tokenizer: Arc::new(tokenizer) })
     }
 
     /// The id batches are padded with: the pad token, else EOS, else 0 (padding is masked out).

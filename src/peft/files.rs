@@ -30,7 +30,8 @@ pub struct AdapterFiles {
 }
 
 /// What the model card says about the run (all optional).
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct ModelCard {
     pub steps: Option<usize>,
     pub final_loss: Option<f64>,

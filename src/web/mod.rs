@@ -1,16 +1,25 @@
 //! The wasm-bindgen surface: a thin, async layer that turns JS values into core calls and core
-//! errors into JS `Error`s with a stable `code`. No logic lives here.
+//! errors into JS `Error`s with a stable `code`. No logic lives here; the hand-written JS layer
+//! (`npm/`) builds the public engine API on top of these classes.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 
 use burn::tensor::Device;
 use js_sys::{Float32Array, Object, Reflect, Uint8Array, Uint32Array};
+use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
+use crate::data::{self, Dataset};
 use crate::error::Error;
+use crate::generate::{Generation, SamplingOptions};
 use crate::model::files::FileSource;
-use crate::model::{Model, NoAdapter};
-use crate::{device, err, readback};
+use crate::model::Model;
+use crate::options::TrainingOptions;
+use crate::peft::files::{self as adapter_files, ModelCard};
+use crate::peft::{Adapter, gguf};
+use crate::train::Trainer;
+use crate::{device, err, readback, zip};
 
 thread_local! {
     static DEVICE: RefCell<Option<Device>> = const { RefCell::new(None) };
@@ -34,8 +43,16 @@ fn js_error(e: Error) -> JsValue {
     error.into()
 }
 
-fn to_js<T: serde::Serialize>(value: &T) -> Result<JsValue, JsValue> {
+fn to_js<T: Serialize + ?Sized>(value: &T) -> Result<JsValue, JsValue> {
     value.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(|e| js_error(err!(InvalidOptions, "{e}")))
+}
+
+/// Reads a JS options object (`undefined` = all defaults); unknown keys are errors.
+fn from_js<T: serde::de::DeserializeOwned + Default>(value: JsValue, what: &str) -> Result<T, JsValue> {
+    if value.is_undefined() || value.is_null() {
+        return Ok(T::default());
+    }
+    serde_wasm_bindgen::from_value(value).map_err(|e| js_error(err!(InvalidOptions, "{what}: {e}")))
 }
 
 fn gpu() -> Result<Device, JsValue> {
@@ -49,6 +66,12 @@ pub async fn init() -> Result<JsValue, JsValue> {
     let (device, info) = device::gpu_async().await.map_err(js_error)?;
     DEVICE.with(|d| *d.borrow_mut() = Some(device));
     to_js(&info)
+}
+
+/// The crate version, shown by the page.
+#[wasm_bindgen]
+pub fn version() -> String {
+    env!("CARGO_PKG_VERSION").to_owned()
 }
 
 /// The files of a model folder handed over from JS: `{ "config.json": Uint8Array, ... }`.
@@ -76,7 +99,7 @@ impl FileSource for JsFiles {
 /// A loaded model (network on the GPU plus tokenizer).
 #[wasm_bindgen]
 pub struct WebModel {
-    model: Model,
+    model: Rc<Model>,
 }
 
 #[wasm_bindgen]
@@ -85,21 +108,28 @@ impl WebModel {
     /// sharded index and shards, tokenizer.json, tokenizer_config.json).
     pub async fn load(files: Object) -> Result<WebModel, JsValue> {
         let model = Model::load(&JsFiles { files }, &gpu()?).map_err(js_error)?;
-        Ok(WebModel { model })
+        Ok(WebModel { model: Rc::new(model) })
     }
 
-    /// The parsed `config.json` as seen by webtune.
+    /// What webtune read from `config.json`, plus parameter counts and the LoRA-targetable layers.
     pub fn info(&self) -> Result<JsValue, JsValue> {
         let c = &self.model.lm.config;
+        let mut layer_names: Vec<&str> = self.model.lm.linears().iter().filter_map(|l| l.path.rsplit('.').next()).collect();
+        layer_names.sort();
+        layer_names.dedup();
         to_js(&serde_json::json!({
             "architecture": c.architecture.name(),
-            "vocab_size": c.vocab_size,
-            "hidden_size": c.hidden_size,
-            "num_layers": c.num_layers,
-            "num_heads": c.num_heads,
-            "num_kv_heads": c.num_kv_heads,
-            "intermediate_size": c.intermediate_size,
-            "tie_word_embeddings": c.tie_word_embeddings,
+            "vocabSize": c.vocab_size,
+            "hiddenSize": c.hidden_size,
+            "numLayers": c.num_layers,
+            "numHeads": c.num_heads,
+            "numKvHeads": c.num_kv_heads,
+            "intermediateSize": c.intermediate_size,
+            "maxPositions": c.max_positions,
+            "tieWordEmbeddings": c.tie_word_embeddings,
+            "linearLayers": layer_names,
+            "defaultTargets": crate::options::default_targets(c.architecture),
+            "hasChatTemplate": self.model.tokenizer.chat_template.is_some(),
         }))
     }
 
@@ -115,8 +145,240 @@ impl WebModel {
 
     /// Base-model logits `[ids.length, vocab]`, row-major.
     pub async fn logits(&self, ids: Vec<u32>) -> Result<Float32Array, JsValue> {
-        let logits = self.model.lm.forward(&ids, 1, None, &NoAdapter).map_err(js_error)?;
+        let logits = self.model.lm.forward(&ids, 1, None, &crate::model::NoAdapter).map_err(js_error)?;
         let values = readback::floats(logits).await.map_err(js_error)?;
         Ok(Float32Array::from(values.as_slice()))
+    }
+
+    /// The first `maxRows` rows of a dataset file as the model will see them (template applied,
+    /// supervised segments marked, bad rows with line numbers) and the whole file's report.
+    #[wasm_bindgen(js_name = previewDataset)]
+    pub fn preview_dataset(&self, file_name: &str, bytes: &[u8], options: JsValue, max_rows: usize) -> Result<JsValue, JsValue> {
+        let options: TrainingOptions = from_js(options, "training options")?;
+        let data_options = TrainingOptions { skip_bad_rows: true, ..options }.data_options();
+        let rows = data::preview(file_name, bytes, &self.model.tokenizer, &data_options, max_rows).map_err(js_error)?;
+        let report = data::load_dataset(file_name, bytes, &self.model.tokenizer, &data_options).map(|d| d.report).ok();
+        to_js(&serde_json::json!({ "rows": rows, "report": report }))
+    }
+
+    /// `text` wrapped as one user turn in the model's chat template, ready to generate from.
+    #[wasm_bindgen(js_name = chatPrompt)]
+    pub fn chat_prompt(&self, text: &str) -> Result<String, JsValue> {
+        data::chat_prompt(&self.model.tokenizer, text).map_err(js_error)
+    }
+
+    /// Streams a continuation of `prompt` with `adapter` (use `WebAdapter.base(model)` for the
+    /// base model). `options`: `{temperature, topP, maxTokens, seed}`.
+    pub fn generate(&self, prompt: &str, adapter: &WebAdapter, options: JsValue) -> Result<WebGeneration, JsValue> {
+        let options: SamplingOptions = from_js(options, "sampling options")?;
+        let ids = self.model.tokenizer.encode(prompt, true).map_err(js_error)?;
+        let generation = Generation::new(self.model.lm.clone(), self.model.tokenizer.clone(), adapter.adapter.clone(), ids, options)
+            .map_err(js_error)?;
+        Ok(WebGeneration { generation })
+    }
+}
+
+/// A streamed generation; call `next()` until it resolves to `null`.
+#[wasm_bindgen]
+pub struct WebGeneration {
+    generation: Generation,
+}
+
+#[wasm_bindgen]
+impl WebGeneration {
+    /// The next `{id, text}` or `null` when finished (see `finishReason`).
+    pub async fn next(&mut self) -> Result<JsValue, JsValue> {
+        match self.generation.next().await.map_err(js_error)? {
+            Some(token) => to_js(&token),
+            None => Ok(JsValue::NULL),
+        }
+    }
+
+    /// `"eos"`, `"length"`, `"context"`, or `undefined` while running.
+    #[wasm_bindgen(getter, js_name = finishReason)]
+    pub fn finish_reason(&self) -> Result<JsValue, JsValue> {
+        match self.generation.finish_reason() {
+            Some(reason) => to_js(&reason),
+            None => Ok(JsValue::UNDEFINED),
+        }
+    }
+
+    /// All generated text so far.
+    pub fn text(&self) -> Result<String, JsValue> {
+        self.generation.text().map_err(js_error)
+    }
+}
+
+/// An adapter: a snapshot of training, an imported PEFT adapter, or none (the base model).
+#[wasm_bindgen]
+pub struct WebAdapter {
+    adapter: Adapter,
+    model: Rc<Model>,
+}
+
+#[wasm_bindgen]
+impl WebAdapter {
+    /// No adapter: generate or evaluate with the base model.
+    pub fn base(model: &WebModel) -> WebAdapter {
+        WebAdapter { adapter: Adapter::none(&model.model.lm), model: model.model.clone() }
+    }
+
+    /// Reads a PEFT adapter (`adapter_config.json` text and `adapter_model.safetensors` bytes).
+    #[wasm_bindgen(js_name = import)]
+    pub async fn import_peft(model: &WebModel, config_json: &str, weights: &[u8]) -> Result<WebAdapter, JsValue> {
+        let adapter = adapter_files::import(config_json, weights, &model.model.lm).await.map_err(js_error)?;
+        Ok(WebAdapter { adapter, model: model.model.clone() })
+    }
+
+    /// `{peftType, trainableParameters}`.
+    pub fn info(&self) -> Result<JsValue, JsValue> {
+        let trainable: usize = self.adapter.params().iter().map(|(_, t)| t.dims().iter().product::<usize>()).sum();
+        to_js(&serde_json::json!({ "peftType": self.adapter.peft_type(), "trainableParameters": trainable }))
+    }
+
+    /// The adapter's files. `format`: `"peft"` → `{ "adapter_model.safetensors", "adapter_config.json",
+    /// "README.md", "adapter.zip" }` (the zip holds the first three); `"gguf"` → `{ "adapter.gguf" }`
+    /// for llama.cpp's `--lora`. A PiSSA adapter is written as a plain LoRA for the original base
+    /// unless `pissaAsLora` is false.
+    pub async fn export(&self, format: &str, base_model: &str, pissa_as_lora: bool, card: JsValue) -> Result<Object, JsValue> {
+        let card: ModelCard = if card.is_undefined() || card.is_null() {
+            ModelCard::default()
+        } else {
+            serde_wasm_bindgen::from_value(card).map_err(|e| js_error(err!(InvalidOptions, "model card: {e}")))?
+        };
+        let files: Vec<(String, Vec<u8>)> = match format {
+            "peft" => {
+                let saved = adapter_files::export(&self.adapter, base_model, pissa_as_lora, &card).await.map_err(js_error)?;
+                let parts = [
+                    (adapter_files::WEIGHTS_FILE, saved.weights),
+                    (adapter_files::CONFIG_FILE, saved.config_json.into_bytes()),
+                    (adapter_files::README_FILE, saved.readme.into_bytes()),
+                ];
+                let archive = zip::store(&parts.iter().map(|(n, b)| (*n, b.as_slice())).collect::<Vec<_>>());
+                parts.into_iter().map(|(n, b)| (n.to_owned(), b)).chain([("adapter.zip".to_owned(), archive)]).collect()
+            }
+            "gguf" => vec![("adapter.gguf".to_owned(), gguf::export_gguf(&self.adapter, &self.model.lm.config).await.map_err(js_error)?)],
+            other => return Err(js_error(err!(InvalidOptions, "export format \"{other}\" is not \"peft\" or \"gguf\""))),
+        };
+        let out = Object::new();
+        for (name, bytes) in files {
+            Reflect::set(&out, &name.into(), &Uint8Array::from(bytes.as_slice()))?;
+        }
+        Ok(out)
+    }
+
+    /// Mean token loss of this adapter on a dataset file.
+    pub async fn evaluate(&self, file_name: &str, bytes: &[u8], options: JsValue) -> Result<f64, JsValue> {
+        let options: TrainingOptions = from_js(options, "training options")?;
+        let dataset = data::load_dataset(file_name, bytes, &self.model.tokenizer, &options.data_options()).map_err(js_error)?;
+        crate::train::evaluate(&self.model.lm, &self.adapter, &dataset.examples, options.batch_size, self.model.pad_id())
+            .await
+            .map_err(js_error)
+    }
+}
+
+/// A training run over a dataset with the options of `TrainingOptions`.
+#[wasm_bindgen]
+pub struct WebTrainer {
+    trainer: Trainer,
+    model: Rc<Model>,
+    report: serde_json::Value,
+}
+
+fn load(model: &Model, name: &str, bytes: &[u8], options: &TrainingOptions) -> Result<Dataset, JsValue> {
+    data::load_dataset(name, bytes, &model.tokenizer, &options.data_options()).map_err(js_error)
+}
+
+#[wasm_bindgen]
+impl WebTrainer {
+    /// Prepares training: parses and tokenises the data (an eval file, or `evalSplit` of the
+    /// training rows), initialises the adapter (or continues `initAdapter`).
+    pub async fn create(
+        model: &WebModel,
+        train_name: &str,
+        train_bytes: &[u8],
+        eval_name: Option<String>,
+        eval_bytes: Option<Vec<u8>>,
+        options: JsValue,
+        init_adapter: Option<WebAdapter>,
+    ) -> Result<WebTrainer, JsValue> {
+        let options: TrainingOptions = from_js(options, "training options")?;
+        let config = options.train_config().map_err(js_error)?;
+        let m = &model.model;
+        let train = load(m, train_name, train_bytes, &options)?;
+        let (train_examples, eval_examples, eval_report) = match (eval_name, eval_bytes) {
+            (Some(name), Some(bytes)) => {
+                let eval = load(m, &name, &bytes, &options)?;
+                (train.examples, eval.examples, Some(eval.report))
+            }
+            _ => {
+                let (t, e) = data::split_eval(train.examples, options.eval_split, options.seed);
+                (t, e, None)
+            }
+        };
+        let report = serde_json::json!({
+            "train": train.report,
+            "eval": eval_report,
+            "trainExamples": train_examples.len(),
+            "evalExamples": eval_examples.len(),
+        });
+        let adapter = match init_adapter {
+            Some(a) => a.adapter,
+            None => options.init_adapter(m).await.map_err(js_error)?,
+        };
+        let trainer = Trainer::new(m.lm.clone(), adapter, train_examples, eval_examples, config, m.pad_id()).map_err(js_error)?;
+        Ok(WebTrainer { trainer, model: m.clone(), report })
+    }
+
+    /// What loading the data found: `{train, eval, trainExamples, evalExamples}`.
+    pub fn report(&self) -> Result<JsValue, JsValue> {
+        to_js(&self.report)
+    }
+
+    /// One optimizer step; resolves to its metrics (`{step, epoch, loss, lr, grad_norm, tokens,
+    /// supervised_tokens, eval_loss?, early_stopped?}`).
+    pub async fn step(&mut self) -> Result<JsValue, JsValue> {
+        let metrics = self.trainer.step().await.map_err(js_error)?;
+        to_js(&metrics)
+    }
+
+    pub async fn evaluate(&self) -> Result<f64, JsValue> {
+        self.trainer.evaluate().await.map_err(js_error)
+    }
+
+    #[wasm_bindgen(getter, js_name = isDone)]
+    pub fn is_done(&self) -> bool {
+        self.trainer.is_done()
+    }
+
+    #[wasm_bindgen(getter, js_name = stepsDone)]
+    pub fn steps_done(&self) -> usize {
+        self.trainer.steps_done()
+    }
+
+    #[wasm_bindgen(getter, js_name = totalSteps)]
+    pub fn total_steps(&self) -> usize {
+        self.trainer.total_steps()
+    }
+
+    #[wasm_bindgen(getter, js_name = bestEvalLoss)]
+    pub fn best_eval_loss(&self) -> Option<f64> {
+        self.trainer.best_eval_loss()
+    }
+
+    /// The full training state after the last step, to resume exactly.
+    pub async fn checkpoint(&self) -> Result<Uint8Array, JsValue> {
+        let bytes = self.trainer.checkpoint().await.map_err(js_error)?;
+        Ok(Uint8Array::from(bytes.as_slice()))
+    }
+
+    /// Continues from a checkpoint of the same run (same model, data and options).
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), JsValue> {
+        self.trainer.restore(bytes).map_err(js_error)
+    }
+
+    /// A snapshot of the current adapter (for generation, evaluation or export).
+    pub fn adapter(&self) -> WebAdapter {
+        WebAdapter { adapter: self.trainer.adapter().clone(), model: self.model.clone() }
     }
 }
