@@ -1,6 +1,7 @@
 //! Parameter-efficient fine-tuning methods and their PEFT-compatible files.
 
 pub mod files;
+pub mod gguf;
 pub mod lora;
 pub mod prompt;
 mod svd;

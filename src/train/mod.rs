@@ -184,6 +184,18 @@ impl Plan {
     }
 }
 
+/// What the backward passes of one optimizer step produce.
+pub struct StepGradients {
+    /// Per trainable tensor, in [`Adapter::params`] order.
+    pub grads: Vec<Tensor<2>>,
+    /// Summed token cross-entropy of the step's batches.
+    pub loss_sum: Tensor<1>,
+    /// Supervised tokens the loss is averaged over.
+    pub supervised: usize,
+    /// Non-padding tokens processed.
+    pub tokens: usize,
+}
+
 /// Best eval loss so far and the adapter values that reached it.
 #[derive(Clone)]
 struct Best {
@@ -279,44 +291,8 @@ impl Trainer {
         if self.is_done() {
             return Err(err!(InvalidOptions, "training is already finished"));
         }
-        let lm = self.lm.clone();
-        let micro_batches: Vec<Batch> = self
-            .plan
-            .step(self.step)
-            .iter()
-            .map(|idx| Batch::collate(&idx.iter().map(|&i| &self.train[i]).collect::<Vec<_>>(), self.pad_id))
-            .collect();
-        let prefix = self.adapter.prefix_len();
-        let supervised: usize = micro_batches.iter().map(|b| supervised_predictions(b, prefix)).sum();
-        let tokens: usize = micro_batches.iter().map(|b| b.attention_mask.iter().filter(|&&m| m != 0).count()).sum();
-        if supervised == 0 {
-            return Err(err!(InvalidDataset, "step {} has no supervised tokens", self.step + 1));
-        }
-
-        let mut tracked = self.adapter.tracked();
-        tracked.set_training(true);
-        let leaves: Vec<Tensor<2>> = tracked.params().into_iter().map(|(_, t)| t).collect();
-        let mut grads: Vec<Option<Tensor<2>>> = vec![None; leaves.len()];
-        let mut loss_total: Option<Tensor<1>> = None;
-        for (micro, batch) in micro_batches.iter().enumerate() {
-            // Dropout masks depend only on (seed, step, micro-batch), so resumed runs match.
-            lm.device().seed(Rng::derived(self.config.seed, ((self.step as u64) << 16) | micro as u64).next_u64());
-            let Some((sum, _)) = loss_sum(&lm, &tracked, batch)? else { continue };
-            // transformers divides by the supervised tokens of the whole accumulated step.
-            let gradients = (sum.clone() / supervised as f64).backward();
-            for (acc, leaf) in grads.iter_mut().zip(&leaves) {
-                if let Some(g) = leaf.grad(&gradients) {
-                    *acc = Some(match acc.take() {
-                        Some(a) => a + g,
-                        None => g,
-                    });
-                }
-            }
-            let sum = sum.detach().inner();
-            loss_total = Some(loss_total.map_or(sum.clone(), |t| t + sum));
-        }
+        let StepGradients { grads, loss_sum, supervised, tokens } = self.next_gradients()?;
         let params: Vec<Tensor<2>> = self.adapter.params().into_iter().map(|(_, t)| t).collect();
-        let grads: Vec<Tensor<2>> = grads.into_iter().zip(&params).map(|(g, p)| g.unwrap_or_else(|| p.zeros_like())).collect();
 
         // Global norm as torch's clip_grad_norm_: scale by min(1, clip / (norm + 1e-6)).
         let norm = grads.iter().map(|g| g.clone().square().sum()).reduce(|a, b| a + b).expect("adapters have parameters").sqrt();
@@ -332,8 +308,7 @@ impl Trainer {
         self.adapter = self.adapter.with_params(updated);
         self.step += 1;
 
-        let loss_total = loss_total.expect("a step with supervised tokens has a loss");
-        let values = readback::floats(Tensor::cat(vec![loss_total, norm], 0)).await?;
+        let values = readback::floats(Tensor::cat(vec![loss_sum, norm], 0)).await?;
         let mut metrics = StepMetrics {
             step: self.step,
             epoch: self.step as f64 / self.plan.steps_per_epoch() as f64,
@@ -359,6 +334,49 @@ impl Trainer {
             self.restore_best();
         }
         Ok(metrics)
+    }
+
+    /// Gradients of the mean token loss of the next step's (accumulated) batches with respect to
+    /// each trainable tensor, in [`Adapter::params`] order, before clipping.
+    pub fn next_gradients(&self) -> Result<StepGradients> {
+        let lm = self.lm.clone();
+        let micro_batches: Vec<Batch> = self
+            .plan
+            .step(self.step)
+            .iter()
+            .map(|idx| Batch::collate(&idx.iter().map(|&i| &self.train[i]).collect::<Vec<_>>(), self.pad_id))
+            .collect();
+        let prefix = self.adapter.prefix_len();
+        let supervised: usize = micro_batches.iter().map(|b| supervised_predictions(b, prefix)).sum();
+        let tokens: usize = micro_batches.iter().map(|b| b.attention_mask.iter().filter(|&&m| m != 0).count()).sum();
+        if supervised == 0 {
+            return Err(err!(InvalidDataset, "step {} has no supervised tokens", self.step + 1));
+        }
+        let mut tracked = self.adapter.tracked();
+        tracked.set_training(true);
+        let leaves: Vec<Tensor<2>> = tracked.params().into_iter().map(|(_, t)| t).collect();
+        let mut grads: Vec<Option<Tensor<2>>> = vec![None; leaves.len()];
+        let mut loss_total: Option<Tensor<1>> = None;
+        for (micro, batch) in micro_batches.iter().enumerate() {
+            // Dropout masks depend only on (seed, step, micro-batch), so resumed runs match.
+            lm.device().seed(Rng::derived(self.config.seed, ((self.step as u64) << 16) | micro as u64).next_u64());
+            let Some((sum, _)) = loss_sum(&lm, &tracked, batch)? else { continue };
+            // transformers divides by the supervised tokens of the whole accumulated step.
+            let gradients = (sum.clone() / supervised as f64).backward();
+            for (acc, leaf) in grads.iter_mut().zip(&leaves) {
+                if let Some(g) = leaf.grad(&gradients) {
+                    *acc = Some(match acc.take() {
+                        Some(a) => a + g,
+                        None => g,
+                    });
+                }
+            }
+            let sum = sum.detach().inner();
+            loss_total = Some(loss_total.map_or(sum.clone(), |t| t + sum));
+        }
+        let grads = grads.into_iter().zip(&leaves).map(|(g, leaf)| g.unwrap_or_else(|| leaf.clone().inner().zeros_like())).collect();
+        let loss_sum = loss_total.expect("a step with supervised tokens has a loss");
+        Ok(StepGradients { grads, loss_sum, supervised, tokens })
     }
 
     /// Mean token loss of the current adapter on the eval set.

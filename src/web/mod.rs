@@ -143,10 +143,11 @@ impl WebModel {
         self.model.tokenizer.decode(ids, skip_special_tokens).map_err(js_error)
     }
 
-    /// Base-model logits `[ids.length, vocab]`, row-major.
-    pub async fn logits(&self, ids: Vec<u32>) -> Result<Float32Array, JsValue> {
-        let logits = self.model.lm.forward(&ids, 1, None, &crate::model::NoAdapter).map_err(js_error)?;
-        let values = readback::floats(logits).await.map_err(js_error)?;
+    /// Logits `[rows, vocab]` (row-major) of `ids` with `adapter` (`WebAdapter.base(model)` for the
+    /// base model); prompt tuning adds its virtual-token rows in front.
+    pub async fn logits(&self, ids: Vec<u32>, adapter: &WebAdapter) -> Result<Float32Array, JsValue> {
+        let hidden = adapter.adapter.hidden(&self.model.lm, &ids, 1, None, None).map_err(js_error)?;
+        let values = readback::floats(self.model.lm.logits(hidden)).await.map_err(js_error)?;
         Ok(Float32Array::from(values.as_slice()))
     }
 
@@ -344,6 +345,19 @@ impl WebTrainer {
 
     pub async fn evaluate(&self) -> Result<f64, JsValue> {
         self.trainer.evaluate().await.map_err(js_error)
+    }
+
+    /// Diagnostics: the gradients the next step will apply (before clipping), keyed by PEFT
+    /// tensor name: `{ "base_model.model....lora_A.weight": Float32Array }`.
+    #[wasm_bindgen(js_name = nextGradients)]
+    pub async fn next_gradients(&self) -> Result<Object, JsValue> {
+        let gradients = self.trainer.next_gradients().map_err(js_error)?;
+        let out = Object::new();
+        for ((key, _), grad) in self.trainer.adapter().params().into_iter().zip(gradients.grads) {
+            let values = readback::floats(grad).await.map_err(js_error)?;
+            Reflect::set(&out, &key.into(), &Float32Array::from(values.as_slice()))?;
+        }
+        Ok(out)
     }
 
     #[wasm_bindgen(getter, js_name = isDone)]
