@@ -1,0 +1,132 @@
+// In-browser parity checks against the transformers + PEFT fixtures, on the raw wasm API
+// (www/pkg, built by scripts/build-wasm.sh). Loaded by tests/browser/parity.test.mjs into a page
+// served from the repository root.
+
+import loadWasm, { init, WebAdapter, WebModel, WebTrainer } from '/www/pkg/webtune.js';
+
+const FIXTURES = '/tests/fixtures/';
+const MODEL_FILES = ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'];
+
+async function bytes(path) {
+  const response = await fetch(FIXTURES + path);
+  if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+async function text(path) {
+  return new TextDecoder().decode(await bytes(path));
+}
+
+/** Tensors of a safetensors file: name → { shape, values } (F32 and I64 as plain numbers). */
+function readSafetensors(buffer) {
+  const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+  const headerLength = Number(view.getBigUint64(0, true));
+  const header = JSON.parse(new TextDecoder().decode(buffer.subarray(8, 8 + headerLength)));
+  const tensors = {};
+  for (const [name, info] of Object.entries(header)) {
+    if (name === '__metadata__') continue;
+    const [start, end] = info.data_offsets;
+    const raw = buffer.slice(8 + headerLength + start, 8 + headerLength + end);
+    const values = info.dtype === 'F32' ? Array.from(new Float32Array(raw.buffer)) : Array.from(new BigInt64Array(raw.buffer), Number);
+    tensors[name] = { shape: info.shape, values };
+  }
+  return tensors;
+}
+
+function maxAbsDiff(a, b) {
+  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
+  return worst;
+}
+
+let gpu;
+export async function setup() {
+  if (!gpu) {
+    await loadWasm();
+    gpu = await init();
+  }
+  return gpu;
+}
+
+async function loadModel(name) {
+  const files = {};
+  for (const file of MODEL_FILES) files[file] = await bytes(`${name}/base/${file}`);
+  return WebModel.load(files);
+}
+
+/** Base-model logits and tokenizer ids of each fixture model: worst errors per model. */
+export async function baseModels() {
+  await setup();
+  const batches = JSON.parse(await text('batches.json'));
+  const evalRows = (await text('data/eval.jsonl')).trim().split('\n').map((line) => JSON.parse(line));
+  const results = {};
+  for (const name of ['llama', 'qwen2', 'gpt2']) {
+    const model = await loadModel(name);
+    const reference = readSafetensors(await bytes(`${name}/base_logits.safetensors`));
+    let logitError = 0;
+    for (const i of [0, 1]) {
+      const ids = reference[`input_ids_${i}`].values;
+      const logits = await model.logits(Uint32Array.from(ids), WebAdapter.base(model));
+      logitError = Math.max(logitError, maxAbsDiff(logits, reference[`logits_${i}`].values));
+    }
+    const tokenMismatches = [];
+    const check = (got, expected, what) => {
+      if (JSON.stringify(Array.from(got)) !== JSON.stringify(expected)) tokenMismatches.push(`${what}: ${Array.from(got)} vs ${expected}`);
+    };
+    check(model.encode('Reverse: rhwf ->', false), [375, 27, 340, 73, 88, 71, 361], 'README example');
+    evalRows.slice(0, 2).forEach((row, i) => {
+      const ids = [...model.encode(row.prompt, false), ...model.encode(row.completion, false), 0];
+      check(ids, batches.logit_sequences_ids[i], `eval row ${i}`);
+    });
+    results[name] = { logitError, tokenMismatches };
+    model.free();
+  }
+  return results;
+}
+
+/** The llama LoRA fixture run, 20 AdamW steps from PEFT's initial adapter. */
+export async function llamaLora() {
+  await setup();
+  const model = await loadModel('llama');
+  const dir = 'llama/lora/';
+  const reference = JSON.parse(await text(dir + 'losses.json'));
+  const gradients = readSafetensors(await bytes(dir + 'grads.safetensors'));
+  const expectedLogits = readSafetensors(await bytes(dir + 'expected_logits.safetensors'));
+  const finalAdapter = readSafetensors(await bytes(dir + 'final/adapter_model.safetensors'));
+  const initial = await WebAdapter.import(model, await text(dir + 'initial/adapter_config.json'), await bytes(dir + 'initial/adapter_model.safetensors'));
+  const options = { method: 'lora', lr: 1e-3, schedule: 'constant', clip: 0, steps: 20, batchSize: 4, shuffle: false, seed: 0, maxLen: 64 };
+  const trainer = await WebTrainer.create(
+    model, 'train.jsonl', await bytes('data/train.jsonl'), 'eval.jsonl', await bytes('data/eval.jsonl'), options, initial,
+  );
+  const errors = { loss: 0, gradient: 0, adapter: 0, logits: 0 };
+  const evalBefore = await trainer.evaluate();
+  for (let step = 0; step < 20; step++) {
+    if (step < 2) {
+      const grads = await trainer.nextGradients();
+      for (const [key, values] of Object.entries(grads)) {
+        errors.gradient = Math.max(errors.gradient, maxAbsDiff(values, gradients[`step${step}.${key}`].values));
+      }
+    }
+    const metrics = await trainer.step();
+    errors.loss = Math.max(errors.loss, Math.abs(metrics.loss - reference.train_loss[step]));
+  }
+  const adapter = trainer.adapter();
+  const exported = await adapter.export('peft', 'fixtures/llama/base', true, undefined);
+  const trained = readSafetensors(exported['adapter_model.safetensors']);
+  for (const [key, tensor] of Object.entries(finalAdapter)) {
+    errors.adapter = Math.max(errors.adapter, maxAbsDiff(trained[key].values, tensor.values));
+  }
+  for (const i of [0, 1]) {
+    const logits = await model.logits(Uint32Array.from(expectedLogits[`input_ids_${i}`].values), adapter);
+    errors.logits = Math.max(errors.logits, maxAbsDiff(logits, expectedLogits[`logits_${i}`].values));
+  }
+  const evalAfter = await trainer.evaluate();
+  return {
+    errors,
+    evalBefore,
+    evalAfter,
+    expectedEval: [reference.eval_loss_initial, reference.eval_loss_final],
+    exportedFiles: Object.keys(exported).sort(),
+  };
+}
