@@ -76,7 +76,7 @@ impl Generation {
             return Err(err!(InvalidOptions, "temperature must be ≥ 0 and top-p in (0, 1]"));
         }
         let mut adapter = adapter;
-        adapter.set_training(false);
+        adapter.set_training(None);
         let rng = Rng::new(options.seed);
         Ok(Generation { lm, tokenizer, adapter, options, cache: KvCache::default(), rng, pending: prompt, generated: Vec::new(), emitted: 0, held: 0, finish: None })
     }

@@ -15,3 +15,4 @@ pub async fn floats<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>> {
 pub async fn scalar(tensor: Tensor<1>) -> Result<f32> {
     Ok(floats(tensor).await?[0])
 }
+

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use regex::Regex;
 
 use crate::err;
@@ -189,8 +189,9 @@ pub struct LoraAdapter {
     pub modules: Vec<LoraModule>,
     /// Module index per linear slot of the model.
     by_slot: Vec<Option<usize>>,
-    /// Dropout keep-probability while training; `None` in evaluation.
-    train_dropout: Option<f64>,
+    /// While training with dropout: the keep-probability and the seed of this forward pass's
+    /// masks; `None` in evaluation.
+    train_dropout: Option<(f64, u64)>,
 }
 
 impl LoraAdapter {
@@ -229,9 +230,9 @@ impl LoraAdapter {
         LoraAdapter { config, modules, by_slot, train_dropout: None }
     }
 
-    /// Turns dropout on (training) or off (evaluation, generation).
-    pub fn set_training(&mut self, training: bool) {
-        self.train_dropout = (training && self.config.dropout > 0.0).then_some(1.0 - self.config.dropout);
+    /// Turns dropout on with masks drawn from `seed` (training), or off with `None`.
+    pub fn set_training(&mut self, seed: Option<u64>) {
+        self.train_dropout = seed.filter(|_| self.config.dropout > 0.0).map(|seed| (1.0 - self.config.dropout, seed));
     }
 
     /// Whether this is a PiSSA adapter (trained against the residual base).
@@ -249,9 +250,9 @@ impl LinearDelta for LoraAdapter {
     fn delta(&self, slot: usize, x: &Tensor<2>) -> Option<Tensor<2>> {
         let m = &self.modules[self.by_slot.get(slot).copied().flatten()?];
         let dropped = match self.train_dropout {
-            Some(keep) => {
-                let mask = Tensor::<2>::random(x.shape(), Distribution::Bernoulli(keep), &x.device());
-                x.clone() * mask / keep
+            Some((keep, seed)) => {
+                let seed = Rng::derived(seed, slot as u64).next_u64() as u32;
+                x.clone() * dropout_mask(x.dims(), keep, seed, &x.device()) / keep
             }
             None => x.clone(),
         };
@@ -263,9 +264,37 @@ impl LinearDelta for LoraAdapter {
     }
 }
 
+/// A dropout keep-mask (1 with probability `keep`, else 0) that is a pure function of `seed` and
+/// each element's index: a 32-bit integer hash computed on the GPU. Unlike the device's random
+/// generator, it has no global state, so a step's masks are the same whatever else runs (resumed
+/// runs, parallel tests, the browser and the CLI).
+fn dropout_mask(shape: [usize; 2], keep: f64, seed: u32, device: &Device) -> Tensor<2> {
+    let count = shape[0] * shape[1];
+    // WGSL i32 arithmetic wraps; `>>` is arithmetic, so each shift is masked to make it logical.
+    let shift = |x: Tensor<1, Int>, bits: u32| x.clone().bitwise_xor(x.bitwise_right_shift_scalar(bits as i32).bitwise_and_scalar(((1u32 << (32 - bits)) - 1) as i32));
+    let x = Tensor::<1, Int>::arange(0..count as i64, device).bitwise_xor_scalar(seed as i32);
+    let x = shift(x, 16).mul_scalar(0x7feb_352d_u32 as i32);
+    let x = shift(x, 15).mul_scalar(0x846c_a68b_u32 as i32);
+    let x = shift(x, 16);
+    let uniform = x.bitwise_and_scalar(0x00FF_FFFF).float() / 16_777_216.0;
+    uniform.lower_elem(keep).float().reshape(shape)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dropout_masks_are_deterministic_and_keep_the_right_fraction() {
+        let device = crate::device::gpu().unwrap().0;
+        let read = |seed| burn::tensor::read_sync(crate::readback::floats(dropout_mask([64, 256], 0.9, seed, &device))).unwrap();
+        let (a, b, c) = (read(1), read(1), read(2));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert!(a.iter().all(|&v| v == 0.0 || v == 1.0));
+        let kept = a.iter().sum::<f32>() / a.len() as f32;
+        assert!((kept - 0.9).abs() < 0.01, "kept {kept}");
+    }
 
     fn config(targets: &[&str]) -> LoraConfig {
         LoraConfig { target_modules: targets.iter().map(|s| s.to_string()).collect(), ..LoraConfig::default() }

@@ -79,10 +79,10 @@ impl Adapter {
         self.with_params(self.params().into_iter().map(|(_, t)| t.autodiff().require_grad()).collect())
     }
 
-    /// Enables dropout for training, or disables it.
-    pub fn set_training(&mut self, training: bool) {
+    /// Enables dropout with masks drawn from `seed` (training), or disables it with `None`.
+    pub fn set_training(&mut self, seed: Option<u64>) {
         if let Adapter::Lora(l) = self {
-            l.set_training(training);
+            l.set_training(seed);
         }
     }
 

@@ -129,7 +129,7 @@ pub fn loss_sum(lm: &CausalLm, adapter: &Adapter, batch: &Batch) -> Result<Optio
 /// Mean token loss of `adapter` on `examples` (eval batches of `batch_size` in order).
 pub async fn evaluate(lm: &CausalLm, adapter: &Adapter, examples: &[Example], batch_size: usize, pad_id: u32) -> Result<f64> {
     let mut adapter = adapter.clone();
-    adapter.set_training(false);
+    adapter.set_training(None);
     let mut total: Option<Tensor<1>> = None;
     let mut count = 0;
     for chunk in examples.chunks(batch_size.max(1)) {
@@ -353,13 +353,12 @@ impl Trainer {
             return Err(err!(InvalidDataset, "step {} has no supervised tokens", self.step + 1));
         }
         let mut tracked = self.adapter.tracked();
-        tracked.set_training(true);
         let leaves: Vec<Tensor<2>> = tracked.params().into_iter().map(|(_, t)| t).collect();
         let mut grads: Vec<Option<Tensor<2>>> = vec![None; leaves.len()];
         let mut loss_total: Option<Tensor<1>> = None;
         for (micro, batch) in micro_batches.iter().enumerate() {
             // Dropout masks depend only on (seed, step, micro-batch), so resumed runs match.
-            lm.device().seed(Rng::derived(self.config.seed, ((self.step as u64) << 16) | micro as u64).next_u64());
+            tracked.set_training(Some(Rng::derived(self.config.seed, ((self.step as u64) << 16) | micro as u64).next_u64()));
             let Some((sum, _)) = loss_sum(&lm, &tracked, batch)? else { continue };
             // transformers divides by the supervised tokens of the whole accumulated step.
             let gradients = (sum.clone() / supervised as f64).backward();
