@@ -19,17 +19,10 @@ use webtune::peft::files::{self, import};
 use webtune::peft::gguf::{GGML_TYPE_F32, GgufFile, GgufValue, export_gguf, read_gguf};
 use webtune::peft::lora::LoraModule;
 use webtune::peft::{Adapter, LoraAdapter, LoraConfig, LoraInit};
-use webtune::readback;
 
 const TOLERANCE: f64 = 1e-6;
 
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    burn::tensor::read_sync(f)
-}
 
-fn floats(t: Tensor<2>) -> Vec<f32> {
-    block(readback::floats(t)).unwrap()
-}
 
 fn model(name: &str) -> Model {
     Model::load(&Folder::new(fixtures().join(name).join("base")).unwrap(), &gpu()).unwrap()

@@ -19,7 +19,7 @@ fn base_logits_match_transformers() {
             let ids = reference[&format!("input_ids_{i}")].ids();
             let expected = reference[&format!("logits_{i}")].f32s();
             let logits = model.lm.forward(&ids, 1, None, &NoAdapter).unwrap();
-            let got = burn::tensor::read_sync(webtune::readback::floats(logits)).unwrap();
+            let got = floats(logits);
             let err = max_abs_diff(&got, &expected);
             println!("{name} sequence {i}: max |logit - transformers| = {err:.3e}");
             assert!(err < TOLERANCE, "{name} sequence {i}: logits differ from transformers by {err}");
@@ -40,7 +40,7 @@ fn padded_batch_matches_single_sequences() {
     ids.extend(&b);
     let mask: Vec<u8> = (0..2 * len).map(|i| u8::from(i >= len || i < a.len())).collect();
     let logits = model.lm.forward(&ids, 2, Some(&mask), &NoAdapter).unwrap();
-    let got = burn::tensor::read_sync(webtune::readback::floats(logits)).unwrap();
+    let got = floats(logits);
     let vocab = 512;
     let err_a = max_abs_diff(&got[..a.len() * vocab], &reference["logits_0"].f32s());
     let err_b = max_abs_diff(&got[len * vocab..], &reference["logits_1"].f32s());

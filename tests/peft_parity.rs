@@ -12,18 +12,11 @@ use webtune::model::Model;
 use webtune::model::files::Folder;
 use webtune::peft::files::{self, import};
 use webtune::peft::{Adapter, PromptAdapter, PromptConfig, PromptInit};
-use webtune::readback;
 use webtune::train::{AdamWConfig, Schedule, TrainConfig, Trainer, evaluate, loss_sum};
 
 const TOLERANCE: f32 = 1e-4;
 
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    burn::tensor::read_sync(f)
-}
 
-fn floats(t: burn::tensor::Tensor<2>) -> Vec<f32> {
-    block(readback::floats(t)).unwrap()
-}
 
 /// The 64 train rows (in file order) and 16 eval rows, recovered from the fixture's batches.
 fn fixture_examples() -> (Vec<Example>, Vec<Example>, Vec<Batch>) {

@@ -13,16 +13,9 @@ use webtune::model::files::Folder;
 use webtune::model::weights::read_host_tensors;
 use webtune::peft::files::{self, ModelCard, export, import};
 use webtune::peft::{Adapter, LoraAdapter, LoraConfig, LoraInit, PromptAdapter, PromptConfig, PromptInit};
-use webtune::readback;
 use webtune::train::{EarlyStopping, Schedule, StepMetrics, TrainConfig, Trainer, evaluate, loss_sum};
 
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    burn::tensor::read_sync(f)
-}
 
-fn floats<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f32> {
-    block(readback::floats(t)).unwrap()
-}
 
 fn model(name: &str) -> Model {
     Model::load(&Folder::new(fixtures().join(name).join("base")).unwrap(), &gpu()).unwrap()

@@ -56,6 +56,16 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
+/// Waits for a core future (GPU readbacks); natively that may block.
+pub fn block<F: std::future::Future>(f: F) -> F::Output {
+    burn::tensor::read_sync(f)
+}
+
+/// A tensor's values, read back from the GPU.
+pub fn floats<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f32> {
+    block(webtune::readback::floats(t)).unwrap()
+}
+
 /// A scratch folder under the target dir, emptied first.
 pub fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("webtune-test-{}-{name}", std::process::id()));
