@@ -73,17 +73,15 @@ step_system() {
     deb_installed "$pkg" || missing+=("$pkg")
   done
   command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
-  if [[ ${#missing[@]} -eq 0 ]]; then
-    say "chromium ok ($(chromium --version 2>/dev/null | head -n1 || echo '?'))"
-    say "vulkan (mesa lavapipe) ok"
-    say "cc ok"
-    return
+  # python3: a zip test reads the page's download back with Python's zipfile.
+  command -v python3 >/dev/null 2>&1 || missing+=(python3)
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    say "installing ${missing[*]} (apt)"
+    apt_install "${missing[@]}"
   fi
-  say "installing ${missing[*]} (apt)"
-  apt_install "${missing[@]}"
   say "chromium ok ($(chromium --version 2>/dev/null | head -n1 || echo '?'))"
   say "vulkan (mesa lavapipe) ok"
-  say "cc ok"
+  say "cc, python3 ok"
 }
 
 # --- rust --------------------------------------------------------------------------------------
@@ -170,12 +168,13 @@ step_wasm_bindgen() {
 
 # --- node / npm --------------------------------------------------------------------------------
 step_node() {
-  command -v node >/dev/null 2>&1 || die "node not found; Node.js >= 20.10 is required (Debian 12's nodejs 18 is too old)"
+  command -v node >/dev/null 2>&1 || die "node not found; Node.js >= 20.19 (or >= 22.12) is required (Debian 12's nodejs 18 is too old)"
   command -v npm >/dev/null 2>&1 || die "npm not found"
   local v
   v=$(node -p 'process.versions.node')
-  node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=10)?0:1)' ||
-    die "node $v is too old; >= 20.10 is required (node --test --test-concurrency, playwright-core)"
+  # Vite 7/8 (the npm package test) needs 20.19+ on the 20 line, 22.12+ on the 22 line.
+  node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>22||(a===22&&b>=12)||(a===20&&b>=19)?0:1)' ||
+    die "node $v is too old; >= 20.19 (or >= 22.12) is required by Vite"
   # npm ci writes node_modules/.package-lock.json; newer than both manifests = up to date.
   if [[ -f node_modules/.package-lock.json &&
         node_modules/.package-lock.json -nt package.json &&

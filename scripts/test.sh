@@ -5,6 +5,7 @@
 #   1. scripts/setup.sh          (apt packages, rust wasm target, wasm-bindgen-cli, npm ci)
 #   2. cargo test                native tests (wgpu on a Vulkan device; lavapipe on CPU-only machines)
 #   3. scripts/build-wasm.sh     www/pkg
+#      scripts/build-npm.sh      the npm package in npm/dist, copied to www/webtune
 #   4. npm run test:browser      tests/browser/*.test.mjs in headless Chromium (WebGPU)
 #
 # Build outputs go to ${CARGO_TARGET_DIR:-~/.cache/webtune/target}, outside the clone, so reruns
@@ -35,5 +36,6 @@ phase() {
 phase "setup" scripts/setup.sh
 phase "native tests" cargo test "$@"
 phase "wasm build" scripts/build-wasm.sh
+phase "npm package" scripts/build-npm.sh
 phase "browser tests" npm run --silent test:browser
 echo "== total: $((SECONDS - total_start)) s, all phases passed"

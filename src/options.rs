@@ -190,6 +190,24 @@ impl TrainingOptions {
     }
 }
 
+/// Parses options from JSON (the JS API's objects). A misspelt key is an error that names the
+/// intended key when it differs only in case, `-` or `_` (`batch_size` → `batchSize`).
+pub fn from_json<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> Result<T> {
+    serde_json::from_str(json).map_err(|e| {
+        let message = e.to_string();
+        let hint = unknown_field_hint(&message).map(|near| format!(" (did you mean \"{near}\"?)")).unwrap_or_default();
+        err!(InvalidOptions, "{what}: {}{hint}", message.replace('`', "\""))
+    })
+}
+
+/// From serde's "unknown field `x`, expected one of `a`, `b`", the expected key that `x` means.
+fn unknown_field_hint(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (field, expected) = rest.split_once('`')?;
+    let squash = |k: &str| k.replace(['-', '_'], "").to_lowercase();
+    expected.split('`').skip(1).step_by(2).find(|candidate| squash(candidate) == squash(field))
+}
+
 impl Serialize for Schedule {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.serialize_str(self.name())
@@ -200,5 +218,20 @@ impl<'de> Deserialize<'de> for Schedule {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let name = String::deserialize(d)?;
         Schedule::parse(&name).ok_or_else(|| serde::de::Error::custom(format!("schedule \"{name}\" is not constant, linear or cosine")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_rejected_with_a_hint() {
+        let e = from_json::<TrainingOptions>(r#"{"batch_size": 4}"#, "config").unwrap_err();
+        assert!(e.message.contains("unknown field \"batch_size\"") && e.message.contains("did you mean \"batchSize\"?"), "{e}");
+        let e = from_json::<TrainingOptions>(r#"{"bogus": 1}"#, "config").unwrap_err();
+        assert!(!e.message.contains("did you mean"), "{e}");
+        let ok: TrainingOptions = from_json(r#"{"batchSize": 2, "schedule": "cosine"}"#, "config").unwrap();
+        assert_eq!((ok.batch_size, ok.schedule), (2, Schedule::Cosine));
     }
 }

@@ -28,6 +28,17 @@ fn base_logits_match_transformers() {
 }
 
 #[test]
+fn parameter_counts_match_transformers() {
+    // manifest.json holds transformers' `num_parameters()` for each fixture model.
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).unwrap()).unwrap();
+    let device = gpu();
+    for name in MODELS {
+        let model = Model::load(&Folder::new(fixtures().join(name).join("base")).unwrap(), &device).unwrap();
+        assert_eq!(model.lm.parameter_count() as u64, manifest[name]["n_params"].as_u64().unwrap(), "{name}");
+    }
+}
+
+#[test]
 fn padded_batch_matches_single_sequences() {
     // Right padding with an attention mask must not change the real positions' logits.
     let device = gpu();

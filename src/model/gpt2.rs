@@ -99,6 +99,11 @@ impl Gpt2 {
         self.ln_f.forward(x)
     }
 
+    /// Number of learned position-embedding weights.
+    pub fn position_count(&self) -> usize {
+        self.wpe.weight.dims().iter().product()
+    }
+
     /// The output projection `[vocab, hidden]` (the token embedding table when tied).
     pub fn lm_head(&self) -> Tensor<2> {
         self.lm_head.clone().unwrap_or_else(|| self.wte.weight.clone())

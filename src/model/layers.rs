@@ -58,6 +58,10 @@ impl Linear {
         }
     }
 
+    pub fn has_bias(&self) -> bool {
+        self.bias.is_some()
+    }
+
     /// The weight as `[in, out]` (a transposed view for `nn.Linear`, no copy).
     pub fn weight_in_out(&self) -> Tensor<2> {
         match self.layout {

@@ -74,6 +74,20 @@ impl CausalLm {
         &self.device
     }
 
+    /// Number of weights (embeddings counted once when tied), as transformers' `num_parameters`.
+    pub fn parameter_count(&self) -> usize {
+        let [vocab, hidden] = self.embedding_table().dims();
+        let tables = vocab * hidden + if self.config.tie_word_embeddings { 0 } else { vocab * hidden };
+        let linears: usize = self.linears.iter().map(|l| l.in_features * l.out_features + l.out_features * usize::from(l.has_bias())).sum();
+        let positions = match &self.body {
+            Body::Gpt2(m) => m.position_count(),
+            Body::Llama(_) => 0,
+        };
+        // Norms: per layer two (RMSNorm weight, or LayerNorm weight + bias), plus the final one.
+        let norm_params = if self.config.architecture == Architecture::Gpt2 { 2 * hidden } else { hidden };
+        tables + linears + positions + norm_params * (2 * self.config.num_layers + 1)
+    }
+
     /// Every linear layer, indexed by slot, with its HF module path: what LoRA can target.
     pub fn linears(&self) -> &[Linear] {
         &self.linears

@@ -47,12 +47,16 @@ fn to_js<T: Serialize + ?Sized>(value: &T) -> Result<JsValue, JsValue> {
     value.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(|e| js_error(err!(InvalidOptions, "{e}")))
 }
 
-/// Reads a JS options object (`undefined` = all defaults); unknown keys are errors.
+/// Reads a JS options object (`undefined` = all defaults). It goes through JSON so that serde
+/// sees every key and `deny_unknown_fields` rejects misspelt options (`batch_size`).
 fn from_js<T: serde::de::DeserializeOwned + Default>(value: JsValue, what: &str) -> Result<T, JsValue> {
     if value.is_undefined() || value.is_null() {
         return Ok(T::default());
     }
-    serde_wasm_bindgen::from_value(value).map_err(|e| js_error(err!(InvalidOptions, "{what}: {e}")))
+    let json: String = js_sys::JSON::stringify(&value)
+        .map_err(|_| js_error(err!(InvalidOptions, "{what} must be a plain object")))?
+        .into();
+    crate::options::from_json(&json, what).map_err(js_error)
 }
 
 fn gpu() -> Result<Device, JsValue> {
@@ -119,6 +123,7 @@ impl WebModel {
         layer_names.dedup();
         to_js(&serde_json::json!({
             "architecture": c.architecture.name(),
+            "parameters": self.model.lm.parameter_count(),
             "vocabSize": c.vocab_size,
             "hiddenSize": c.hidden_size,
             "numLayers": c.num_layers,
@@ -242,11 +247,7 @@ impl WebAdapter {
     /// for llama.cpp's `--lora`. A PiSSA adapter is written as a plain LoRA for the original base
     /// unless `pissaAsLora` is false.
     pub async fn export(&self, format: &str, base_model: &str, pissa_as_lora: bool, card: JsValue) -> Result<Object, JsValue> {
-        let card: ModelCard = if card.is_undefined() || card.is_null() {
-            ModelCard::default()
-        } else {
-            serde_wasm_bindgen::from_value(card).map_err(|e| js_error(err!(InvalidOptions, "model card: {e}")))?
-        };
+        let card: ModelCard = from_js(card, "model card")?;
         let files: Vec<(String, Vec<u8>)> = match format {
             "peft" => {
                 let saved = adapter_files::export(&self.adapter, base_model, pissa_as_lora, &card).await.map_err(js_error)?;

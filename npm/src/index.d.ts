@@ -1,0 +1,405 @@
+/**
+ * webtune: private, in-browser fine-tuning of small language models on WebGPU.
+ *
+ * One engine object (on the page's thread with `createEngine`, or in a Web Worker with
+ * `createWorkerEngine`, same API) loads a model, trains a LoRA / PiSSA / prompt-tuning adapter on
+ * the user's data, generates text with or without it, and exports it as PEFT files or GGUF.
+ * Nothing leaves the machine: the only network requests are for the model files you point it at.
+ */
+
+/** Stable error codes (`error.code`). */
+export type ErrorCode =
+  /** The browser has no usable WebGPU (message names the browsers and flags that work). */
+  | "NO_WEBGPU"
+  /** `webtune_bg.wasm` could not be fetched or compiled (see `wasmUrl`). */
+  | "WASM"
+  /** The worker of `createWorkerEngine` could not start or died (see `workerUrl`). */
+  | "WORKER"
+  /** A file the operation needs is absent (not picked, or HTTP 404). */
+  | "FILE_MISSING"
+  /** A download failed (network, CORS, HTTP error, gated model). */
+  | "DOWNLOAD"
+  | "IO"
+  | "INVALID_CONFIG"
+  | "UNSUPPORTED_ARCHITECTURE"
+  | "CORRUPT_WEIGHTS"
+  | "MISSING_TENSOR"
+  | "SHAPE_MISMATCH"
+  | "INVALID_TOKENIZER"
+  | "INVALID_DATASET"
+  | "INVALID_ADAPTER"
+  /** Unknown or out-of-range option (unknown keys of a config object are rejected). */
+  | "INVALID_OPTIONS"
+  /** The GPU failed (device lost, out of memory). */
+  | "GPU"
+  /** No model is loaded yet: call `loadModel()` first. */
+  | "NO_MODEL"
+  /** The operation needs a tuned adapter: train one or `loadAdapter()` first. */
+  | "NO_ADAPTER"
+  /** Not possible right now (e.g. `train()` while training, a new model while a trainer runs). */
+  | "INVALID_STATE"
+  /** Aborted through an `AbortSignal`. */
+  | "ABORTED"
+  /** The engine was disposed. */
+  | "ENGINE_DISPOSED"
+  /** A bug in webtune; the message says so. Reload the page. */
+  | "INTERNAL";
+
+/** Every error the engine rejects with: `message` says what happened and what to do. */
+export declare class WebtuneError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown });
+}
+
+export interface EngineOptions {
+  /** Where `webtune_bg.wasm` is; default: `./wasm/webtune_bg.wasm` next to this module
+   * (`new URL(..., import.meta.url)`, which bundlers such as Vite rewrite). */
+  wasmUrl?: string | URL;
+}
+
+/** Worker variant: the same API, with all GPU work in a dedicated module Web Worker. */
+export interface WorkerEngineOptions extends EngineOptions {
+  /** Where the package's `worker.js` is; default: the file next to this module. */
+  workerUrl?: string | URL;
+  /** A module worker you started yourself whose code does `import "webtune/worker"`. */
+  worker?: Worker;
+}
+
+/** An engine on the calling thread. Rejects with `NO_WEBGPU` or `WASM`. */
+export declare function createEngine(options?: EngineOptions): Promise<Engine>;
+/** An engine in a module Web Worker, so the page stays responsive. Same API as `createEngine`. */
+export declare function createWorkerEngine(options?: WorkerEngineOptions): Promise<Engine>;
+
+/** The GPU the engine trains on. */
+export interface GpuInfo {
+  name: string;
+  backend: string;
+  /** Largest buffer one kernel can bind: bounds the biggest tensor (e.g. logits). */
+  maxStorageBufferBindingSize: number;
+  maxBufferSize: number;
+}
+
+/** Where a model comes from. All sources need the Hugging Face layout: `config.json`,
+ * `model.safetensors` (or `model.safetensors.index.json` + shards), `tokenizer.json`,
+ * `tokenizer_config.json`. `name` (default: the hub id, folder or `_name_or_path`) is what
+ * exports write as `base_model_name_or_path`. */
+export type ModelSource =
+  /** Files the user picked or dropped (paths such as `SmolLM2/config.json` are fine). */
+  | { files: FileList | File[] | Record<string, Blob | ArrayBuffer | Uint8Array>; name?: string }
+  /** A Hugging Face model id, fetched from `${baseUrl}/${hub}/resolve/${revision}/...`
+   * (default baseUrl `https://huggingface.co`, revision `main`). */
+  | { hub: string; revision?: string; baseUrl?: string; cache?: boolean; name?: string }
+  /** The URL of a folder with the layout above. */
+  | { url: string | URL; cache?: boolean; name?: string }
+  /** One URL per file (e.g. bundler-emitted assets), keyed by file name. */
+  | { urls: Record<string, string | URL>; cache?: boolean; name?: string };
+
+/** Downloads are kept in the browser's Cache Storage (`cache`, default true) so a reload does not
+ * download again; `phase: "cache"` reports such a hit. */
+export interface LoadProgress {
+  /** `download`: bytes arriving; `cache`: read from browser storage; `load`: picked files read /
+   * onto the GPU. */
+  phase: "download" | "cache" | "load";
+  file?: string;
+  /** Bytes (download, cache) or steps (load) so far. */
+  loaded: number;
+  /** 0 when the server does not say. */
+  total: number;
+}
+
+export interface LoadModelOptions {
+  /** Overrides the source's name. */
+  name?: string;
+  onProgress?: (progress: LoadProgress) => void;
+  /** Aborts the download (rejects with `ABORTED`). */
+  signal?: AbortSignal;
+}
+
+export interface ModelInfo {
+  name: string;
+  architecture: "llama" | "qwen2" | "gpt2";
+  /** Parameters in the weight files. */
+  parameters: number;
+  vocabSize: number;
+  hiddenSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  intermediateSize: number;
+  maxPositions: number;
+  tieWordEmbeddings: boolean;
+  /** Names of the linear layers LoRA can target (e.g. `q_proj`). */
+  linearLayers: string[];
+  /** PEFT's default LoRA targets for this architecture. */
+  defaultTargets: string[];
+  hasChatTemplate: boolean;
+}
+
+/** Every training option, with its default. The same names as the `webtune train` CLI flags.
+ * Unknown keys are rejected with `INVALID_OPTIONS`. */
+export interface TrainingConfig {
+  /** default `"lora"` */
+  method?: "lora" | "prompt-tuning";
+  /** LoRA: `"default"` | `"gaussian"` | `"pissa"` | `"pissa_niter_K"`; prompt tuning: `"random"` |
+   * `"text"` | `"sample-vocab"`. default: `"default"` / `"random"` (`"text"` when `initText` is set) */
+  init?: string;
+  /** prompt tuning: the text whose tokens initialise the virtual tokens */
+  initText?: string;
+  /** LoRA rank, default 8 */
+  r?: number;
+  /** default 16 */
+  alpha?: number;
+  /** default 0 */
+  dropout?: number;
+  /** Module-name suffixes; default: PEFT's for the architecture (`ModelInfo.defaultTargets`). */
+  targets?: string[];
+  /** rsLoRA scaling alpha/√r, default false */
+  rslora?: boolean;
+  /** per-module rank overrides, default {} */
+  rankPattern?: Record<string, number>;
+  /** per-module alpha overrides, default {} */
+  alphaPattern?: Record<string, number>;
+  /** prompt tuning, default 20 */
+  virtualTokens?: number;
+  /** default 2e-4 (LoRA) / 3e-2 (prompt tuning) */
+  lr?: number;
+  /** AdamW weight decay, default 0 */
+  weightDecay?: number;
+  /** default `"linear"` */
+  schedule?: "constant" | "linear" | "cosine";
+  /** default 0 */
+  warmupSteps?: number;
+  /** default 4 */
+  batchSize?: number;
+  /** default 1 */
+  gradAccum?: number;
+  /** global gradient-norm clip, default 1 (0 or null disables) */
+  clip?: number | null;
+  /** optimizer steps (overrides epochs), default: from epochs */
+  steps?: number | null;
+  /** default 1 */
+  epochs?: number;
+  /** truncate examples to this many tokens, default 512 */
+  maxLen?: number;
+  /** evaluate every N steps (and at the end), default never */
+  evalEvery?: number | null;
+  /** stop after this many evaluations without improvement, default off */
+  earlyStoppingPatience?: number | null;
+  /** default 0 */
+  earlyStoppingThreshold?: number;
+  /** default true (seeded) */
+  shuffle?: boolean;
+  /** default 42 */
+  seed?: number;
+  /** Jinja template for instruction/input/output rows (default: Alpaca) */
+  template?: string | null;
+  /** skip malformed rows instead of failing, default false */
+  skipBadRows?: boolean;
+  /** fraction of rows held out for evaluation when no eval data is given, default 0 */
+  evalSplit?: number;
+}
+
+/** A dataset: a picked file, named text or bytes, a URL (the name's extension picks the format:
+ * .jsonl .json .csv .txt), or rows as objects (treated as JSONL). */
+export type DatasetSource =
+  | File
+  | { name: string; data: string | ArrayBuffer | Uint8Array | Blob }
+  | { url: string | URL; name?: string }
+  | URL
+  | Array<Record<string, unknown>>;
+
+export interface RowError {
+  line: number;
+  reason: string;
+}
+
+export interface DatasetReport {
+  /** Usable examples. */
+  rows: number;
+  /** Malformed rows that were skipped (with `skipBadRows`), with their line numbers. */
+  badRows: RowError[];
+  /** Examples cut to `maxLen` tokens. */
+  truncated: number;
+  /** Examples dropped because truncation left nothing to learn. */
+  noSupervisedTokens: number;
+  minTokens: number;
+  meanTokens: number;
+  maxTokens: number;
+  supervisedTokens: number;
+}
+
+export interface DatasetPreview {
+  rows: Array<{
+    line: number;
+    /** The text the model sees, split into runs; `supervised` runs are what it learns to write. */
+    segments: Array<{ text: string; supervised: boolean }>;
+    tokens: number;
+    truncated: boolean;
+    error?: string;
+  }>;
+  /** `null` when no row is usable. */
+  report: DatasetReport | null;
+}
+
+export interface StepMetrics {
+  step: number;
+  totalSteps: number;
+  epoch: number;
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  tokens: number;
+  supervisedTokens: number;
+  evalLoss?: number;
+  /** Set on the step after which early stopping ended training (the best adapter is kept). */
+  earlyStopped?: boolean;
+  /** Tokens per second of training time so far (pauses excluded). */
+  tokensPerSecond: number;
+  /** Training time so far, pauses excluded. */
+  elapsedMs: number;
+  /** Estimated time to the last step. */
+  etaMs: number;
+}
+
+export interface TrainSummary {
+  steps: number;
+  finalLoss?: number;
+  evalLoss?: number;
+  bestEvalLoss?: number;
+  stoppedEarly: boolean;
+  /** `"done"`, or `"stopped"` after `stop()`. */
+  state: "done" | "stopped";
+}
+
+export interface TrainOptions {
+  onProgress?: (metrics: StepMetrics) => void;
+  /** Also take a checkpoint every N steps (for `onCheckpoint`). */
+  checkpointEvery?: number;
+  /** Receives a checkpoint at every pause and every `checkpointEvery` steps; training waits for
+   * a returned promise. Store it (e.g. IndexedDB) to resume after a reload. */
+  onCheckpoint?: (checkpoint: Uint8Array, step: number) => void | Promise<void>;
+}
+
+export type TrainerState = "idle" | "running" | "paused" | "stopped" | "done" | "failed";
+
+export interface TrainReport {
+  train: DatasetReport;
+  eval: DatasetReport | null;
+  trainExamples: number;
+  evalExamples: number;
+}
+
+export interface Trainer {
+  readonly totalSteps: number;
+  readonly stepsDone: number;
+  readonly state: TrainerState;
+  /** What loading the data found. */
+  readonly report: TrainReport;
+  /** Runs until done, stopped or failed. Resolves with a summary; rejects with a WebtuneError.
+   * After `stop()`, calling it again continues. */
+  train(options?: TrainOptions): Promise<TrainSummary>;
+  /** Every step's metrics from now on as they happen; ends when training stops or ends, throws
+   * if it fails. */
+  metrics(): AsyncIterableIterator<StepMetrics>;
+  /** Pauses after the current step (then generate, evaluate or export freely). */
+  pause(): void;
+  resume(): void;
+  /** Stops after the current step; `train()` resolves with state `"stopped"`. */
+  stop(): void;
+  /** Eval loss of the current adapter on the eval data. */
+  evaluate(): Promise<number>;
+  /** The full training state, to resume exactly later (`createTrainer({checkpoint})`). */
+  checkpoint(): Promise<Uint8Array>;
+  /** Frees the trainer's GPU memory; its adapter stays the engine's tuned adapter. */
+  dispose(): void;
+}
+
+export interface CreateTrainerOptions {
+  data: DatasetSource;
+  /** default: `config.evalSplit` of `data`, or none */
+  evalData?: DatasetSource;
+  config?: TrainingConfig;
+  /** Continue training this adapter (PEFT files or zip) instead of a fresh one. */
+  adapter?: AdapterFiles;
+  /** Resume a run from `Trainer.checkpoint()` (same model, data and config). */
+  checkpoint?: Uint8Array | ArrayBuffer;
+}
+
+/** PEFT adapter files (`adapter_config.json` + `adapter_model.safetensors`), as exported or as
+ * picked by the user, or the `adapter.zip` that `exportAdapter({format: "peft"})` makes. */
+export type AdapterFiles = Record<string, Blob | ArrayBuffer | Uint8Array> | FileList | File[] | Blob | ArrayBuffer | Uint8Array;
+
+export interface ExportOptions {
+  format: "peft" | "gguf";
+  /** Write a PiSSA adapter as a plain LoRA for the original base model, default true. */
+  pissaAsLora?: boolean;
+  /** `base_model_name_or_path` in adapter_config.json, default `ModelInfo.name`. */
+  baseModel?: string;
+}
+
+export interface ExportedAdapter {
+  /** The individual files (`adapter_model.safetensors`, `adapter_config.json`, `README.md`, or `adapter.gguf`). */
+  files: Record<string, Uint8Array>;
+  /** One download: a zip of the PEFT files, or the GGUF file. */
+  blob: Blob;
+  /** `"adapter.zip"` or `"adapter.gguf"` */
+  fileName: string;
+}
+
+export interface GenerateOptions {
+  /** `"tuned"` (default once an adapter exists) or `"base"`. */
+  adapter?: "tuned" | "base";
+  /** Wrap the prompt in the model's chat template as a user turn, default false. */
+  chat?: boolean;
+  /** default 0.7 (0 = greedy) */
+  temperature?: number;
+  /** default 0.9 */
+  topP?: number;
+  /** default 128 */
+  maxTokens?: number;
+  /** default 0 */
+  seed?: number;
+  /** Ends generation early; `result.finishReason` is then `"aborted"`. */
+  signal?: AbortSignal;
+}
+
+/** Streamed text: iterate for the chunks; `result` resolves when generation ends. */
+export interface Generation extends AsyncIterable<string> {
+  readonly result: Promise<{ text: string; finishReason: "eos" | "length" | "context" | "aborted" }>;
+}
+
+export interface Engine {
+  readonly gpu: GpuInfo;
+  readonly version: string;
+  /** The loaded model, or null. */
+  readonly model: ModelInfo | null;
+  /** Loads a model (replacing any loaded one). */
+  loadModel(source: ModelSource, options?: LoadModelOptions): Promise<ModelInfo>;
+  /** How the first `maxRows` (default 20) rows will be seen, and the whole file's report. */
+  previewDataset(data: DatasetSource, config?: TrainingConfig, maxRows?: number): Promise<DatasetPreview>;
+  /** Prepares a training run on the loaded model; its adapter becomes the engine's "tuned" one. */
+  createTrainer(options: CreateTrainerOptions): Promise<Trainer>;
+  /** Makes a PEFT adapter the engine's "tuned" adapter (to try it, evaluate or re-export it). */
+  loadAdapter(files: AdapterFiles): Promise<{ peftType: string; trainableParameters: number }>;
+  generate(prompt: string, options?: GenerateOptions): Generation;
+  /** Loss of an adapter (default: tuned if any, else base) on a dataset. */
+  evaluate(data: DatasetSource, options?: { adapter?: "tuned" | "base"; config?: TrainingConfig }): Promise<{ loss: number; perplexity: number }>;
+  /** The tuned adapter as PEFT files (zip) or a llama.cpp GGUF LoRA. */
+  exportAdapter(options: ExportOptions): Promise<ExportedAdapter>;
+  /** Frees the GPU (and terminates the worker for `createWorkerEngine`). Later calls reject
+   * with `ENGINE_DISPOSED`. */
+  dispose(): void;
+}
+
+/** The bundled demo model and dataset. */
+export interface Demo {
+  /** A 125K-parameter toy Llama (loads in a blink, learns in a few steps). */
+  readonly model: { urls: Record<string, string>; name: string };
+  /** 64 "Reverse: abc ->" / " cba" rows. */
+  readonly train: { url: string; name: string };
+  /** 16 rows of the same task. */
+  readonly eval: { url: string; name: string };
+}
+
+/** The bundled demo: `engine.loadModel(demo.model)`, `createTrainer({data: demo.train, evalData: demo.eval})`. */
+export declare const demo: Demo;
