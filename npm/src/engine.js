@@ -39,6 +39,7 @@ function loadWasm(wasmUrl) {
   return wasmReady;
 }
 
+/** Checks WebGPU and returns the browser's adapter info (wgpu only sees its often empty description). */
 async function requireWebGpu() {
   if (globalThis.isSecureContext === false) {
     throw new WebtuneError('NO_WEBGPU', 'WebGPU only works in secure contexts: serve the page over https:// (or from http://localhost while developing)');
@@ -57,6 +58,7 @@ async function requireWebGpu() {
       `this browser has WebGPU but no usable GPU adapter (the GPU may be blocklisted, or hardware acceleration is off). ${NO_WEBGPU_HELP}`,
     );
   }
+  return adapter.info ?? {};
 }
 
 /**
@@ -101,12 +103,13 @@ async function guard(fn) {
  * @returns {Promise<Engine>}
  */
 export async function createEngine(options = {}) {
-  await requireWebGpu();
+  const adapterInfo = await requireWebGpu();
   await loadWasm(options.wasmUrl);
   const gpu = await guard(() => wasm.init());
+  const described = [adapterInfo.vendor, adapterInfo.architecture, adapterInfo.description].filter(Boolean).join(' ');
   return new MainEngine(
     {
-      name: gpu.name,
+      name: gpu.name || described || 'WebGPU adapter',
       backend: gpu.backend,
       maxStorageBufferBindingSize: gpu.max_storage_buffer_binding_size,
       maxBufferSize: gpu.max_buffer_size,

@@ -80,6 +80,16 @@ export function absoluteUrl(url) {
   return new URL(String(url), base).href;
 }
 
+/** Whether the download cache holds `url` (false when storage is unavailable). */
+async function isCached(url) {
+  if (typeof caches === 'undefined' || !/^https?:/.test(url)) return false;
+  try {
+    return (await (await caches.open(CACHE_NAME)).match(url)) !== undefined;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Downloads `url` (or reads it from the cache), reporting progress. Resolves to NOT_FOUND on 404.
  * @param {string} url
@@ -250,7 +260,11 @@ export async function loadModelFiles(source, { onProgress, signal } = {}) {
     return true;
   };
   for (const { file, optional } of MODEL_FILES) await get(file, optional);
-  if (!(await get(WEIGHTS, true))) {
+  // A cached index means a sharded model seen before: no request for the single file (whose 404
+  // is not cached), so a reload works offline.
+  const indexUrl = urlOf(INDEX);
+  const knownSharded = options.cache && indexUrl !== undefined && (await isCached(indexUrl));
+  if (knownSharded || !(await get(WEIGHTS, true))) {
     // Sharded checkpoints: the index names the shard files.
     if (!(await get(INDEX, true))) {
       throw new WebtuneError(
