@@ -68,7 +68,13 @@ pub struct Generation {
 }
 
 impl Generation {
-    pub fn new(lm: Arc<CausalLm>, tokenizer: Arc<TextTokenizer>, adapter: Adapter, prompt: Vec<u32>, options: SamplingOptions) -> Result<Self> {
+    pub fn new(
+        lm: Arc<CausalLm>,
+        tokenizer: Arc<TextTokenizer>,
+        adapter: Adapter,
+        prompt: Vec<u32>,
+        options: SamplingOptions,
+    ) -> Result<Self> {
         if prompt.is_empty() {
             return Err(err!(InvalidOptions, "the prompt gives no tokens"));
         }
@@ -78,7 +84,19 @@ impl Generation {
         let mut adapter = adapter;
         adapter.set_training(None);
         let rng = Rng::new(options.seed);
-        Ok(Generation { lm, tokenizer, adapter, options, cache: KvCache::default(), rng, pending: prompt, generated: Vec::new(), emitted: 0, held: 0, finish: None })
+        Ok(Generation {
+            lm,
+            tokenizer,
+            adapter,
+            options,
+            cache: KvCache::default(),
+            rng,
+            pending: prompt,
+            generated: Vec::new(),
+            emitted: 0,
+            held: 0,
+            finish: None,
+        })
     }
 
     /// Why generation ended, once it has.
@@ -95,7 +113,8 @@ impl Generation {
             self.finish = Some(FinishReason::Length);
             return Ok(None);
         }
-        let context = self.cache.len() + self.adapter.prefix_len() * usize::from(self.cache.is_empty()) + self.pending.len();
+        let context =
+            self.cache.len() + self.adapter.prefix_len() * usize::from(self.cache.is_empty()) + self.pending.len();
         if context > self.lm.config.max_positions {
             self.finish = Some(FinishReason::Context);
             return Ok(None);
@@ -141,7 +160,8 @@ fn sample(logits: &[f32], options: &SamplingOptions, rng: &mut Rng) -> u32 {
         return greedy();
     }
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let mut probs: Vec<(u32, f64)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, ((l as f64 - max) / options.temperature).exp())).collect();
+    let mut probs: Vec<(u32, f64)> =
+        logits.iter().enumerate().map(|(i, &l)| (i as u32, ((l as f64 - max) / options.temperature).exp())).collect();
     probs.sort_by(|a, b| b.1.total_cmp(&a.1));
     let total: f64 = probs.iter().map(|p| p.1).sum();
     let mut kept = 0.0;

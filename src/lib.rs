@@ -8,11 +8,11 @@ pub mod error;
 pub mod generate;
 pub mod model;
 pub mod options;
-pub mod train;
-pub mod zip;
 pub mod peft;
 pub mod readback;
 pub mod rng;
+pub mod train;
+pub mod zip;
 
 pub use error::{Error, ErrorCode, Result};
 

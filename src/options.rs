@@ -139,7 +139,9 @@ impl TrainingOptions {
             max_steps: self.steps,
             epochs: self.epochs,
             eval_every: self.eval_every,
-            early_stopping: self.early_stopping_patience.map(|patience| EarlyStopping { patience, threshold: self.early_stopping_threshold }),
+            early_stopping: self
+                .early_stopping_patience
+                .map(|patience| EarlyStopping { patience, threshold: self.early_stopping_threshold }),
             shuffle: self.shuffle,
             seed: self.seed,
         })
@@ -148,8 +150,9 @@ impl TrainingOptions {
     pub fn lora_config(&self, architecture: Architecture) -> Result<LoraConfig> {
         let init = match self.init.as_deref() {
             None | Some("default") => LoraInit::Default,
-            Some(name) => LoraInit::from_peft_value(&serde_json::Value::String(name.to_owned()))
-                .map_err(|_| err!(InvalidOptions, "LoRA init \"{name}\" is not one of default, gaussian, pissa, pissa_niter_K"))?,
+            Some(name) => LoraInit::from_peft_value(&serde_json::Value::String(name.to_owned())).map_err(|_| {
+                err!(InvalidOptions, "LoRA init \"{name}\" is not one of default, gaussian, pissa, pissa_niter_K")
+            })?,
         };
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(err!(InvalidOptions, "dropout must be in [0, 1), got {}", self.dropout));
@@ -174,9 +177,14 @@ impl TrainingOptions {
             (None | Some("random"), None) => PromptInit::Random,
             (Some("sample-vocab" | "sample_vocab"), None) => PromptInit::SampleVocab,
             (Some(other), None) => {
-                return Err(err!(InvalidOptions, "prompt-tuning init \"{other}\" is not one of random, text, sample-vocab"));
+                return Err(err!(
+                    InvalidOptions,
+                    "prompt-tuning init \"{other}\" is not one of random, text, sample-vocab"
+                ));
             }
-            (Some(other), Some(_)) => return Err(err!(InvalidOptions, "an init text only applies to init \"text\", not \"{other}\"")),
+            (Some(other), Some(_)) => {
+                return Err(err!(InvalidOptions, "an init text only applies to init \"text\", not \"{other}\""));
+            }
         };
         Ok(PromptConfig { num_virtual_tokens: self.virtual_tokens, init })
     }
@@ -184,8 +192,12 @@ impl TrainingOptions {
     /// A fresh adapter for `model` as these options describe.
     pub async fn init_adapter(&self, model: &Model) -> Result<Adapter> {
         Ok(match self.method {
-            Method::Lora => Adapter::Lora(LoraAdapter::init(&model.lm, self.lora_config(model.lm.config.architecture)?, self.seed).await?),
-            Method::PromptTuning => Adapter::Prompt(PromptAdapter::init(&model.lm, &model.tokenizer, self.prompt_config()?, self.seed)?),
+            Method::Lora => Adapter::Lora(
+                LoraAdapter::init(&model.lm, self.lora_config(model.lm.config.architecture)?, self.seed).await?,
+            ),
+            Method::PromptTuning => {
+                Adapter::Prompt(PromptAdapter::init(&model.lm, &model.tokenizer, self.prompt_config()?, self.seed)?)
+            }
         })
     }
 }
@@ -217,7 +229,8 @@ impl Serialize for Schedule {
 impl<'de> Deserialize<'de> for Schedule {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let name = String::deserialize(d)?;
-        Schedule::parse(&name).ok_or_else(|| serde::de::Error::custom(format!("schedule \"{name}\" is not constant, linear or cosine")))
+        Schedule::parse(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("schedule \"{name}\" is not constant, linear or cosine")))
     }
 }
 
@@ -228,7 +241,10 @@ mod tests {
     #[test]
     fn unknown_keys_are_rejected_with_a_hint() {
         let e = from_json::<TrainingOptions>(r#"{"batch_size": 4}"#, "config").unwrap_err();
-        assert!(e.message.contains("unknown field \"batch_size\"") && e.message.contains("did you mean \"batchSize\"?"), "{e}");
+        assert!(
+            e.message.contains("unknown field \"batch_size\"") && e.message.contains("did you mean \"batchSize\"?"),
+            "{e}"
+        );
         let e = from_json::<TrainingOptions>(r#"{"bogus": 1}"#, "config").unwrap_err();
         assert!(!e.message.contains("did you mean"), "{e}");
         let ok: TrainingOptions = from_json(r#"{"batchSize": 2, "schedule": "cosine"}"#, "config").unwrap();

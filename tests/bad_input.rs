@@ -80,9 +80,16 @@ fn missing_tensor() {
 fn wrong_shape() {
     let dir = copy_model("llama", "wrong-shape");
     let mut tensors = weights(&dir);
-    tensors.insert("model.layers.0.mlp.up_proj.weight".into(), HostTensor { shape: vec![64, 176], data: vec![0.0; 64 * 176] });
+    tensors.insert(
+        "model.layers.0.mlp.up_proj.weight".into(),
+        HostTensor { shape: vec![64, 176], data: vec![0.0; 64 * 176] },
+    );
     write_weights(&dir, "model.safetensors", &tensors);
-    assert_error(&load(&dir), ErrorCode::ShapeMismatch, &["model.layers.0.mlp.up_proj.weight", "[64, 176]", "[176, 64]"]);
+    assert_error(
+        &load(&dir),
+        ErrorCode::ShapeMismatch,
+        &["model.layers.0.mlp.up_proj.weight", "[64, 176]", "[176, 64]"],
+    );
 }
 
 #[test]
@@ -96,7 +103,8 @@ fn unsupported_architecture() {
 #[test]
 fn tokenizer_larger_than_vocabulary() {
     let dir = copy_model("gpt2", "small-vocab");
-    let config = std::fs::read_to_string(dir.join("config.json")).unwrap().replace("\"vocab_size\": 512", "\"vocab_size\": 300");
+    let config =
+        std::fs::read_to_string(dir.join("config.json")).unwrap().replace("\"vocab_size\": 512", "\"vocab_size\": 300");
     std::fs::write(dir.join("config.json"), config).unwrap();
     assert_error(&load(&dir), ErrorCode::InvalidTokenizer, &["tokenizer.json", "300"]);
 }
@@ -135,14 +143,19 @@ fn sharded_checkpoint_loads_and_a_missing_shard_is_named() {
     assert_eq!(logits(&dir), expected);
 
     std::fs::remove_file(dir.join("model-00002-of-00002.safetensors")).unwrap();
-    assert_error(&load(&dir), ErrorCode::FileMissing, &["model-00002-of-00002.safetensors", "model.safetensors.index.json"]);
+    assert_error(
+        &load(&dir),
+        ErrorCode::FileMissing,
+        &["model-00002-of-00002.safetensors", "model.safetensors.index.json"],
+    );
 }
 
 #[test]
 fn gpt2_checkpoint_without_transformer_prefix() {
     let dir = copy_model("gpt2", "no-prefix");
     let expected = logits(&dir);
-    let renamed = weights(&dir).into_iter().map(|(k, v)| (k.trim_start_matches("transformer.").to_owned(), v)).collect();
+    let renamed =
+        weights(&dir).into_iter().map(|(k, v)| (k.trim_start_matches("transformer.").to_owned(), v)).collect();
     write_weights(&dir, "model.safetensors", &renamed);
     assert_eq!(logits(&dir), expected);
 }
@@ -150,7 +163,9 @@ fn gpt2_checkpoint_without_transformer_prefix() {
 #[test]
 fn untied_head_needs_lm_head() {
     let dir = copy_model("llama", "untied");
-    let config = std::fs::read_to_string(dir.join("config.json")).unwrap().replace("\"tie_word_embeddings\": true", "\"tie_word_embeddings\": false");
+    let config = std::fs::read_to_string(dir.join("config.json"))
+        .unwrap()
+        .replace("\"tie_word_embeddings\": true", "\"tie_word_embeddings\": false");
     std::fs::write(dir.join("config.json"), config).unwrap();
     assert_error(&load(&dir), ErrorCode::MissingTensor, &["lm_head.weight"]);
 

@@ -7,9 +7,8 @@ use common::*;
 use webtune::generate::{FinishReason, Generation, SamplingOptions};
 use webtune::model::Model;
 use webtune::model::files::Folder;
-use webtune::peft::files::import;
 use webtune::peft::Adapter;
-
+use webtune::peft::files::import;
 
 fn adapter(model: &Model, dir: &str) -> Adapter {
     let dir = fixtures().join(dir);
@@ -31,8 +30,14 @@ fn greedy_without_cache(model: &Model, adapter: &Adapter, prompt: &[u32], n: usi
     ids[prompt.len()..].to_vec()
 }
 
-fn generate(model: &Model, adapter: &Adapter, prompt: &[u32], options: SamplingOptions) -> (Vec<u32>, String, Option<FinishReason>) {
-    let mut generation = Generation::new(model.lm.clone(), model.tokenizer.clone(), adapter.clone(), prompt.to_vec(), options).unwrap();
+fn generate(
+    model: &Model,
+    adapter: &Adapter,
+    prompt: &[u32],
+    options: SamplingOptions,
+) -> (Vec<u32>, String, Option<FinishReason>) {
+    let mut generation =
+        Generation::new(model.lm.clone(), model.tokenizer.clone(), adapter.clone(), prompt.to_vec(), options).unwrap();
     let (mut ids, mut streamed) = (Vec::new(), String::new());
     while let Some(token) = block(generation.next()).unwrap() {
         ids.push(token.id);
@@ -46,7 +51,9 @@ fn generate(model: &Model, adapter: &Adapter, prompt: &[u32], options: SamplingO
 #[test]
 fn kv_cache_matches_full_recomputation() {
     let device = gpu();
-    for (name, method) in [("llama", "lora"), ("qwen2", "prompt_tuning_text"), ("gpt2", "lora"), ("gpt2", "prompt_tuning_random")] {
+    for (name, method) in
+        [("llama", "lora"), ("qwen2", "prompt_tuning_text"), ("gpt2", "lora"), ("gpt2", "prompt_tuning_random")]
+    {
         let model = Model::load(&Folder::new(fixtures().join(name).join("base")).unwrap(), &device).unwrap();
         let prompt = model.tokenizer.encode("Reverse: abc ->", false).unwrap();
         for adapter in [Adapter::none(&model.lm), adapter(&model, &format!("{name}/{method}/final"))] {

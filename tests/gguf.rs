@@ -22,8 +22,6 @@ use webtune::peft::{Adapter, LoraAdapter, LoraConfig, LoraInit};
 
 const TOLERANCE: f64 = 1e-6;
 
-
-
 fn model(name: &str) -> Model {
     Model::load(&Folder::new(fixtures().join(name).join("base")).unwrap(), &gpu()).unwrap()
 }
@@ -138,7 +136,12 @@ fn alpha_of(file: &GgufFile) -> f32 {
 
 /// The file's delta for every module equals the module's own PEFT delta (`scale·(BA − B₀A₀)` for
 /// PiSSA) after the base conversion's permutation, with the rank llama.cpp sees.
-fn assert_gguf_matches_adapter(file: &GgufFile, adapter: &LoraAdapter, m: &Model, exported_rank: impl Fn(&LoraModule) -> usize) {
+fn assert_gguf_matches_adapter(
+    file: &GgufFile,
+    adapter: &LoraAdapter,
+    m: &Model,
+    exported_rank: impl Fn(&LoraModule) -> usize,
+) {
     for module in &adapter.modules {
         let linear = &m.lm.linears()[module.slot];
         let (fan_in, fan_out) = (linear.in_features, linear.out_features);
@@ -149,7 +152,11 @@ fn assert_gguf_matches_adapter(file: &GgufFile, adapter: &LoraAdapter, m: &Model
         }
         let expected = like_converted_base(expected, &module.path, &m.lm.config, fan_in);
         let base = gguf_base_name(&module.path);
-        assert_eq!(file.tensor(&format!("{base}.lora_b")).unwrap().dims[0], exported_rank(module) as u64, "{base} rank");
+        assert_eq!(
+            file.tensor(&format!("{base}.lora_b")).unwrap().dims[0],
+            exported_rank(module) as u64,
+            "{base} rank"
+        );
         let err = max_diff(&gguf_delta(file, &base, fan_in, fan_out), &expected);
         assert!(err < TOLERANCE, "{}: GGUF delta differs from PEFT's by {err}", module.path);
     }
@@ -166,7 +173,13 @@ fn fixture_loras_export_as_llama_cpp_adapters() {
         let keys: Vec<&str> = file.metadata.keys().map(String::as_str).collect();
         assert_eq!(
             keys,
-            ["adapter.lora.alpha", "adapter.type", "general.architecture", "general.quantization_version", "general.type"],
+            [
+                "adapter.lora.alpha",
+                "adapter.type",
+                "general.architecture",
+                "general.quantization_version",
+                "general.type"
+            ],
             "{name}"
         );
         let text = |s: &str| GgufValue::String(s.to_owned());
@@ -216,8 +229,16 @@ fn fixture_loras_export_as_llama_cpp_adapters() {
             let expected = like_converted_base(hf_delta, &module.path, &m.lm.config, fan_in);
             let got = gguf_delta(&file, &base, fan_in, fan_out);
             let err = max_diff(&got, &expected);
-            assert!(err < TOLERANCE, "{name} {}: GGUF delta differs from the permuted PEFT delta by {err}", module.path);
-            assert!(expected.iter().any(|x| x.abs() > 1e-3), "{name} {}: the fixture delta should not be ~0", module.path);
+            assert!(
+                err < TOLERANCE,
+                "{name} {}: GGUF delta differs from the permuted PEFT delta by {err}",
+                module.path
+            );
+            assert!(
+                expected.iter().any(|x| x.abs() > 1e-3),
+                "{name} {}: the fixture delta should not be ~0",
+                module.path
+            );
         }
     }
 }
@@ -245,12 +266,14 @@ fn llama_cpp_alpha_reproduces_rslora_and_rank_pattern_scales() {
     let perturbed_lora = |config: LoraConfig| {
         let adapter = Adapter::Lora(block(LoraAdapter::init(&m.lm, config, 5)).unwrap());
         // B starts at zero: perturb A and B as training would.
-        let perturb = |t: Tensor<2>| t.clone() + Tensor::random(t.shape(), Distribution::Normal(0.0, 0.05), &t.device());
+        let perturb =
+            |t: Tensor<2>| t.clone() + Tensor::random(t.shape(), Distribution::Normal(0.0, 0.05), &t.device());
         adapter.with_params(adapter.params().into_iter().map(|(_, t)| perturb(t)).collect())
     };
     let targets = vec!["q_proj".to_owned(), "v_proj".to_owned(), "o_proj".to_owned()];
 
-    let rslora = perturbed_lora(LoraConfig { target_modules: targets.clone(), use_rslora: true, ..LoraConfig::default() });
+    let rslora =
+        perturbed_lora(LoraConfig { target_modules: targets.clone(), use_rslora: true, ..LoraConfig::default() });
     let file_bytes = export(&rslora, &m.lm.config);
     let file = read_gguf(&file_bytes).unwrap();
     assert!((alpha_of(&file) as f64 - 16.0 * 8f64.sqrt()).abs() < 1e-4, "rsLoRA's alpha/√r is alpha·√r / r");
@@ -274,7 +297,8 @@ fn llama_cpp_alpha_reproduces_rslora_and_rank_pattern_scales() {
         assert!(err.message.contains("one adapter.lora.alpha"), "{what}: {}", err.message);
     }
     // llama.cpp would read alpha 0 as "unscaled" rather than as a zero delta.
-    let err = block(export_gguf(&perturbed_lora(LoraConfig { alpha: 0.0, ..LoraConfig::default() }), &m.lm.config)).unwrap_err();
+    let err = block(export_gguf(&perturbed_lora(LoraConfig { alpha: 0.0, ..LoraConfig::default() }), &m.lm.config))
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidOptions);
     assert!(err.message.contains("lora_alpha 0"), "{}", err.message);
 }

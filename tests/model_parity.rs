@@ -30,7 +30,8 @@ fn base_logits_match_transformers() {
 #[test]
 fn parameter_counts_match_transformers() {
     // manifest.json holds transformers' `num_parameters()` for each fixture model.
-    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).unwrap()).unwrap();
     let device = gpu();
     for name in MODELS {
         let model = Model::load(&Folder::new(fixtures().join(name).join("base")).unwrap(), &device).unwrap();

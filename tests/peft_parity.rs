@@ -16,8 +16,6 @@ use webtune::train::{AdamWConfig, Schedule, TrainConfig, Trainer, evaluate, loss
 
 const TOLERANCE: f32 = 1e-4;
 
-
-
 /// The 64 train rows (in file order) and 16 eval rows, recovered from the fixture's batches.
 fn fixture_examples() -> (Vec<Example>, Vec<Example>, Vec<Batch>) {
     let batches = read_reference(&fixtures().join("batches.safetensors"));
@@ -72,7 +70,8 @@ fn parity(model_name: &str, method: &str) {
     let device = gpu();
     let model = Model::load(&Folder::new(fixtures().join(model_name).join("base")).unwrap(), &device).unwrap();
     let case = fixtures().join(model_name).join(method);
-    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(case.join("losses.json")).unwrap()).unwrap();
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(case.join("losses.json")).unwrap()).unwrap();
     let initial = load_adapter(&case.join("initial"), &model);
     let (train, eval, _) = fixture_examples();
     let logits_ref = read_reference(&case.join("expected_logits.safetensors"));
@@ -84,7 +83,12 @@ fn parity(model_name: &str, method: &str) {
         floats(model.lm.logits(adapter.hidden(&model.lm, &ids, 1, None, None).unwrap()))
     };
     for i in 0..2 {
-        compare("initial logits", &logits_of(&initial, i), &logits_ref[&format!("initial_logits_{i}")].f32s(), &mut logit_err);
+        compare(
+            "initial logits",
+            &logits_of(&initial, i),
+            &logits_ref[&format!("initial_logits_{i}")].f32s(),
+            &mut logit_err,
+        );
     }
     let eval_before = block(evaluate(&model.lm, &initial, &eval, 16, 1)).unwrap();
     assert!((eval_before - reference["eval_loss_initial"].as_f64().unwrap()).abs() < TOLERANCE as f64);
@@ -109,11 +113,21 @@ fn parity(model_name: &str, method: &str) {
     for (s, expected) in expected_losses.iter().enumerate() {
         if s < 2 {
             for (key, g) in gradients(&trainer) {
-                compare(&format!("step-{s} gradient of {key}"), &g, &grads_ref[&format!("step{s}.{key}")].f32s(), &mut grad_err);
+                compare(
+                    &format!("step-{s} gradient of {key}"),
+                    &g,
+                    &grads_ref[&format!("step{s}.{key}")].f32s(),
+                    &mut grad_err,
+                );
             }
         }
         let metrics = block(trainer.step()).unwrap();
-        compare(&format!("loss of step {s}"), &[metrics.loss as f32], &[expected.as_f64().unwrap() as f32], &mut loss_err);
+        compare(
+            &format!("loss of step {s}"),
+            &[metrics.loss as f32],
+            &[expected.as_f64().unwrap() as f32],
+            &mut loss_err,
+        );
     }
     assert!(trainer.is_done());
 
@@ -122,7 +136,12 @@ fn parity(model_name: &str, method: &str) {
         compare(&format!("final {key}"), &floats(t), &final_ref[&key].f32s(), &mut adapter_err);
     }
     for i in 0..2 {
-        compare("final logits", &logits_of(trainer.adapter(), i), &logits_ref[&format!("logits_{i}")].f32s(), &mut logit_err);
+        compare(
+            "final logits",
+            &logits_of(trainer.adapter(), i),
+            &logits_ref[&format!("logits_{i}")].f32s(),
+            &mut logit_err,
+        );
     }
     let eval_after = block(trainer.evaluate()).unwrap();
     assert!((eval_after - reference["eval_loss_final"].as_f64().unwrap()).abs() < TOLERANCE as f64);
@@ -182,7 +201,8 @@ fn text_init_matches_peft() {
     let device = gpu();
     for name in MODELS {
         let model = Model::load(&Folder::new(fixtures().join(name).join("base")).unwrap(), &device).unwrap();
-        let config = PromptConfig { num_virtual_tokens: 8, init: PromptInit::Text("Reverse the letters of the word:".into()) };
+        let config =
+            PromptConfig { num_virtual_tokens: 8, init: PromptInit::Text("Reverse the letters of the word:".into()) };
         let ours = PromptAdapter::init(&model.lm, &model.tokenizer, config, 0).unwrap();
         let reference = load_adapter(&fixtures().join(name).join("prompt_tuning_text/initial"), &model);
         let Adapter::Prompt(reference) = reference else { panic!("prompt adapter expected") };

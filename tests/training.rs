@@ -15,8 +15,6 @@ use webtune::peft::files::{self, ModelCard, export, import};
 use webtune::peft::{Adapter, LoraAdapter, LoraConfig, LoraInit, PromptAdapter, PromptConfig, PromptInit};
 use webtune::train::{EarlyStopping, Schedule, StepMetrics, TrainConfig, Trainer, evaluate, loss_sum};
 
-
-
 fn model(name: &str) -> Model {
     Model::load(&Folder::new(fixtures().join(name).join("base")).unwrap(), &gpu()).unwrap()
 }
@@ -28,12 +26,20 @@ fn examples(model: &Model, file: &str) -> Vec<Example> {
 }
 
 fn lora(model: &Model, targets: &[&str], init: LoraInit) -> Adapter {
-    let config = LoraConfig { target_modules: targets.iter().map(|s| s.to_string()).collect(), init, ..LoraConfig::default() };
+    let config =
+        LoraConfig { target_modules: targets.iter().map(|s| s.to_string()).collect(), init, ..LoraConfig::default() };
     Adapter::Lora(block(LoraAdapter::init(&model.lm, config, 7)).unwrap())
 }
 
 fn config(steps: usize) -> TrainConfig {
-    TrainConfig { lr: 1e-2, schedule: Schedule::Constant, max_steps: Some(steps), clip: None, shuffle: false, ..TrainConfig::default() }
+    TrainConfig {
+        lr: 1e-2,
+        schedule: Schedule::Constant,
+        max_steps: Some(steps),
+        clip: None,
+        shuffle: false,
+        ..TrainConfig::default()
+    }
 }
 
 fn train(model: &Model, adapter: Adapter, config: TrainConfig) -> (Trainer, Vec<StepMetrics>) {
@@ -65,7 +71,8 @@ fn only_adapter_tensors_get_gradients_and_the_base_stays_frozen() {
     let m = model("llama");
     let base_before = logits(&m, &Adapter::none(&m.lm));
     let adapter = lora(&m, &["q_proj", "v_proj", "down_proj"], LoraInit::Gaussian).tracked();
-    let batch = webtune::data::Batch::collate(&examples(&m, "train.jsonl").iter().take(4).collect::<Vec<_>>(), m.pad_id());
+    let batch =
+        webtune::data::Batch::collate(&examples(&m, "train.jsonl").iter().take(4).collect::<Vec<_>>(), m.pad_id());
     let (sum, _) = loss_sum(&m.lm, &adapter, &batch).unwrap().unwrap();
     let grads = sum.backward();
     for linear in m.lm.linears() {
@@ -106,7 +113,10 @@ fn pissa_starts_at_the_base_model_and_converts_to_plain_lora() {
             let saved = block(export(trainer.adapter(), "base", as_lora, &ModelCard::default())).unwrap();
             let config: serde_json::Value = serde_json::from_str(&saved.config_json).unwrap();
             assert_eq!(config["r"], if as_lora { 16 } else { 8 });
-            assert_eq!(config["init_lora_weights"], if as_lora { serde_json::json!(true) } else { serde_json::json!("pissa") });
+            assert_eq!(
+                config["init_lora_weights"],
+                if as_lora { serde_json::json!(true) } else { serde_json::json!("pissa") }
+            );
             let reloaded = block(import(&saved.config_json, &saved.weights, &m.lm)).unwrap();
             let err = max_abs_diff(&logits(&m, &reloaded), &trained);
             assert!(err < 1e-4, "{name}: reloaded PiSSA (as_lora {as_lora}) differs by {err}");
@@ -201,12 +211,22 @@ fn resuming_from_a_checkpoint_reaches_the_same_adapter() {
         let config = LoraConfig { target_modules: vec!["c_attn".into()], dropout: 0.1, ..LoraConfig::default() };
         Adapter::Lora(block(LoraAdapter::init(&m.lm, config, 3)).unwrap())
     };
-    let config = TrainConfig { shuffle: true, batch_size: 3, grad_accum: 2, clip: Some(1.0), schedule: Schedule::Cosine, warmup_steps: 2, ..config(6) };
+    let config = TrainConfig {
+        shuffle: true,
+        batch_size: 3,
+        grad_accum: 2,
+        clip: Some(1.0),
+        schedule: Schedule::Cosine,
+        warmup_steps: 2,
+        ..config(6)
+    };
     let (straight, straight_metrics) = train(&m, adapter.clone(), config.clone());
 
     let train_rows = examples(&m, "train.jsonl");
     let eval_rows = examples(&m, "eval.jsonl");
-    let mut first = Trainer::new(m.lm.clone(), adapter.clone(), train_rows.clone(), eval_rows.clone(), config.clone(), m.pad_id()).unwrap();
+    let mut first =
+        Trainer::new(m.lm.clone(), adapter.clone(), train_rows.clone(), eval_rows.clone(), config.clone(), m.pad_id())
+            .unwrap();
     for _ in 0..3 {
         block(first.step()).unwrap();
     }
@@ -227,21 +247,38 @@ fn resuming_from_a_checkpoint_reaches_the_same_adapter() {
 
     // A checkpoint of another run is refused, and a damaged one is reported.
     let other = TrainConfig { seed: 1, ..config };
-    let mut wrong = Trainer::new(m.lm.clone(), straight.adapter().clone(), examples(&m, "train.jsonl"), vec![], other, m.pad_id()).unwrap();
+    let mut wrong =
+        Trainer::new(m.lm.clone(), straight.adapter().clone(), examples(&m, "train.jsonl"), vec![], other, m.pad_id())
+            .unwrap();
     assert_eq!(wrong.restore(&checkpoint).unwrap_err().code, ErrorCode::InvalidOptions);
     assert!(wrong.restore(&checkpoint[..checkpoint.len() / 2]).is_err());
 }
 
 #[test]
 fn exported_files_look_like_peft_and_round_trip() {
-    for (name, targets) in [("llama", vec!["q_proj", "k_proj", "v_proj", "o_proj"]), ("gpt2", vec!["c_attn", "c_proj"])] {
+    for (name, targets) in [("llama", vec!["q_proj", "k_proj", "v_proj", "o_proj"]), ("gpt2", vec!["c_attn", "c_proj"])]
+    {
         let m = model(name);
         let adapter = lora(&m, &targets, LoraInit::Default);
         let saved = block(export(&adapter, &format!("fixtures/{name}/base"), false, &ModelCard::default())).unwrap();
         let ours: serde_json::Value = serde_json::from_str(&saved.config_json).unwrap();
         let reference_dir = fixtures().join(name).join("lora/final");
-        let peft: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(reference_dir.join(files::CONFIG_FILE)).unwrap()).unwrap();
-        for key in ["peft_type", "task_type", "r", "lora_alpha", "fan_in_fan_out", "use_rslora", "use_dora", "bias", "base_model_name_or_path", "init_lora_weights", "lora_dropout", "inference_mode"] {
+        let peft: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(reference_dir.join(files::CONFIG_FILE)).unwrap()).unwrap();
+        for key in [
+            "peft_type",
+            "task_type",
+            "r",
+            "lora_alpha",
+            "fan_in_fan_out",
+            "use_rslora",
+            "use_dora",
+            "bias",
+            "base_model_name_or_path",
+            "init_lora_weights",
+            "lora_dropout",
+            "inference_mode",
+        ] {
             assert_eq!(ours[key], peft[key], "{name}: {key}");
         }
         let set = |v: &serde_json::Value| -> std::collections::BTreeSet<String> {
@@ -274,7 +311,12 @@ fn exported_files_look_like_peft_and_round_trip() {
 #[test]
 fn rslora_and_rank_patterns_shape_the_adapter() {
     let m = model("llama");
-    let mut config = LoraConfig { target_modules: vec!["q_proj".into(), "v_proj".into()], use_rslora: true, r: 16, ..LoraConfig::default() };
+    let mut config = LoraConfig {
+        target_modules: vec!["q_proj".into(), "v_proj".into()],
+        use_rslora: true,
+        r: 16,
+        ..LoraConfig::default()
+    };
     config.rank_pattern.insert("v_proj".into(), 4);
     let adapter = block(LoraAdapter::init(&m.lm, config, 0)).unwrap();
     for module in &adapter.modules {
@@ -307,7 +349,11 @@ fn bad_adapter_files_are_named() {
     expect(&config, &weights[..weights.len() - 10], "adapter_model.safetensors");
     // The GPT-2 adapter does not fit a Llama model.
     let gpt2 = fixtures().join("gpt2/lora/final");
-    expect(&std::fs::read_to_string(gpt2.join(files::CONFIG_FILE)).unwrap(), &std::fs::read(gpt2.join(files::WEIGHTS_FILE)).unwrap(), "match no layer");
+    expect(
+        &std::fs::read_to_string(gpt2.join(files::CONFIG_FILE)).unwrap(),
+        &std::fs::read(gpt2.join(files::WEIGHTS_FILE)).unwrap(),
+        "match no layer",
+    );
 }
 
 #[test]
@@ -315,6 +361,7 @@ fn evaluation_uses_the_base_model_without_an_adapter() {
     let m = model("gpt2");
     let eval = examples(&m, "eval.jsonl");
     let loss = block(evaluate(&m.lm, &Adapter::none(&m.lm), &eval, 16, m.pad_id())).unwrap();
-    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("gpt2/lora/losses.json")).unwrap()).unwrap();
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("gpt2/lora/losses.json")).unwrap()).unwrap();
     assert!((loss - reference["eval_loss_initial"].as_f64().unwrap()).abs() < 1e-4);
 }

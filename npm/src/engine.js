@@ -65,7 +65,7 @@ async function requireWebGpu() {
  * An options object for the wasm side, which rejects unknown keys itself (naming the valid ones).
  * @param {unknown} object @param {string} what
  */
-function options(object, what) {
+function plainObject(object, what) {
   if (object === undefined || object === null) return undefined;
   if (typeof object !== 'object' || Array.isArray(object)) throw new WebtuneError('INVALID_OPTIONS', `${what} must be an object`);
   return object;
@@ -213,7 +213,7 @@ class MainEngine {
   async previewDataset(data, config, maxRows = 20) {
     const model = this.#requireModel();
     const { name, bytes } = await readDataset(data);
-    const r = await this.exclusive(() => model.previewDataset(name, bytes, options(config, 'config'), maxRows));
+    const r = await this.exclusive(() => model.previewDataset(name, bytes, plainObject(config, 'config'), maxRows));
     return {
       rows: r.rows.map((row) => ({
         line: row.line,
@@ -232,7 +232,7 @@ class MainEngine {
     if (!options || options.data === undefined) throw new WebtuneError('INVALID_OPTIONS', 'createTrainer needs {data}: a File, {name, data}, {url} or rows');
     const train = await readDataset(options.data, 'data');
     const evalData = options.evalData !== undefined ? await readDataset(options.evalData, 'evalData') : undefined;
-    const config = options(options.config, 'config');
+    const config = plainObject(options.config, 'config');
     const adapterFiles = options.adapter !== undefined ? await readAdapterFiles(options.adapter) : undefined;
     const checkpoint = options.checkpoint !== undefined ? await toBytes(options.checkpoint, 'checkpoint') : undefined;
     const wt = await this.exclusive(async () => {
@@ -308,7 +308,7 @@ class MainEngine {
         const model = this.#requireModel();
         if (signal?.aborted) return { text: '', finishReason: /** @type {const} */ ('aborted') };
         generation = await this.exclusive(() =>
-          this.#withAdapter(adapter, (a) => model.generate(chat ? model.chatPrompt(String(prompt)) : String(prompt), a, options(sampling, 'generate options'))),
+          this.#withAdapter(adapter, (a) => model.generate(chat ? model.chatPrompt(String(prompt)) : String(prompt), a, plainObject(sampling, 'generate options'))),
         );
         /** @type {'eos' | 'length' | 'context' | 'aborted'} */
         let finishReason;
@@ -341,7 +341,7 @@ class MainEngine {
   async evaluate(data, options = {}) {
     this.#requireModel();
     const { name, bytes } = await readDataset(data);
-    const config = options(options.config, 'config');
+    const config = plainObject(options.config, 'config');
     const loss = await this.exclusive(() => this.#withAdapter(options.adapter, (a) => a.evaluate(name, bytes, config)));
     return { loss, perplexity: Math.exp(loss) };
   }

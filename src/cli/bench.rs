@@ -42,7 +42,10 @@ pub fn run(args: Args) -> Result<()> {
     ))?;
     let vocab = config.vocab_size;
     let lm = std::sync::Arc::new(CausalLm::random(config, &device));
-    let lora = LoraConfig { target_modules: ["q_proj", "k_proj", "v_proj", "o_proj"].map(String::from).to_vec(), ..LoraConfig::default() };
+    let lora = LoraConfig {
+        target_modules: ["q_proj", "k_proj", "v_proj", "o_proj"].map(String::from).to_vec(),
+        ..LoraConfig::default()
+    };
     let adapter = Adapter::Lora(block(LoraAdapter::init(&lm, lora, 0))?);
 
     let mut rng = Rng::new(0);
@@ -74,7 +77,8 @@ pub fn run(args: Args) -> Result<()> {
     let tokens = (args.batch_size * args.seq_len) as f64;
 
     // Frozen base: forward (2·N·T) plus input gradients (2·N·T) over the linear layers and head.
-    let weights: usize = lm.linears().iter().map(|l| l.in_features * l.out_features).sum::<usize>() + vocab * lm.config.hidden_size;
+    let weights: usize =
+        lm.linears().iter().map(|l| l.in_features * l.out_features).sum::<usize>() + vocab * lm.config.hidden_size;
     let model_gflop = 4.0 * weights as f64 * tokens / 1e9;
     let gflops = matmul_gflops(&device, args.matmul_size)?;
     let achieved = model_gflop / step_s;

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use webtune::model::files::Folder;
 use webtune::model::Model;
+use webtune::model::files::Folder;
 use webtune::options::TrainingOptions;
 use webtune::peft::Adapter;
 use webtune::{Result, device, train};
@@ -35,7 +35,12 @@ pub fn run(args: Args) -> Result<()> {
     let folder = Folder::new(&args.model)?;
     let (device, _) = device::gpu()?;
     let model = Model::load(&folder, &device)?;
-    let options = TrainingOptions { max_len: args.max_len, template: args.template.clone(), skip_bad_rows: args.skip_bad_rows, ..TrainingOptions::default() };
+    let options = TrainingOptions {
+        max_len: args.max_len,
+        template: args.template.clone(),
+        skip_bad_rows: args.skip_bad_rows,
+        ..TrainingOptions::default()
+    };
     let dataset = read_dataset(&args.data, &model, &options)?;
     let adapter = match &args.adapter {
         Some(dir) => read_adapter(dir, &model)?,

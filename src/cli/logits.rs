@@ -43,7 +43,14 @@ pub fn run(args: Args) -> webtune::Result<()> {
     let last = &values[(ids.len() - 1) * vocab..];
     println!("{} tokens: {:?}", ids.len(), ids);
     for (rank, (id, logit, prob)) in top_k(last, args.top).into_iter().enumerate() {
-        println!("{:>2}. {:>6} {:<20} logit {:>9.4}  p {:.4}", rank + 1, id, format!("{:?}", model.tokenizer.token_text(id)), logit, prob);
+        println!(
+            "{:>2}. {:>6} {:<20} logit {:>9.4}  p {:.4}",
+            rank + 1,
+            id,
+            format!("{:?}", model.tokenizer.token_text(id)),
+            logit,
+            prob
+        );
     }
     if let Some(out) = args.out {
         let mut tensors = BTreeMap::new();
@@ -61,5 +68,9 @@ fn top_k(logits: &[f32], k: usize) -> Vec<(u32, f32, f32)> {
     let total: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
     let mut order: Vec<usize> = (0..logits.len()).collect();
     order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-    order.into_iter().take(k).map(|i| (i as u32, logits[i], (((logits[i] - max) as f64).exp() / total) as f32)).collect()
+    order
+        .into_iter()
+        .take(k)
+        .map(|i| (i as u32, logits[i], (((logits[i] - max) as f64).exp() / total) as f32))
+        .collect()
 }

@@ -12,7 +12,11 @@ mod logits;
 mod train;
 
 #[derive(Parser)]
-#[command(name = "webtune", version, about = "Fine-tune small language models with LoRA, PiSSA or prompt tuning on your GPU")]
+#[command(
+    name = "webtune",
+    version,
+    about = "Fine-tune small language models with LoRA, PiSSA or prompt tuning on your GPU"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -160,8 +160,16 @@ pub fn read_dataset(path: &Path, model: &Model, options: &TrainingOptions) -> Re
         r.max_tokens,
         r.mean_tokens,
         r.supervised_tokens,
-        if r.truncated > 0 { format!(", {} truncated to {} tokens", r.truncated, options.max_len) } else { String::new() },
-        if r.no_supervised_tokens > 0 { format!(", {} without supervised tokens skipped", r.no_supervised_tokens) } else { String::new() },
+        if r.truncated > 0 {
+            format!(", {} truncated to {} tokens", r.truncated, options.max_len)
+        } else {
+            String::new()
+        },
+        if r.no_supervised_tokens > 0 {
+            format!(", {} without supervised tokens skipped", r.no_supervised_tokens)
+        } else {
+            String::new()
+        },
     );
     if !r.bad_rows.is_empty() {
         eprintln!("{name}: skipped {} bad rows:", r.bad_rows.len());
@@ -174,8 +182,11 @@ pub fn read_dataset(path: &Path, model: &Model, options: &TrainingOptions) -> Re
 
 /// Loads a PEFT adapter folder for `model`.
 pub fn read_adapter(dir: &Path, model: &Model) -> Result<webtune::peft::Adapter> {
-    let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| err!(InvalidAdapter, "cannot read {}: {e}", dir.join(name).display()));
-    let config = String::from_utf8(read(files::CONFIG_FILE)?).map_err(|_| err!(InvalidAdapter, "{} is not UTF-8", files::CONFIG_FILE))?;
+    let read = |name: &str| {
+        std::fs::read(dir.join(name)).map_err(|e| err!(InvalidAdapter, "cannot read {}: {e}", dir.join(name).display()))
+    };
+    let config = String::from_utf8(read(files::CONFIG_FILE)?)
+        .map_err(|_| err!(InvalidAdapter, "{} is not UTF-8", files::CONFIG_FILE))?;
     block(import(&config, &read(files::WEIGHTS_FILE)?, &model.lm))
 }
 
@@ -200,7 +211,8 @@ pub fn run(args: Args) -> Result<()> {
     let mut trainer = Trainer::new(model.lm.clone(), adapter, train, eval, train_config, model.pad_id())?;
     let checkpoint_path = args.out.join(CHECKPOINT_FILE);
     if args.resume {
-        let bytes = std::fs::read(&checkpoint_path).map_err(|e| err!(Io, "cannot resume: {}: {e}", checkpoint_path.display()))?;
+        let bytes = std::fs::read(&checkpoint_path)
+            .map_err(|e| err!(Io, "cannot resume: {}: {e}", checkpoint_path.display()))?;
         trainer.restore(&bytes)?;
         eprintln!("resumed from {} at step {}", checkpoint_path.display(), trainer.steps_done());
     }

@@ -89,11 +89,9 @@ const FILE: &str = "config.json";
 impl ModelConfig {
     /// Parses `config.json` text. Errors name the file and the offending field.
     pub fn from_json(text: &str) -> Result<Self> {
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| err!(InvalidConfig, "{FILE} is not valid JSON: {e}"))?;
-        let obj = value
-            .as_object()
-            .ok_or_else(|| err!(InvalidConfig, "{FILE} must hold a JSON object"))?;
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| err!(InvalidConfig, "{FILE} is not valid JSON: {e}"))?;
+        let obj = value.as_object().ok_or_else(|| err!(InvalidConfig, "{FILE} must hold a JSON object"))?;
         let fields = Fields(obj);
         let model_type = fields.str("model_type")?.unwrap_or_default();
         let architecture = match model_type.as_str() {
@@ -129,7 +127,11 @@ impl ModelConfig {
         let activation = match f.str("hidden_act")?.as_deref().unwrap_or("silu") {
             "silu" | "swish" => Activation::Silu,
             other => {
-                return Err(err!(UnsupportedArchitecture, "{FILE}: hidden_act \"{other}\" is not supported for {} (only silu)", architecture.name()));
+                return Err(err!(
+                    UnsupportedArchitecture,
+                    "{FILE}: hidden_act \"{other}\" is not supported for {} (only silu)",
+                    architecture.name()
+                ));
             }
         };
         let qwen = architecture == Architecture::Qwen2;
@@ -169,7 +171,10 @@ impl ModelConfig {
             "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
             "gelu" => Activation::GeluErf,
             other => {
-                return Err(err!(UnsupportedArchitecture, "{FILE}: activation_function \"{other}\" is not supported for gpt2"));
+                return Err(err!(
+                    UnsupportedArchitecture,
+                    "{FILE}: activation_function \"{other}\" is not supported for gpt2"
+                ));
             }
         };
         if f.bool("add_cross_attention")?.unwrap_or(false) {
@@ -224,7 +229,12 @@ impl ModelConfig {
             ));
         }
         if self.architecture == Architecture::Gpt2 && !self.hidden_size.is_multiple_of(self.num_heads) {
-            return Err(err!(InvalidConfig, "{FILE}: n_embd ({}) must be a multiple of n_head ({})", self.hidden_size, self.num_heads));
+            return Err(err!(
+                InvalidConfig,
+                "{FILE}: n_embd ({}) must be a multiple of n_head ({})",
+                self.hidden_size,
+                self.num_heads
+            ));
         }
         if self.rope.is_some() && !self.head_dim.is_multiple_of(2) {
             return Err(err!(InvalidConfig, "{FILE}: RoPE needs an even head dimension, got {}", self.head_dim));
@@ -252,7 +262,9 @@ fn rope_config(f: &Fields) -> Result<RopeConfig> {
         (None, Some(_)) => return Err(err!(InvalidConfig, "{FILE}: rope_scaling must be an object or null")),
     };
     let theta = match params.and_then(|p| p.get("rope_theta")) {
-        Some(v) => v.as_f64().ok_or_else(|| err!(InvalidConfig, "{FILE}: rope_parameters.rope_theta must be a number"))?,
+        Some(v) => {
+            v.as_f64().ok_or_else(|| err!(InvalidConfig, "{FILE}: rope_parameters.rope_theta must be a number"))?
+        }
         None => f.f64("rope_theta")?.unwrap_or(10000.0),
     };
     let Some(s) = scaling else {
@@ -273,7 +285,10 @@ fn rope_config(f: &Fields) -> Result<RopeConfig> {
             original_max_positions: s.req_f64("original_max_position_embeddings", "rope scaling")?,
         },
         other => {
-            return Err(err!(UnsupportedArchitecture, "{FILE}: rope_type \"{other}\" is not supported (default, linear, llama3 are)"));
+            return Err(err!(
+                UnsupportedArchitecture,
+                "{FILE}: rope_type \"{other}\" is not supported (default, linear, llama3 are)"
+            ));
         }
     };
     Ok(RopeConfig { theta, scaling })
@@ -310,7 +325,11 @@ impl Fields<'_> {
         match self.get(key) {
             Some(Value::Array(items)) => items
                 .iter()
-                .map(|v| v.as_u64().map(|n| n as u32).ok_or_else(|| err!(InvalidConfig, "{FILE}: \"{key}\" must hold token ids, got {v}")))
+                .map(|v| {
+                    v.as_u64()
+                        .map(|n| n as u32)
+                        .ok_or_else(|| err!(InvalidConfig, "{FILE}: \"{key}\" must hold token ids, got {v}"))
+                })
                 .collect(),
             Some(_) => Ok(self.u32(key)?.into_iter().collect()),
             None => Ok(Vec::new()),
@@ -335,7 +354,11 @@ impl Fields<'_> {
 
     fn str(&self, key: &str) -> Result<Option<String>> {
         self.get(key)
-            .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| err!(InvalidConfig, "{FILE}: \"{key}\" must be a string, got {v}")))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| err!(InvalidConfig, "{FILE}: \"{key}\" must be a string, got {v}"))
+            })
             .transpose()
     }
 }

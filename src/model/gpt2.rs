@@ -58,8 +58,8 @@ impl Gpt2 {
         let h = (0..c.num_layers)
             .map(|l| {
                 let p = format!("transformer.h.{l}");
-                let [c_attn, attn_c_proj, c_fc, mlp_c_proj] =
-                    block_linears(c).map(|(name, i, o)| table.build(&mut w, &format!("{p}.{name}"), i, o, WeightLayout::InOut, true));
+                let [c_attn, attn_c_proj, c_fc, mlp_c_proj] = block_linears(c)
+                    .map(|(name, i, o)| table.build(&mut w, &format!("{p}.{name}"), i, o, WeightLayout::InOut, true));
                 Block {
                     ln_1: LayerNorm::build(&mut w, &format!("{p}.ln_1"), c.norm_eps),
                     c_attn,
@@ -77,7 +77,13 @@ impl Gpt2 {
 
     /// `embeds [tokens, hidden]` (token embeddings, or soft prompt + token embeddings) → hidden
     /// states after `ln_f`. Learned positions are added here, as GPT-2 does for `inputs_embeds`.
-    pub fn hidden(&self, c: &ModelConfig, embeds: Tensor<2>, ctx: &mut AttentionContext, adapter: &dyn LinearDelta) -> Tensor<2> {
+    pub fn hidden(
+        &self,
+        c: &ModelConfig,
+        embeds: Tensor<2>,
+        ctx: &mut AttentionContext,
+        adapter: &dyn LinearDelta,
+    ) -> Tensor<2> {
         let (b, len, past) = (ctx.batch, ctx.q_len, ctx.past_len());
         let device = embeds.device();
         let positions: Vec<i64> = (0..b).flat_map(|_| (past..past + len).map(|p| p as i64)).collect();

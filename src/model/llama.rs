@@ -5,7 +5,7 @@ use burn::tensor::Tensor;
 
 use crate::model::config::ModelConfig;
 use crate::model::layers::{
-    AttentionContext, Embedding, Linear, LinearDelta, LinearTable, Rope, RmsNorm, WeightLayout, activate, split_heads,
+    AttentionContext, Embedding, Linear, LinearDelta, LinearTable, RmsNorm, Rope, WeightLayout, activate, split_heads,
 };
 use crate::model::weights::{WeightSpec, Weights};
 
@@ -67,15 +67,20 @@ impl Llama {
         let layers = (0..c.num_layers)
             .map(|l| {
                 let p = format!("model.layers.{l}");
-                let [q, k, v, o, gate, up, down] =
-                    layer_linears(c).map(|(name, i, out, bias)| table.build(&mut w, &format!("{p}.{name}"), i, out, WeightLayout::OutIn, bias));
+                let [q, k, v, o, gate, up, down] = layer_linears(c).map(|(name, i, out, bias)| {
+                    table.build(&mut w, &format!("{p}.{name}"), i, out, WeightLayout::OutIn, bias)
+                });
                 DecoderLayer {
                     input_layernorm: RmsNorm::build(&mut w, &format!("{p}.input_layernorm"), c.norm_eps),
                     q_proj: q,
                     k_proj: k,
                     v_proj: v,
                     o_proj: o,
-                    post_attention_layernorm: RmsNorm::build(&mut w, &format!("{p}.post_attention_layernorm"), c.norm_eps),
+                    post_attention_layernorm: RmsNorm::build(
+                        &mut w,
+                        &format!("{p}.post_attention_layernorm"),
+                        c.norm_eps,
+                    ),
                     gate_proj: gate,
                     up_proj: up,
                     down_proj: down,
@@ -88,7 +93,13 @@ impl Llama {
     }
 
     /// `embeds [tokens, hidden]` → final hidden states `[tokens, hidden]` (after `model.norm`).
-    pub fn hidden(&self, c: &ModelConfig, embeds: Tensor<2>, ctx: &mut AttentionContext, adapter: &dyn LinearDelta) -> Tensor<2> {
+    pub fn hidden(
+        &self,
+        c: &ModelConfig,
+        embeds: Tensor<2>,
+        ctx: &mut AttentionContext,
+        adapter: &dyn LinearDelta,
+    ) -> Tensor<2> {
         let rope_config = c.rope.as_ref().expect("llama config has RoPE");
         let rope = Rope::new(rope_config, c.head_dim, ctx.past_len(), ctx.q_len, &embeds.device());
         let scale = 1.0 / (c.head_dim as f64).sqrt();
@@ -102,7 +113,8 @@ impl Llama {
             let attn = ctx.attend(l, q, k, v, scale);
             x = x + layer.o_proj.forward(attn, adapter);
             let h = layer.post_attention_layernorm.forward(x.clone());
-            let gated = activate(layer.gate_proj.forward(h.clone(), adapter), c.activation) * layer.up_proj.forward(h, adapter);
+            let gated =
+                activate(layer.gate_proj.forward(h.clone(), adapter), c.activation) * layer.up_proj.forward(h, adapter);
             x = x + layer.down_proj.forward(gated, adapter);
         }
         self.norm.forward(x)

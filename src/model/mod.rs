@@ -64,7 +64,9 @@ impl CausalLm {
     fn build(config: ModelConfig, weights: weights::Weights, device: &Device) -> Self {
         let mut table = layers::LinearTable::default();
         let body = match config.architecture {
-            Architecture::Llama | Architecture::Qwen2 => Body::Llama(Box::new(Llama::build(&config, weights, &mut table))),
+            Architecture::Llama | Architecture::Qwen2 => {
+                Body::Llama(Box::new(Llama::build(&config, weights, &mut table)))
+            }
             Architecture::Gpt2 => Body::Gpt2(Box::new(Gpt2::build(&config, weights, &mut table))),
         };
         CausalLm { config, body, linears: table.layers, device: device.clone() }
@@ -78,7 +80,11 @@ impl CausalLm {
     pub fn parameter_count(&self) -> usize {
         let [vocab, hidden] = self.embedding_table().dims();
         let tables = vocab * hidden + if self.config.tie_word_embeddings { 0 } else { vocab * hidden };
-        let linears: usize = self.linears.iter().map(|l| l.in_features * l.out_features + l.out_features * usize::from(l.has_bias())).sum();
+        let linears: usize = self
+            .linears
+            .iter()
+            .map(|l| l.in_features * l.out_features + l.out_features * usize::from(l.has_bias()))
+            .sum();
         let positions = match &self.body {
             Body::Gpt2(m) => m.position_count(),
             Body::Llama(_) => 0,

@@ -34,7 +34,10 @@ impl TextTokenizer {
         let bytes = source.read(TOKENIZER)?;
         let settings = if source.exists(TOKENIZER_CONFIG) {
             let text = source.read_text(TOKENIZER_CONFIG)?;
-            Some(serde_json::from_str::<Value>(&text).map_err(|e| err!(InvalidTokenizer, "{TOKENIZER_CONFIG} is not valid JSON: {e}"))?)
+            Some(
+                serde_json::from_str::<Value>(&text)
+                    .map_err(|e| err!(InvalidTokenizer, "{TOKENIZER_CONFIG} is not valid JSON: {e}"))?,
+            )
         } else {
             None
         };

@@ -217,7 +217,10 @@ pub fn encode_safetensors(
     let bytes: Vec<(&String, Vec<u8>)> =
         tensors.iter().map(|(name, t)| (name, t.data.iter().flat_map(|v| v.to_le_bytes()).collect())).collect();
     let views = bytes.iter().zip(tensors.values()).map(|((name, data), t)| {
-        (name.as_str(), safetensors::tensor::TensorView::new(Dtype::F32, t.shape.clone(), data).expect("shape matches data"))
+        (
+            name.as_str(),
+            safetensors::tensor::TensorView::new(Dtype::F32, t.shape.clone(), data).expect("shape matches data"),
+        )
     });
     safetensors::serialize(views, metadata).expect("tensor names and shapes are valid")
 }

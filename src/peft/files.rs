@@ -43,7 +43,12 @@ pub struct ModelCard {
 /// written as PEFT's `path_initial_model_for_weight_conversion` does when `pissa_as_lora`: a plain
 /// rank-2r LoRA that applies to the original base model; otherwise as trained (its A/B apply to
 /// the residual base, which PEFT recomputes from the base weights when it loads the adapter).
-pub async fn export(adapter: &Adapter, base_model: &str, pissa_as_lora: bool, card: &ModelCard) -> Result<AdapterFiles> {
+pub async fn export(
+    adapter: &Adapter,
+    base_model: &str,
+    pissa_as_lora: bool,
+    card: &ModelCard,
+) -> Result<AdapterFiles> {
     let (config, tensors) = match adapter {
         Adapter::Lora(lora) => lora_files(lora, base_model, pissa_as_lora && lora.is_pissa()).await?,
         Adapter::Prompt(prompt) => prompt_files(prompt, base_model).await?,
@@ -61,7 +66,11 @@ async fn host(tensor: Tensor<2>) -> Result<HostTensor> {
     Ok(HostTensor { shape, data: readback::floats(tensor).await? })
 }
 
-async fn lora_files(lora: &LoraAdapter, base_model: &str, convert_pissa: bool) -> Result<(Value, BTreeMap<String, HostTensor>)> {
+async fn lora_files(
+    lora: &LoraAdapter,
+    base_model: &str,
+    convert_pissa: bool,
+) -> Result<(Value, BTreeMap<String, HostTensor>)> {
     let c = &lora.config;
     let mut tensors = BTreeMap::new();
     for m in &lora.modules {
@@ -80,7 +89,10 @@ async fn lora_files(lora: &LoraAdapter, base_model: &str, convert_pissa: bool) -
         (true, true) => (2, std::f64::consts::SQRT_2),
     };
     if convert_pissa && c.use_rslora && (!c.rank_pattern.is_empty() || !c.alpha_pattern.is_empty()) {
-        return Err(err!(InvalidOptions, "PEFT cannot convert a PiSSA adapter that uses rsLoRA with rank/alpha patterns"));
+        return Err(err!(
+            InvalidOptions,
+            "PEFT cannot convert a PiSSA adapter that uses rsLoRA with rank/alpha patterns"
+        ));
     }
     let init = if convert_pissa { json!(true) } else { c.init.peft_value() };
     let fan_in_fan_out = lora.modules.first().is_some_and(|m| m.layout == WeightLayout::InOut);
@@ -159,8 +171,13 @@ pub fn pretty_sorted(value: &Value) -> String {
 fn model_card(config: &Value, card: &ModelCard) -> String {
     let base = config["base_model_name_or_path"].as_str().unwrap_or_default();
     let method = match config["peft_type"].as_str() {
-        Some("LORA") => format!("LoRA (r={}, alpha={}, targets {})", config["r"], config["lora_alpha"], config["target_modules"]),
-        _ => format!("prompt tuning ({} virtual tokens, init {})", config["num_virtual_tokens"], config["prompt_tuning_init"]),
+        Some("LORA") => {
+            format!("LoRA (r={}, alpha={}, targets {})", config["r"], config["lora_alpha"], config["target_modules"])
+        }
+        _ => format!(
+            "prompt tuning ({} virtual tokens, init {})",
+            config["num_virtual_tokens"], config["prompt_tuning_init"]
+        ),
     };
     let mut facts = Vec::new();
     if let Some(d) = &card.dataset {
@@ -188,12 +205,15 @@ fn model_card(config: &Value, card: &ModelCard) -> String {
 /// Reads a PEFT adapter (`adapter_config.json` + `adapter_model.safetensors`) for `lm`. A raw
 /// PiSSA adapter gets its residual recomputed from the base weights, as PEFT does when loading.
 pub async fn import(config_json: &str, weights: &[u8], lm: &CausalLm) -> Result<Adapter> {
-    let config: Value = serde_json::from_str(config_json).map_err(|e| err!(InvalidAdapter, "{CONFIG_FILE} is not valid JSON: {e}"))?;
+    let config: Value =
+        serde_json::from_str(config_json).map_err(|e| err!(InvalidAdapter, "{CONFIG_FILE} is not valid JSON: {e}"))?;
     let tensors = read_host_tensors(WEIGHTS_FILE, weights).map_err(|e| err!(InvalidAdapter, "{}", e.message))?;
     match config.get("peft_type").and_then(Value::as_str) {
         Some("LORA") => import_lora(&config, tensors, lm).await.map(Adapter::Lora),
         Some("PROMPT_TUNING") => import_prompt(&config, tensors, lm).map(Adapter::Prompt),
-        Some(other) => Err(err!(InvalidAdapter, "{CONFIG_FILE}: peft_type \"{other}\" is not supported (LORA, PROMPT_TUNING)")),
+        Some(other) => {
+            Err(err!(InvalidAdapter, "{CONFIG_FILE}: peft_type \"{other}\" is not supported (LORA, PROMPT_TUNING)"))
+        }
         None => Err(err!(InvalidAdapter, "{CONFIG_FILE} has no \"peft_type\"")),
     }
 }
@@ -204,7 +224,11 @@ fn field<'a>(config: &'a Value, key: &str) -> Option<&'a Value> {
 
 fn usize_field(config: &Value, key: &str) -> Result<Option<usize>> {
     field(config, key)
-        .map(|v| v.as_u64().map(|n| n as usize).ok_or_else(|| err!(InvalidAdapter, "{CONFIG_FILE}: \"{key}\" must be a whole number")))
+        .map(|v| {
+            v.as_u64()
+                .map(|n| n as usize)
+                .ok_or_else(|| err!(InvalidAdapter, "{CONFIG_FILE}: \"{key}\" must be a whole number"))
+        })
         .transpose()
 }
 
@@ -227,7 +251,10 @@ async fn import_lora(config: &Value, mut tensors: BTreeMap<String, HostTensor>, 
         _ => return Err(err!(InvalidAdapter, "{CONFIG_FILE}: \"target_modules\" must be a list of names or a regex")),
     };
     let patterns = |key: &str| -> BTreeMap<String, f64> {
-        field(config, key).and_then(Value::as_object).map(|o| o.iter().filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))).collect()).unwrap_or_default()
+        field(config, key)
+            .and_then(Value::as_object)
+            .map(|o| o.iter().filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))).collect())
+            .unwrap_or_default()
     };
     let lora_config = LoraConfig {
         r: usize_field(config, "r")?.unwrap_or(8),
@@ -242,19 +269,26 @@ async fn import_lora(config: &Value, mut tensors: BTreeMap<String, HostTensor>, 
     };
     let device = lm.device();
     let mut modules = Vec::new();
-    let resolved = lora_config
-        .resolve(lm)
-        .map_err(|e| err!(InvalidAdapter, "{CONFIG_FILE}: {} (was the adapter trained for another model?)", e.message))?;
+    let resolved = lora_config.resolve(lm).map_err(|e| {
+        err!(InvalidAdapter, "{CONFIG_FILE}: {} (was the adapter trained for another model?)", e.message)
+    })?;
     for (linear, r, scale) in resolved {
         let mut take = |ab: &str, shape: [usize; 2]| -> Result<Tensor<2>> {
             let key = format!("base_model.model.{}.lora_{ab}.weight", linear.path);
             let alt = format!("base_model.model.{}.lora_{ab}.default.weight", linear.path);
-            let t = tensors
-                .remove(&key)
-                .or_else(|| tensors.remove(&alt))
-                .ok_or_else(|| err!(InvalidAdapter, "{WEIGHTS_FILE} has no tensor \"{key}\" (the adapter does not match this model or its config)"))?;
+            let t = tensors.remove(&key).or_else(|| tensors.remove(&alt)).ok_or_else(|| {
+                err!(
+                    InvalidAdapter,
+                    "{WEIGHTS_FILE} has no tensor \"{key}\" (the adapter does not match this model or its config)"
+                )
+            })?;
             if t.shape != shape {
-                return Err(err!(InvalidAdapter, "{WEIGHTS_FILE}: tensor \"{key}\" has shape {:?}, expected {:?} for this model", t.shape, shape));
+                return Err(err!(
+                    InvalidAdapter,
+                    "{WEIGHTS_FILE}: tensor \"{key}\" has shape {:?}, expected {:?} for this model",
+                    t.shape,
+                    shape
+                ));
             }
             Ok(Tensor::from_data(TensorData::new(t.data, shape), device))
         };
@@ -264,7 +298,8 @@ async fn import_lora(config: &Value, mut tensors: BTreeMap<String, HostTensor>, 
             LoraInit::Pissa { niter } => {
                 let weight = readback::floats(linear.weight_out_in()).await?;
                 let mut rng = Rng::derived(0, linear.slot as u64);
-                let (a0, b0) = svd::pissa_factors(&weight, linear.out_features, linear.in_features, r, scale, *niter, &mut rng);
+                let (a0, b0) =
+                    svd::pissa_factors(&weight, linear.out_features, linear.in_features, r, scale, *niter, &mut rng);
                 Some((
                     Tensor::from_data(TensorData::new(a0, [r, linear.in_features]), device),
                     Tensor::from_data(TensorData::new(b0, [linear.out_features, r]), device),
@@ -272,28 +307,49 @@ async fn import_lora(config: &Value, mut tensors: BTreeMap<String, HostTensor>, 
             }
             _ => None,
         };
-        modules.push(LoraModule { path: linear.path.clone(), slot: linear.slot, layout: linear.layout, scale, a, b, pissa_initial });
+        modules.push(LoraModule {
+            path: linear.path.clone(),
+            slot: linear.slot,
+            layout: linear.layout,
+            scale,
+            a,
+            b,
+            pissa_initial,
+        });
     }
     if let Some(extra) = tensors.keys().next() {
-        return Err(err!(InvalidAdapter, "{WEIGHTS_FILE}: tensor \"{extra}\" belongs to no layer this config targets in this model"));
+        return Err(err!(
+            InvalidAdapter,
+            "{WEIGHTS_FILE}: tensor \"{extra}\" belongs to no layer this config targets in this model"
+        ));
     }
     Ok(LoraAdapter::from_modules(lm, lora_config, modules))
 }
 
 fn import_prompt(config: &Value, mut tensors: BTreeMap<String, HostTensor>, lm: &CausalLm) -> Result<PromptAdapter> {
-    let n = usize_field(config, "num_virtual_tokens")?.ok_or_else(|| err!(InvalidAdapter, "{CONFIG_FILE} has no \"num_virtual_tokens\""))?;
+    let n = usize_field(config, "num_virtual_tokens")?
+        .ok_or_else(|| err!(InvalidAdapter, "{CONFIG_FILE} has no \"num_virtual_tokens\""))?;
     if usize_field(config, "num_transformer_submodules")?.unwrap_or(1) != 1 {
-        return Err(err!(InvalidAdapter, "{CONFIG_FILE}: only num_transformer_submodules = 1 (decoder-only models) is supported"));
+        return Err(err!(
+            InvalidAdapter,
+            "{CONFIG_FILE}: only num_transformer_submodules = 1 (decoder-only models) is supported"
+        ));
     }
     let hidden = lm.config.hidden_size;
     let t = tensors
         .remove("prompt_embeddings")
         .ok_or_else(|| err!(InvalidAdapter, "{WEIGHTS_FILE} has no tensor \"prompt_embeddings\""))?;
     if t.shape != [n, hidden] {
-        return Err(err!(InvalidAdapter, "{WEIGHTS_FILE}: \"prompt_embeddings\" has shape {:?}, expected [{n}, {hidden}] for this model", t.shape));
+        return Err(err!(
+            InvalidAdapter,
+            "{WEIGHTS_FILE}: \"prompt_embeddings\" has shape {:?}, expected [{n}, {hidden}] for this model",
+            t.shape
+        ));
     }
     let init = match field(config, "prompt_tuning_init").and_then(Value::as_str) {
-        Some("TEXT") => PromptInit::Text(field(config, "prompt_tuning_init_text").and_then(Value::as_str).unwrap_or_default().to_owned()),
+        Some("TEXT") => PromptInit::Text(
+            field(config, "prompt_tuning_init_text").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        ),
         Some("SAMPLE_VOCAB") => PromptInit::SampleVocab,
         _ => PromptInit::Random,
     };

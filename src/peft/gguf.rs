@@ -80,7 +80,10 @@ pub enum GgufValue {
     Bool(bool),
     String(String),
     /// `element_type` is the value type code of the items (kept so that empty arrays round-trip).
-    Array { element_type: u32, items: Vec<GgufValue> },
+    Array {
+        element_type: u32,
+        items: Vec<GgufValue>,
+    },
     U64(u64),
     I64(i64),
     F64(f64),
@@ -139,7 +142,10 @@ pub async fn export_gguf(adapter: &Adapter, config: &ModelConfig) -> Result<Vec<
     let lora = match adapter {
         Adapter::Lora(lora) => lora,
         Adapter::Prompt(_) => {
-            return Err(err!(InvalidOptions, "GGUF export is for LoRA adapters; llama.cpp has no prompt-tuning adapters"));
+            return Err(err!(
+                InvalidOptions,
+                "GGUF export is for LoRA adapters; llama.cpp has no prompt-tuning adapters"
+            ));
         }
     };
     if lora.modules.is_empty() {
@@ -245,7 +251,12 @@ fn base_tensor_name(architecture: Architecture, path: &str) -> Result<String> {
         ),
         Architecture::Gpt2 => (
             "transformer.h.",
-            &[("attn.c_attn", "attn_qkv"), ("attn.c_proj", "attn_output"), ("mlp.c_fc", "ffn_up"), ("mlp.c_proj", "ffn_down")],
+            &[
+                ("attn.c_attn", "attn_qkv"),
+                ("attn.c_proj", "attn_output"),
+                ("mlp.c_fc", "ffn_up"),
+                ("mlp.c_proj", "ffn_down"),
+            ],
         ),
     };
     path.strip_prefix(prefix)
@@ -395,11 +406,18 @@ pub fn read_gguf(bytes: &[u8]) -> Result<GgufFile<'_>> {
     let mut cursor = Cursor { bytes, pos: 0, section: "header" };
     let magic = cursor.take(4)?;
     if magic != MAGIC {
-        return Err(err!(InvalidAdapter, "not a GGUF file: it starts with {:?} instead of \"GGUF\"", String::from_utf8_lossy(magic)));
+        return Err(err!(
+            InvalidAdapter,
+            "not a GGUF file: it starts with {:?} instead of \"GGUF\"",
+            String::from_utf8_lossy(magic)
+        ));
     }
     let version = cursor.u32()?;
     if version != VERSION {
-        return Err(err!(InvalidAdapter, "GGUF version {version} is not supported (only version {VERSION}, which llama.cpp writes)"));
+        return Err(err!(
+            InvalidAdapter,
+            "GGUF version {version} is not supported (only version {VERSION}, which llama.cpp writes)"
+        ));
     }
     let tensor_count = cursor.u64()?;
     let kv_count = cursor.u64()?;
@@ -418,7 +436,9 @@ pub fn read_gguf(bytes: &[u8]) -> Result<GgufFile<'_>> {
     let alignment = match metadata.get("general.alignment") {
         None => DEFAULT_ALIGNMENT,
         Some(GgufValue::U32(a)) if a.is_power_of_two() => *a as usize,
-        Some(other) => return Err(err!(InvalidAdapter, "general.alignment must be a power of two (u32), not {other:?}")),
+        Some(other) => {
+            return Err(err!(InvalidAdapter, "general.alignment must be a power of two (u32), not {other:?}"));
+        }
     };
 
     cursor.section = "tensor infos";
@@ -431,16 +451,25 @@ pub fn read_gguf(bytes: &[u8]) -> Result<GgufFile<'_>> {
         }
         let n_dims = cursor.u32()? as usize;
         if !(1..=MAX_DIMS).contains(&n_dims) {
-            return Err(err!(InvalidAdapter, "GGUF tensor \"{name}\" has {n_dims} dimensions (1 to {MAX_DIMS} allowed)"));
+            return Err(err!(
+                InvalidAdapter,
+                "GGUF tensor \"{name}\" has {n_dims} dimensions (1 to {MAX_DIMS} allowed)"
+            ));
         }
         let dims = (0..n_dims).map(|_| cursor.u64()).collect::<Result<Vec<u64>>>()?;
         let ggml_type = cursor.u32()?;
         if ggml_type != GGML_TYPE_F32 {
-            return Err(err!(InvalidAdapter, "GGUF tensor \"{name}\" has ggml type {ggml_type}; only F32 ({GGML_TYPE_F32}) tensors are supported"));
+            return Err(err!(
+                InvalidAdapter,
+                "GGUF tensor \"{name}\" has ggml type {ggml_type}; only F32 ({GGML_TYPE_F32}) tensors are supported"
+            ));
         }
         let offset = cursor.u64()?;
         if offset != data_len {
-            return Err(err!(InvalidAdapter, "GGUF tensor \"{name}\" starts at data offset {offset}, expected {data_len}"));
+            return Err(err!(
+                InvalidAdapter,
+                "GGUF tensor \"{name}\" starts at data offset {offset}, expected {data_len}"
+            ));
         }
         let byte_len = dims
             .iter()
@@ -475,7 +504,12 @@ struct Cursor<'a> {
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let end = self.pos.checked_add(n).filter(|&end| end <= self.bytes.len()).ok_or_else(|| {
-            err!(InvalidAdapter, "not a complete GGUF file: it ends at byte {}, inside the {}", self.bytes.len(), self.section)
+            err!(
+                InvalidAdapter,
+                "not a complete GGUF file: it ends at byte {}, inside the {}",
+                self.bytes.len(),
+                self.section
+            )
         })?;
         let slice = &self.bytes[self.pos..end];
         self.pos = end;
@@ -497,7 +531,8 @@ impl<'a> Cursor<'a> {
     fn string(&mut self) -> Result<String> {
         let len = self.u64()?;
         let bytes = self.take(usize::try_from(len).unwrap_or(usize::MAX))?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| err!(InvalidAdapter, "a GGUF string in the {} is not UTF-8", self.section))
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| err!(InvalidAdapter, "a GGUF string in the {} is not UTF-8", self.section))
     }
 
     fn value(&mut self, type_code: u32, key: &str) -> Result<GgufValue> {
@@ -512,7 +547,9 @@ impl<'a> Cursor<'a> {
             7 => match self.array::<1>()? {
                 [0] => GgufValue::Bool(false),
                 [1] => GgufValue::Bool(true),
-                [other] => return Err(err!(InvalidAdapter, "GGUF metadata \"{key}\": {other} is not a boolean (0 or 1)")),
+                [other] => {
+                    return Err(err!(InvalidAdapter, "GGUF metadata \"{key}\": {other} is not a boolean (0 or 1)"));
+                }
             },
             8 => GgufValue::String(self.string()?),
             9 => {
@@ -585,7 +622,10 @@ mod tests {
         for (key, value) in &metadata {
             assert_eq!(&file.metadata[*key], value);
         }
-        assert_eq!(file.tensors[0], GgufTensorInfo { name: "x.lora_a".into(), dims: vec![3, 1], ggml_type: GGML_TYPE_F32, offset: 0 });
+        assert_eq!(
+            file.tensors[0],
+            GgufTensorInfo { name: "x.lora_a".into(), dims: vec![3, 1], ggml_type: GGML_TYPE_F32, offset: 0 }
+        );
         assert_eq!(file.tensors[1].dims, [1, 2]);
         assert_eq!(file.tensors[1].offset, DEFAULT_ALIGNMENT as u64);
         assert_eq!(file.tensor_f32("x.lora_b").unwrap(), [-1.0, 0.5]);

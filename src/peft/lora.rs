@@ -48,7 +48,10 @@ impl LoraInit {
                 .parse()
                 .map(|k| LoraInit::Pissa { niter: Some(k) })
                 .map_err(|_| err!(InvalidAdapter, "init_lora_weights \"{s}\" is not pissa_niter_<number>")),
-            other => Err(err!(InvalidAdapter, "init_lora_weights {other} is not supported (true, \"gaussian\", \"pissa\", \"pissa_niter_K\")")),
+            other => Err(err!(
+                InvalidAdapter,
+                "init_lora_weights {other} is not supported (true, \"gaussian\", \"pissa\", \"pissa_niter_K\")"
+            )),
         }
     }
 }
@@ -217,7 +220,15 @@ impl LoraAdapter {
                     (a.clone(), b.clone(), Some((a, b)))
                 }
             };
-            modules.push(LoraModule { path: linear.path.clone(), slot: linear.slot, layout: linear.layout, scale, a, b, pissa_initial });
+            modules.push(LoraModule {
+                path: linear.path.clone(),
+                slot: linear.slot,
+                layout: linear.layout,
+                scale,
+                a,
+                b,
+                pissa_initial,
+            });
         }
         Ok(Self::from_modules(lm, config, modules))
     }
@@ -271,7 +282,11 @@ impl LinearDelta for LoraAdapter {
 fn dropout_mask(shape: [usize; 2], keep: f64, seed: u32, device: &Device) -> Tensor<2> {
     let count = shape[0] * shape[1];
     // WGSL i32 arithmetic wraps; `>>` is arithmetic, so each shift is masked to make it logical.
-    let shift = |x: Tensor<1, Int>, bits: u32| x.clone().bitwise_xor(x.bitwise_right_shift_scalar(bits as i32).bitwise_and_scalar(((1u32 << (32 - bits)) - 1) as i32));
+    let shift = |x: Tensor<1, Int>, bits: u32| {
+        x.clone().bitwise_xor(
+            x.bitwise_right_shift_scalar(bits as i32).bitwise_and_scalar(((1u32 << (32 - bits)) - 1) as i32),
+        )
+    };
     let x = Tensor::<1, Int>::arange(0..count as i64, device).bitwise_xor_scalar(seed as i32);
     let x = shift(x, 16).mul_scalar(0x7feb_352d_u32 as i32);
     let x = shift(x, 15).mul_scalar(0x846c_a68b_u32 as i32);
@@ -287,7 +302,9 @@ mod tests {
     #[test]
     fn dropout_masks_are_deterministic_and_keep_the_right_fraction() {
         let device = crate::device::gpu().unwrap().0;
-        let read = |seed| burn::tensor::read_sync(crate::readback::floats(dropout_mask([64, 256], 0.9, seed, &device))).unwrap();
+        let read = |seed| {
+            burn::tensor::read_sync(crate::readback::floats(dropout_mask([64, 256], 0.9, seed, &device))).unwrap()
+        };
         let (a, b, c) = (read(1), read(1), read(2));
         assert_eq!(a, b);
         assert_ne!(a, c);

@@ -58,7 +58,11 @@ fn top_singular_exact(w: &[f64], rows: usize, cols: usize, k: usize) -> Singular
         sigma.push(values[idx].max(0.0).sqrt());
         near.extend_from_slice(&vectors[idx * n..(idx + 1) * n]);
     }
-    let far = if right_side { project_rows(w, rows, cols, &near, &sigma) } else { project_cols(w, rows, cols, &near, &sigma) };
+    let far = if right_side {
+        project_rows(w, rows, cols, &near, &sigma)
+    } else {
+        project_cols(w, rows, cols, &near, &sigma)
+    };
     if right_side { (sigma, far, near) } else { (sigma, near, far) }
 }
 
@@ -163,7 +167,9 @@ fn top_singular_randomized(w: &[f64], rows: usize, cols: usize, k: usize, niter:
 
 /// `W x` for `k` vectors `x [cols]`, giving `k` vectors `[rows]`.
 fn apply(w: &[f64], rows: usize, cols: usize, xs: &[f64], k: usize) -> Vec<f64> {
-    (0..k).flat_map(|i| (0..rows).map(move |o| dot(&w[o * cols..(o + 1) * cols], &xs[i * cols..(i + 1) * cols]))).collect()
+    (0..k)
+        .flat_map(|i| (0..rows).map(move |o| dot(&w[o * cols..(o + 1) * cols], &xs[i * cols..(i + 1) * cols])))
+        .collect()
 }
 
 /// `Wᵀ y` for `k` vectors `y [rows]`, giving `k` vectors `[cols]`.

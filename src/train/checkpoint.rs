@@ -58,7 +58,8 @@ impl Trainer {
             evals_without_improvement: self.evals_without_improvement,
             stopped_early: self.stopped_early,
         };
-        let metadata: HashMap<String, String> = [("webtune".to_owned(), serde_json::to_string(&state).expect("state serialises"))].into();
+        let metadata: HashMap<String, String> =
+            [("webtune".to_owned(), serde_json::to_string(&state).expect("state serialises"))].into();
         Ok(encode_safetensors(&tensors, Some(metadata)))
     }
 
@@ -73,18 +74,31 @@ impl Trainer {
             .and_then(|s| serde_json::from_str(s).ok())
             .ok_or_else(|| err!(InvalidOptions, "this file is not a webtune checkpoint"))?;
         if state.format != FORMAT {
-            return Err(err!(InvalidOptions, "checkpoint format {} is not supported (expected {FORMAT})", state.format));
+            return Err(err!(
+                InvalidOptions,
+                "checkpoint format {} is not supported (expected {FORMAT})",
+                state.format
+            ));
         }
         if state.run != self.run_fingerprint() {
-            return Err(err!(InvalidOptions, "the checkpoint belongs to a different run (model, adapter, data or settings changed)"));
+            return Err(err!(
+                InvalidOptions,
+                "the checkpoint belongs to a different run (model, adapter, data or settings changed)"
+            ));
         }
         let mut tensors = read_host_tensors("checkpoint", bytes)?;
         let device = self.lm.device().clone();
         let mut group = |name: &str, count: usize| -> Result<Vec<Tensor<2>>> {
             (0..count)
                 .map(|i| {
-                    let t = tensors.remove(&format!("{name}.{i}")).ok_or_else(|| err!(InvalidOptions, "the checkpoint lacks {name}.{i}"))?;
-                    let shape: [usize; 2] = t.shape.as_slice().try_into().map_err(|_| err!(InvalidOptions, "checkpoint tensor {name}.{i} is not 2-D"))?;
+                    let t = tensors
+                        .remove(&format!("{name}.{i}"))
+                        .ok_or_else(|| err!(InvalidOptions, "the checkpoint lacks {name}.{i}"))?;
+                    let shape: [usize; 2] = t
+                        .shape
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| err!(InvalidOptions, "checkpoint tensor {name}.{i} is not 2-D"))?;
                     Ok(Tensor::from_data(TensorData::new(t.data, shape), &device))
                 })
                 .collect()

@@ -98,7 +98,8 @@ pub fn loss_sum(lm: &CausalLm, adapter: &Adapter, batch: &Batch) -> Result<Optio
     let (b, len) = (batch.batch, batch.len);
     let width = prefix + len;
     // Labels of the full sequence (the virtual tokens get -100), shifted by one.
-    let label = |row: usize, pos: usize| if pos < prefix { IGNORE_INDEX } else { batch.labels[row * len + pos - prefix] };
+    let label =
+        |row: usize, pos: usize| if pos < prefix { IGNORE_INDEX } else { batch.labels[row * len + pos - prefix] };
     let mut rows = Vec::new();
     let mut targets = Vec::new();
     for row in 0..b {
@@ -127,7 +128,13 @@ pub fn loss_sum(lm: &CausalLm, adapter: &Adapter, batch: &Batch) -> Result<Optio
 }
 
 /// Mean token loss of `adapter` on `examples` (eval batches of `batch_size` in order).
-pub async fn evaluate(lm: &CausalLm, adapter: &Adapter, examples: &[Example], batch_size: usize, pad_id: u32) -> Result<f64> {
+pub async fn evaluate(
+    lm: &CausalLm,
+    adapter: &Adapter,
+    examples: &[Example],
+    batch_size: usize,
+    pad_id: u32,
+) -> Result<f64> {
     let mut adapter = adapter.clone();
     adapter.set_training(None);
     let mut total: Option<Tensor<1>> = None;
@@ -222,7 +229,14 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    pub fn new(lm: Arc<CausalLm>, adapter: Adapter, train: Vec<Example>, eval: Vec<Example>, config: TrainConfig, pad_id: u32) -> Result<Self> {
+    pub fn new(
+        lm: Arc<CausalLm>,
+        adapter: Adapter,
+        train: Vec<Example>,
+        eval: Vec<Example>,
+        config: TrainConfig,
+        pad_id: u32,
+    ) -> Result<Self> {
         if train.is_empty() {
             return Err(err!(InvalidDataset, "the training set is empty"));
         }
@@ -295,7 +309,12 @@ impl Trainer {
         let params: Vec<Tensor<2>> = self.adapter.params().into_iter().map(|(_, t)| t).collect();
 
         // Global norm as torch's clip_grad_norm_: scale by min(1, clip / (norm + 1e-6)).
-        let norm = grads.iter().map(|g| g.clone().square().sum()).reduce(|a, b| a + b).expect("adapters have parameters").sqrt();
+        let norm = grads
+            .iter()
+            .map(|g| g.clone().square().sum())
+            .reduce(|a, b| a + b)
+            .expect("adapters have parameters")
+            .sqrt();
         let grads = match self.config.clip {
             Some(clip) => {
                 let coef = (norm.clone() + 1e-6).recip().mul_scalar(clip).clamp_max(1.0).reshape([1, 1]);
@@ -321,9 +340,15 @@ impl Trainer {
             early_stopped: false,
         };
         if !metrics.loss.is_finite() {
-            return Err(err!(InvalidOptions, "the loss became {} at step {}: lower the learning rate", metrics.loss, self.step));
+            return Err(err!(
+                InvalidOptions,
+                "the loss became {} at step {}: lower the learning rate",
+                metrics.loss,
+                self.step
+            ));
         }
-        let eval_due = self.config.eval_every.is_some_and(|n| self.step.is_multiple_of(n)) || self.step == self.total_steps;
+        let eval_due =
+            self.config.eval_every.is_some_and(|n| self.step.is_multiple_of(n)) || self.step == self.total_steps;
         if !self.eval.is_empty() && self.config.eval_every.is_some() && eval_due {
             let eval_loss = self.evaluate().await?;
             metrics.eval_loss = Some(eval_loss);
@@ -358,7 +383,9 @@ impl Trainer {
         let mut loss_total: Option<Tensor<1>> = None;
         for (micro, batch) in micro_batches.iter().enumerate() {
             // Dropout masks depend only on (seed, step, micro-batch), so resumed runs match.
-            tracked.set_training(Some(Rng::derived(self.config.seed, ((self.step as u64) << 16) | micro as u64).next_u64()));
+            tracked.set_training(Some(
+                Rng::derived(self.config.seed, ((self.step as u64) << 16) | micro as u64).next_u64(),
+            ));
             let Some((sum, _)) = loss_sum(&lm, &tracked, batch)? else { continue };
             // transformers divides by the supervised tokens of the whole accumulated step.
             let gradients = (sum.clone() / supervised as f64).backward();
@@ -373,7 +400,11 @@ impl Trainer {
             let sum = sum.detach().inner();
             loss_total = Some(loss_total.map_or(sum.clone(), |t| t + sum));
         }
-        let grads = grads.into_iter().zip(&leaves).map(|(g, leaf)| g.unwrap_or_else(|| leaf.clone().inner().zeros_like())).collect();
+        let grads = grads
+            .into_iter()
+            .zip(&leaves)
+            .map(|(g, leaf)| g.unwrap_or_else(|| leaf.clone().inner().zeros_like()))
+            .collect();
         let loss_sum = loss_total.expect("a step with supervised tokens has a loss");
         Ok(StepGradients { grads, loss_sum, supervised, tokens })
     }
@@ -419,6 +450,8 @@ impl Trainer {
 fn supervised_predictions(batch: &Batch, prefix: usize) -> usize {
     let skip = usize::from(prefix == 0);
     (0..batch.batch)
-        .map(|row| batch.labels[row * batch.len + skip..(row + 1) * batch.len].iter().filter(|&&l| l != IGNORE_INDEX).count())
+        .map(|row| {
+            batch.labels[row * batch.len + skip..(row + 1) * batch.len].iter().filter(|&&l| l != IGNORE_INDEX).count()
+        })
         .sum()
 }

@@ -13,8 +13,8 @@ use wasm_bindgen::prelude::*;
 use crate::data::{self, Dataset};
 use crate::error::Error;
 use crate::generate::{Generation, SamplingOptions};
-use crate::model::files::FileSource;
 use crate::model::Model;
+use crate::model::files::FileSource;
 use crate::options::TrainingOptions;
 use crate::peft::files::{self as adapter_files, ModelCard};
 use crate::peft::{Adapter, gguf};
@@ -44,7 +44,9 @@ fn js_error(e: Error) -> JsValue {
 }
 
 fn to_js<T: Serialize + ?Sized>(value: &T) -> Result<JsValue, JsValue> {
-    value.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(|e| js_error(err!(InvalidOptions, "{e}")))
+    value
+        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|e| js_error(err!(InvalidOptions, "{e}")))
 }
 
 /// Reads a JS options object (`undefined` = all defaults). It goes through JSON so that serde
@@ -91,7 +93,9 @@ impl FileSource for JsFiles {
 
     fn read(&self, name: &str) -> crate::Result<Vec<u8>> {
         let value = Reflect::get(&self.files, &name.into()).map_err(|_| err!(FileMissing, "{name} is missing"))?;
-        let bytes = value.dyn_into::<Uint8Array>().map_err(|_| err!(FileMissing, "{name} is missing from the selected files"))?;
+        let bytes = value
+            .dyn_into::<Uint8Array>()
+            .map_err(|_| err!(FileMissing, "{name} is missing from the selected files"))?;
         Ok(bytes.to_vec())
     }
 
@@ -118,7 +122,8 @@ impl WebModel {
     /// What webtune read from `config.json`, plus parameter counts and the LoRA-targetable layers.
     pub fn info(&self) -> Result<JsValue, JsValue> {
         let c = &self.model.lm.config;
-        let mut layer_names: Vec<&str> = self.model.lm.linears().iter().filter_map(|l| l.path.rsplit('.').next()).collect();
+        let mut layer_names: Vec<&str> =
+            self.model.lm.linears().iter().filter_map(|l| l.path.rsplit('.').next()).collect();
         layer_names.sort();
         layer_names.dedup();
         to_js(&serde_json::json!({
@@ -159,7 +164,13 @@ impl WebModel {
     /// The first `maxRows` rows of a dataset file as the model will see them (template applied,
     /// supervised segments marked, bad rows with line numbers) and the whole file's report.
     #[wasm_bindgen(js_name = previewDataset)]
-    pub fn preview_dataset(&self, file_name: &str, bytes: &[u8], options: JsValue, max_rows: usize) -> Result<JsValue, JsValue> {
+    pub fn preview_dataset(
+        &self,
+        file_name: &str,
+        bytes: &[u8],
+        options: JsValue,
+        max_rows: usize,
+    ) -> Result<JsValue, JsValue> {
         let options: TrainingOptions = from_js(options, "training options")?;
         let data_options = TrainingOptions { skip_bad_rows: true, ..options }.data_options();
         let rows = data::preview(file_name, bytes, &self.model.tokenizer, &data_options, max_rows).map_err(js_error)?;
@@ -178,8 +189,9 @@ impl WebModel {
     pub fn generate(&self, prompt: &str, adapter: &WebAdapter, options: JsValue) -> Result<WebGeneration, JsValue> {
         let options: SamplingOptions = from_js(options, "sampling options")?;
         let ids = self.model.tokenizer.encode(prompt, true).map_err(js_error)?;
-        let generation = Generation::new(self.model.lm.clone(), self.model.tokenizer.clone(), adapter.adapter.clone(), ids, options)
-            .map_err(js_error)?;
+        let generation =
+            Generation::new(self.model.lm.clone(), self.model.tokenizer.clone(), adapter.adapter.clone(), ids, options)
+                .map_err(js_error)?;
         Ok(WebGeneration { generation })
     }
 }
@@ -246,11 +258,18 @@ impl WebAdapter {
     /// "README.md", "adapter.zip" }` (the zip holds the first three); `"gguf"` → `{ "adapter.gguf" }`
     /// for llama.cpp's `--lora`. A PiSSA adapter is written as a plain LoRA for the original base
     /// unless `pissaAsLora` is false.
-    pub async fn export(&self, format: &str, base_model: &str, pissa_as_lora: bool, card: JsValue) -> Result<Object, JsValue> {
+    pub async fn export(
+        &self,
+        format: &str,
+        base_model: &str,
+        pissa_as_lora: bool,
+        card: JsValue,
+    ) -> Result<Object, JsValue> {
         let card: ModelCard = from_js(card, "model card")?;
         let files: Vec<(String, Vec<u8>)> = match format {
             "peft" => {
-                let saved = adapter_files::export(&self.adapter, base_model, pissa_as_lora, &card).await.map_err(js_error)?;
+                let saved =
+                    adapter_files::export(&self.adapter, base_model, pissa_as_lora, &card).await.map_err(js_error)?;
                 let parts = [
                     (adapter_files::WEIGHTS_FILE, saved.weights),
                     (adapter_files::CONFIG_FILE, saved.config_json.into_bytes()),
@@ -259,8 +278,13 @@ impl WebAdapter {
                 let archive = zip::store(&parts.iter().map(|(n, b)| (*n, b.as_slice())).collect::<Vec<_>>());
                 parts.into_iter().map(|(n, b)| (n.to_owned(), b)).chain([("adapter.zip".to_owned(), archive)]).collect()
             }
-            "gguf" => vec![("adapter.gguf".to_owned(), gguf::export_gguf(&self.adapter, &self.model.lm.config).await.map_err(js_error)?)],
-            other => return Err(js_error(err!(InvalidOptions, "export format \"{other}\" is not \"peft\" or \"gguf\""))),
+            "gguf" => vec![(
+                "adapter.gguf".to_owned(),
+                gguf::export_gguf(&self.adapter, &self.model.lm.config).await.map_err(js_error)?,
+            )],
+            other => {
+                return Err(js_error(err!(InvalidOptions, "export format \"{other}\" is not \"peft\" or \"gguf\"")));
+            }
         };
         let out = Object::new();
         for (name, bytes) in files {
@@ -272,10 +296,17 @@ impl WebAdapter {
     /// Mean token loss of this adapter on a dataset file.
     pub async fn evaluate(&self, file_name: &str, bytes: &[u8], options: JsValue) -> Result<f64, JsValue> {
         let options: TrainingOptions = from_js(options, "training options")?;
-        let dataset = data::load_dataset(file_name, bytes, &self.model.tokenizer, &options.data_options()).map_err(js_error)?;
-        crate::train::evaluate(&self.model.lm, &self.adapter, &dataset.examples, options.batch_size, self.model.pad_id())
-            .await
-            .map_err(js_error)
+        let dataset =
+            data::load_dataset(file_name, bytes, &self.model.tokenizer, &options.data_options()).map_err(js_error)?;
+        crate::train::evaluate(
+            &self.model.lm,
+            &self.adapter,
+            &dataset.examples,
+            options.batch_size,
+            self.model.pad_id(),
+        )
+        .await
+        .map_err(js_error)
     }
 }
 
@@ -328,7 +359,8 @@ impl WebTrainer {
             Some(a) => a.adapter,
             None => options.init_adapter(m).await.map_err(js_error)?,
         };
-        let trainer = Trainer::new(m.lm.clone(), adapter, train_examples, eval_examples, config, m.pad_id()).map_err(js_error)?;
+        let trainer =
+            Trainer::new(m.lm.clone(), adapter, train_examples, eval_examples, config, m.pad_id()).map_err(js_error)?;
         Ok(WebTrainer { trainer, model: m.clone(), report })
     }
 

@@ -41,8 +41,12 @@ pub fn read_reference(path: &Path) -> BTreeMap<String, RefTensor> {
     file.iter()
         .map(|(name, view)| {
             let values = match view.dtype() {
-                Dtype::F32 => view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
-                Dtype::I64 => view.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
+                Dtype::F32 => {
+                    view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64).collect()
+                }
+                Dtype::I64 => {
+                    view.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f64).collect()
+                }
                 other => panic!("{name}: unexpected dtype {other:?}"),
             };
             (name.to_owned(), RefTensor { shape: view.shape().to_vec(), values })
