@@ -71,10 +71,19 @@ export async function trainToEnd(page, timeout = 600_000) {
 
 /** Clicks an export button and returns the downloaded file {name, bytes}. */
 export async function exportFile(page, format) {
-  const [download] = await Promise.all([
-    page.waitForEvent('download', { timeout: 120_000 }),
-    page.click(format === 'gguf' ? '#export-gguf' : '#export-peft'),
-  ]);
+  let download;
+  try {
+    [download] = await Promise.all([
+      page.waitForEvent('download', { timeout: 120_000 }),
+      page.click(format === 'gguf' ? '#export-gguf' : '#export-peft'),
+    ]);
+  } catch (error) {
+    // Say what the page shows, so a failure in CI can be understood from the log alone.
+    const status = await page.locator('#export-status').innerText().catch(() => '?');
+    const alerts = await page.locator('#alerts').innerText().catch(() => '?');
+    const data = await page.evaluate(() => ({ ...document.body.dataset })).catch(() => ({}));
+    throw new Error(`no ${format} download: ${error.message}\nexport status: ${status}\nalerts: ${alerts}\npage state: ${JSON.stringify(data)}`);
+  }
   const file = await download.path();
   return { name: download.suggestedFilename(), bytes: fs.readFileSync(file) };
 }
