@@ -17,7 +17,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PKG=www/pkg
 DIST=npm/dist
-for f in webtune.js webtune_bg.wasm; do
+for f in webtune.js webtune.d.ts webtune_bg.wasm; do
   [[ -f $PKG/$f ]] || { echo "build-npm: $PKG/$f not found; run scripts/build-wasm.sh first" >&2; exit 1; }
 done
 
@@ -33,7 +33,7 @@ rm -rf "$DIST"
 mkdir -p "$DIST/wasm" "$DIST/demo"
 cp npm/package.json npm/README.md "$DIST/"
 cp npm/src/*.js npm/src/*.d.ts "$DIST/"
-cp "$PKG/webtune.js" "$PKG/webtune_bg.wasm" "$DIST/wasm/"
+cp "$PKG/webtune.js" "$PKG/webtune.d.ts" "$PKG/webtune_bg.wasm" "$DIST/wasm/"
 
 # The demo: committed in www/demo/ (the page's copy); refreshed from the test fixtures.
 demo_files=(config.json model.safetensors tokenizer.json tokenizer_config.json)

@@ -73,7 +73,7 @@ export class Channel {
 /**
  * A `Generation`: iterate for the text chunks, or await `result`.
  * @param {Channel<string>} chunks
- * @param {Promise<{ text: string, finishReason: string }>} result
+ * @param {Promise<import('./index.js').GenerationResult>} result
  */
 export function makeGeneration(chunks, result) {
   result.catch(() => {}); // rejections are reported to whoever awaits `result` or iterates

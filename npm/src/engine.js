@@ -356,7 +356,7 @@ class MainEngine {
     const card = 'trainer' in this.#tuned ? this.#tuned.trainer.card() : undefined;
     const baseModel = options.baseModel ?? this.#info?.name ?? 'model';
     const out = await this.exclusive(() => this.#withAdapter('tuned', (a) => a.export(format, baseModel, options.pissaAsLora ?? true, card)));
-    /** @type {Record<string, Uint8Array>} */
+    /** @type {Record<string, Uint8Array<ArrayBuffer>>} */
     const files = { ...out };
     if (format === 'peft') {
       const zip = files['adapter.zip'];

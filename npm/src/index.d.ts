@@ -365,7 +365,12 @@ export interface GenerateOptions {
 
 /** Streamed text: iterate for the chunks; `result` resolves when generation ends. */
 export interface Generation extends AsyncIterable<string> {
-  readonly result: Promise<{ text: string; finishReason: "eos" | "length" | "context" | "aborted" }>;
+  readonly result: Promise<GenerationResult>;
+}
+
+export interface GenerationResult {
+  text: string;
+  finishReason: "eos" | "length" | "context" | "aborted";
 }
 
 export interface Engine {

@@ -136,7 +136,7 @@ async function download(url, file, { cache, onProgress, signal }) {
     throw new WebtuneError('DOWNLOAD', `downloading ${file} from ${url} failed with HTTP ${response.status} ${response.statusText}: ${hint}`);
   }
   let total = Number(response.headers.get('content-length')) || 0;
-  /** @type {Uint8Array} */
+  /** @type {Uint8Array<ArrayBuffer>} */
   let bytes;
   try {
     if (!response.body) {
@@ -145,7 +145,7 @@ async function download(url, file, { cache, onProgress, signal }) {
       const reader = response.body.getReader();
       // Into one buffer of the announced size (no second copy of a large file); chunks otherwise
       // (no content-length, or a compressed transfer whose length is the encoded size).
-      /** @type {Uint8Array | null} */
+      /** @type {Uint8Array<ArrayBuffer> | null} */
       let buffer = total > 0 && !response.headers.get('content-encoding') ? new Uint8Array(total) : null;
       /** @type {Uint8Array[]} */
       let chunks = [];
@@ -364,7 +364,8 @@ export async function unzip(zip) {
     if (method === 0) {
       files[baseName(name)] = data;
     } else if (method === 8) {
-      const stream = new Blob([data]).stream().pipeThrough(new DecompressionStream('deflate-raw'));
+      // A copy: Blob refuses views of a SharedArrayBuffer.
+      const stream = new Blob([new Uint8Array(data)]).stream().pipeThrough(new DecompressionStream('deflate-raw'));
       files[baseName(name)] = new Uint8Array(await new Response(stream).arrayBuffer());
     } else {
       throw new WebtuneError('INVALID_ADAPTER', `${name} in the adapter zip uses an unsupported compression method (${method})`);

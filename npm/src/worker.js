@@ -68,10 +68,10 @@ const methods = {
     const onProgress = progress ? (data) => scope.postMessage({ type: 'event', id, name: 'progress', data }) : undefined;
     return requireEngine().loadModel(source, { name, onProgress, signal: controller.signal });
   },
-  previewDataset: (id, args) => requireEngine().previewDataset(...args),
-  loadAdapter: (id, args) => requireEngine().loadAdapter(...args),
-  evaluate: (id, args) => requireEngine().evaluate(...args),
-  exportAdapter: (id, args) => requireEngine().exportAdapter(...args),
+  previewDataset: (id, [data, config, maxRows]) => requireEngine().previewDataset(data, config, maxRows),
+  loadAdapter: (id, [files]) => requireEngine().loadAdapter(files),
+  evaluate: (id, [data, options]) => requireEngine().evaluate(data, options),
+  exportAdapter: (id, [options]) => requireEngine().exportAdapter(options),
   async createTrainer(id, [options]) {
     const t = await requireEngine().createTrainer(options);
     const handle = nextHandle++;

@@ -1,6 +1,6 @@
 // The npm package as an app developer gets it: `npm pack` of npm/dist, installed OFFLINE from the
 // tarball into a fresh copy of examples/vite-app, type-checked (`tsc --noEmit` against the shipped
-// .d.ts), built with `vite build`, served, and run in headless Chromium (SwiftShader WebGPU):
+// .d.ts; the package's own JavaScript too, with checkJs), built with `vite build`, served, and run in headless Chromium (SwiftShader WebGPU):
 //   - index.html (the example as is, main-thread engine): 3 training steps, PEFT zip download link;
 //   - worker.html (tests/browser/npm-app, added to the copy): the worker engine through the whole
 //     API: progress, metrics iterator, pause/checkpoint/resume, streamed and aborted generation,
@@ -224,6 +224,10 @@ after(async () => {
 
 test('tsc --noEmit type-checks the example (with the worker test page and the README example) against the shipped .d.ts', () => {
   run('node', [path.join(app, 'node_modules/typescript/bin/tsc'), '--noEmit', '-p', '.'], app);
+});
+
+test("the package's JavaScript type-checks against its own .d.ts (checkJs, npm/tsconfig.json)", () => {
+  run('node', [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', path.join(ROOT, 'npm/tsconfig.json')], ROOT);
 });
 
 test('vite build bundles the package: wasm and demo assets, worker chunk', () => {
