@@ -71,6 +71,40 @@ export class Channel {
 }
 
 /**
+ * The open `metrics()` iterators of one trainer (main-thread or worker): each step's metrics go to
+ * all of them, and the end of a run closes them all.
+ * @template T
+ */
+export class Broadcast {
+  /** @type {Set<Channel<T>>} */
+  #channels = new Set();
+
+  /** @param {T} value */
+  push(value) {
+    for (const channel of this.#channels) channel.push(value);
+  }
+
+  /** Ends every open iterator; with `error`, their reads reject after the buffered values. @param {unknown} [error] */
+  close(error) {
+    for (const channel of this.#channels) channel.close(error);
+    this.#channels.clear();
+  }
+
+  /**
+   * A new iterator of the values pushed from now on, already ended when `ended`.
+   * @param {boolean} ended
+   * @returns {AsyncIterableIterator<T>}
+   */
+  iterator(ended) {
+    /** @type {Channel<T>} */
+    const channel = new Channel(() => this.#channels.delete(channel));
+    if (ended) channel.close();
+    else this.#channels.add(channel);
+    return channel[Symbol.asyncIterator]();
+  }
+}
+
+/**
  * A `Generation`: iterate for the text chunks, or await `result`.
  * @param {Channel<string>} chunks
  * @param {Promise<import('./index.js').GenerationResult>} result

@@ -3,7 +3,7 @@
 // queue, so training steps, generated tokens and exports interleave instead of overlapping.
 
 import init, * as wasm from './wasm/webtune.js';
-import { Channel, makeGeneration } from './channel.js';
+import { Broadcast, Channel, makeGeneration } from './channel.js';
 import { WebtuneError, toWebtuneError } from './errors.js';
 import { loadModelFiles, readAdapterFiles, readDataset, toBytes } from './sources.js';
 
@@ -398,7 +398,7 @@ class TrainerImpl {
   #isDone;
   #report;
   #datasetName;
-  /** @type {Set<Channel<StepMetrics>>} */ #channels = new Set();
+  /** @type {Broadcast<StepMetrics>} */ #metrics = new Broadcast();
   /** @type {Set<(update: any) => void>} */ #observers = new Set();
   // Timing over all train() calls of this trainer (pauses excluded).
   #elapsedMs = 0;
@@ -452,11 +452,8 @@ class TrainerImpl {
   /** @param {TrainerState} state @param {StepMetrics} [metrics] @param {unknown} [error] */
   #emit(state, metrics, error) {
     this.#state = state;
-    if (metrics) for (const channel of this.#channels) channel.push(metrics);
-    if (FINAL.has(state) || state === 'stopped') {
-      for (const channel of this.#channels) channel.close(state === 'failed' ? error : undefined);
-      this.#channels.clear();
-    }
+    if (metrics) this.#metrics.push(metrics);
+    if (FINAL.has(state) || state === 'stopped') this.#metrics.close(state === 'failed' ? error : undefined);
     for (const fn of this.#observers) fn({ state, stepsDone: this.#stepsDone, metrics, error });
   }
 
@@ -562,10 +559,7 @@ class TrainerImpl {
   }
 
   metrics() {
-    const channel = new Channel(() => this.#channels.delete(channel));
-    if (FINAL.has(this.#state)) channel.close();
-    else this.#channels.add(channel);
-    return channel[Symbol.asyncIterator]();
+    return this.#metrics.iterator(FINAL.has(this.#state));
   }
 
   pause() {
@@ -610,10 +604,7 @@ class TrainerImpl {
     this.#stopRequested = true;
     this.#pauseRequested = false;
     this.#wake?.();
-    if (this.#state !== 'running' && this.#state !== 'paused') {
-      for (const channel of this.#channels) channel.close();
-      this.#channels.clear();
-    }
+    if (this.#state !== 'running' && this.#state !== 'paused') this.#metrics.close();
   }
 
   /** Frees the wasm trainer after the queued work (a running step) is done. */

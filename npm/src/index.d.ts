@@ -329,6 +329,11 @@ export interface CreateTrainerOptions {
  * picked by the user, or the `adapter.zip` that `exportAdapter({format: "peft"})` makes. */
 export type AdapterFiles = Record<string, Blob | ArrayBuffer | Uint8Array> | FileList | File[] | Blob | ArrayBuffer | Uint8Array;
 
+/** The two files of a PEFT adapter, read from a pick, a drop, a record or a zip (no GPU, no engine):
+ * what `loadAdapter` and `createTrainer({adapter})` read, for an app that keeps or inspects them.
+ * Rejects with `FILE_MISSING` or `INVALID_ADAPTER` (a GGUF file, a damaged zip). */
+export declare function readAdapterFiles(files: AdapterFiles): Promise<{ config: string; weights: Uint8Array }>;
+
 export interface ExportOptions {
   format: "peft" | "gguf";
   /** Write a PiSSA adapter as a plain LoRA for the original base model, default true. */

@@ -4,6 +4,7 @@
 export { WebtuneError } from './errors.js';
 export { createEngine } from './engine.js';
 export { createWorkerEngine } from './worker-engine.js';
+export { readAdapterFiles } from './sources.js';
 
 /**
  * The bundled demo: a 125K-parameter Llama and a "reverse the word" dataset (64 training rows,

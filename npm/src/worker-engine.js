@@ -2,7 +2,7 @@
 // (worker.js). Every method is a request to the worker; progress, text chunks and training steps
 // come back as events; errors come back as WebtuneErrors with the same code.
 
-import { Channel, makeGeneration } from './channel.js';
+import { Broadcast, Channel, makeGeneration } from './channel.js';
 import { WebtuneError, deserializeError, serializeError } from './errors.js';
 import { absoluteUrl } from './sources.js';
 
@@ -129,7 +129,7 @@ class WorkerTrainer {
   #stepsDone;
   #totalSteps;
   #report;
-  /** @type {Set<Channel<StepMetrics>>} */ #channels = new Set();
+  /** @type {Broadcast<StepMetrics>} */ #metrics = new Broadcast();
   /** @type {((m: StepMetrics) => void) | undefined} */ #onProgress;
   #disposed = false;
 
@@ -161,21 +161,18 @@ class WorkerTrainer {
     if (u.stepsDone !== undefined) this.#stepsDone = u.stepsDone;
     this.#state = u.state;
     if (u.metrics) {
-      for (const channel of this.#channels) channel.push(u.metrics);
+      this.#metrics.push(u.metrics);
       this.#onProgress?.(u.metrics);
     }
     if (u.state === 'done' || u.state === 'failed' || u.state === 'stopped') {
-      const error = u.state === 'failed' && u.error ? deserializeError(u.error) : undefined;
-      for (const channel of this.#channels) channel.close(error);
-      this.#channels.clear();
+      this.#metrics.close(u.state === 'failed' && u.error ? deserializeError(u.error) : undefined);
       if (this.#disposed) this.#rpc.trainers.delete(this.#handle);
     }
   }
 
   /** @internal the trainer was disposed: end the metrics iterators */
   _detach() {
-    for (const channel of this.#channels) channel.close();
-    this.#channels.clear();
+    this.#metrics.close();
   }
 
   async train(options = {}) {
@@ -194,10 +191,7 @@ class WorkerTrainer {
   }
 
   metrics() {
-    const channel = new Channel(() => this.#channels.delete(channel));
-    if (this.#state === 'done' || this.#state === 'failed') channel.close();
-    else this.#channels.add(channel);
-    return channel[Symbol.asyncIterator]();
+    return this.#metrics.iterator(this.#state === 'done' || this.#state === 'failed');
   }
 
   pause() {

@@ -1,5 +1,5 @@
-// Files from the user's disk: drop zones (files and whole folders), the model files a folder
-// needs, and reading a PEFT adapter zip.
+// Files from the user's disk: drop zones (files and whole folders) and the model files a folder
+// needs. (Adapter files and zips are read by the package: readAdapterFiles.)
 
 const MODEL_FILE = /(^|\/)(config\.json|generation_config\.json|tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|model\.safetensors\.index\.json|[^/]*\.safetensors)$/;
 
@@ -82,65 +82,4 @@ export function dropZone(el, input, onFiles) {
       input?.click();
     }
   });
-}
-
-// --- zip (reading a PEFT adapter zip) ----------------------------------------------------------------
-
-async function inflateRaw(bytes) {
-  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream('deflate-raw'));
-  return new Uint8Array(await new Response(stream).arrayBuffer());
-}
-
-/** The files of a zip archive (stored or deflated entries), keyed by their base name. */
-export async function unzip(buffer) {
-  const u8 = new Uint8Array(buffer);
-  const view = new DataView(u8.buffer, u8.byteOffset, u8.byteLength);
-  // End of central directory: the last 0x06054b50 within the final 64 KiB + 22 bytes.
-  let eocd = -1;
-  for (let i = u8.length - 22; i >= Math.max(0, u8.length - 65557); i--) {
-    if (view.getUint32(i, true) === 0x06054b50) {
-      eocd = i;
-      break;
-    }
-  }
-  if (eocd < 0) throw Object.assign(new Error('not a zip file'), { code: 'INVALID_ADAPTER' });
-  const entries = view.getUint16(eocd + 10, true);
-  let p = view.getUint32(eocd + 16, true);
-  const out = {};
-  const decoder = new TextDecoder();
-  for (let n = 0; n < entries; n++) {
-    if (view.getUint32(p, true) !== 0x02014b50) throw Object.assign(new Error('damaged zip directory'), { code: 'INVALID_ADAPTER' });
-    const method = view.getUint16(p + 10, true);
-    const compressed = view.getUint32(p + 20, true);
-    const nameLen = view.getUint16(p + 28, true);
-    const extraLen = view.getUint16(p + 30, true);
-    const commentLen = view.getUint16(p + 32, true);
-    const local = view.getUint32(p + 42, true);
-    const name = decoder.decode(u8.subarray(p + 46, p + 46 + nameLen));
-    p += 46 + nameLen + extraLen + commentLen;
-    if (name.endsWith('/')) continue;
-    const localNameLen = view.getUint16(local + 26, true);
-    const localExtraLen = view.getUint16(local + 28, true);
-    const start = local + 30 + localNameLen + localExtraLen;
-    const data = u8.subarray(start, start + compressed);
-    const base = name.split('/').pop();
-    if (method === 0) out[base] = data.slice();
-    else if (method === 8) out[base] = await inflateRaw(data);
-    else throw Object.assign(new Error(`${name}: zip compression method ${method} is not supported`), { code: 'INVALID_ADAPTER' });
-  }
-  return out;
-}
-
-/** Adapter files from a pick or drop: a zip is opened; loose files are keyed by base name. */
-export async function adapterFiles(files) {
-  const out = {};
-  for (const file of files) {
-    const name = file.name;
-    if (/\.zip$/i.test(name)) Object.assign(out, await unzip(await file.arrayBuffer()));
-    else out[name] = new Uint8Array(await file.arrayBuffer());
-  }
-  if (!out['adapter_config.json'] || !out['adapter_model.safetensors']) {
-    throw Object.assign(new Error('an adapter needs adapter_config.json and adapter_model.safetensors (or a zip with both)'), { code: 'INVALID_ADAPTER' });
-  }
-  return out;
 }

@@ -7,7 +7,7 @@ import { explain, WEBGPU_HELP } from './errors.js';
 import * as store from './store.js';
 import { SettingsForm, renderMemory, estimateMemory, defaultsFor, sizeClass } from './settings.js';
 import { LossChart } from './chart.js';
-import { dropZone, modelFiles, folderName, adapterFiles } from './files.js';
+import { dropZone, modelFiles, folderName } from './files.js';
 
 const ENGINE_URL = new URL('../webtune/index.js', import.meta.url).href;
 const DEMO_URL = new URL('../demo/', import.meta.url).href;
@@ -21,6 +21,7 @@ const SUGGESTED = [
 ];
 
 const state = {
+  webtune: null, // the package's module (www/webtune/index.js)
   engine: null,
   gpu: null,
   version: '',
@@ -170,6 +171,7 @@ async function startEngine() {
     return false;
   }
   try {
+    state.webtune = mod;
     state.engine = await mod.createWorkerEngine(engineWorker());
   } catch (error) {
     failEngine(error);
@@ -1035,13 +1037,14 @@ async function exportAdapter(format) {
 async function importAdapter(fileList) {
   setBusy('adapter');
   try {
-    const files = await adapterFiles([...fileList]);
+    const { config, weights } = await state.webtune.readAdapterFiles([...fileList]);
+    const files = { 'adapter_config.json': new TextEncoder().encode(config), 'adapter_model.safetensors': weights };
     const info = await state.engine.loadAdapter(files);
     let cfg = {};
     try {
-      cfg = JSON.parse(new TextDecoder().decode(files['adapter_config.json']));
+      cfg = JSON.parse(config);
     } catch { /* the engine accepted it, so this does not matter */ }
-    state.imported = { files, key: `adapter-${fingerprint(files['adapter_model.safetensors'])}`, info };
+    state.imported = { files, key: `adapter-${fingerprint(weights)}`, info };
     state.tuned = { method: info.peftType === 'PROMPT_TUNING' ? 'prompt-tuning' : 'lora', init: typeof cfg.init_lora_weights === 'string' ? cfg.init_lora_weights : 'default', source: 'import' };
     $('continue-adapter').checked = true;
     $('adapter-import-name').textContent = `Imported: ${info.peftType}, ${count(info.trainableParameters)} parameters.`;
