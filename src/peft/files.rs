@@ -12,9 +12,9 @@ use crate::err;
 use crate::error::Result;
 use crate::model::weights::{HostTensor, encode_safetensors, read_host_tensors};
 use crate::model::{CausalLm, WeightLayout};
-use crate::peft::lora::{LoraAdapter, LoraConfig, LoraInit, LoraModule};
+use crate::peft::Adapter;
+use crate::peft::lora::{LoraAdapter, LoraConfig, LoraInit, LoraModule, pissa_initial};
 use crate::peft::prompt::{PromptAdapter, PromptConfig, PromptInit};
-use crate::peft::{Adapter, svd};
 use crate::readback;
 use crate::rng::Rng;
 
@@ -296,14 +296,8 @@ async fn import_lora(config: &Value, mut tensors: BTreeMap<String, HostTensor>, 
         let b = take("B", [linear.out_features, r])?;
         let pissa_initial = match &lora_config.init {
             LoraInit::Pissa { niter } => {
-                let weight = readback::floats(linear.weight_out_in()).await?;
                 let mut rng = Rng::derived(0, linear.slot as u64);
-                let (a0, b0) =
-                    svd::pissa_factors(&weight, linear.out_features, linear.in_features, r, scale, *niter, &mut rng);
-                Some((
-                    Tensor::from_data(TensorData::new(a0, [r, linear.in_features]), device),
-                    Tensor::from_data(TensorData::new(b0, [linear.out_features, r]), device),
-                ))
+                Some(pissa_initial(linear, r, scale, *niter, &mut rng, device).await?)
             }
             _ => None,
         };

@@ -213,10 +213,7 @@ impl LoraAdapter {
                 }
                 LoraInit::Gaussian => (host_tensor(r, fan_in, || rng.normal() / r as f64, device), zeros_b(), None),
                 LoraInit::Pissa { niter } => {
-                    let weight = readback::floats(linear.weight_out_in()).await?;
-                    let (a, b) = svd::pissa_factors(&weight, fan_out, fan_in, r, scale, *niter, &mut rng);
-                    let a = Tensor::from_data(TensorData::new(a, [r, fan_in]), device);
-                    let b = Tensor::from_data(TensorData::new(b, [fan_out, r]), device);
+                    let (a, b) = pissa_initial(linear, r, scale, *niter, &mut rng, device).await?;
                     (a.clone(), b.clone(), Some((a, b)))
                 }
             };
@@ -250,6 +247,25 @@ impl LoraAdapter {
     pub fn is_pissa(&self) -> bool {
         self.modules.iter().any(|m| m.pissa_initial.is_some())
     }
+}
+
+/// PiSSA's initial factors of one layer, `(A₀ [r, in], B₀ [out, r])`, from the SVD of its weight:
+/// what a PiSSA adapter starts from, and what its residual subtracts from the frozen base.
+pub(crate) async fn pissa_initial(
+    linear: &Linear,
+    r: usize,
+    scale: f64,
+    niter: Option<usize>,
+    rng: &mut Rng,
+    device: &Device,
+) -> Result<(Tensor<2>, Tensor<2>)> {
+    let (fan_in, fan_out) = (linear.in_features, linear.out_features);
+    let weight = readback::floats(linear.weight_out_in()).await?;
+    let (a, b) = svd::pissa_factors(&weight, fan_out, fan_in, r, scale, niter, rng);
+    Ok((
+        Tensor::from_data(TensorData::new(a, [r, fan_in]), device),
+        Tensor::from_data(TensorData::new(b, [fan_out, r]), device),
+    ))
 }
 
 fn host_tensor(rows: usize, cols: usize, mut sample: impl FnMut() -> f64, device: &Device) -> Tensor<2> {
