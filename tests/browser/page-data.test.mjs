@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { startServer, launchBrowser } from './harness.mjs';
-import { WWW, FIXTURES, checkBuilt, openApp, waitData, setOption, alertsText, exportFile, readZip } from './page-fixtures/lib.mjs';
+import { PAGE_ROOT, FIXTURES, checkBuilt, openApp, waitData, setOption, alertsText, exportFile, readZip } from './page-fixtures/lib.mjs';
 
 const BAD_LINES = [4, 9, 15];
 
@@ -20,7 +20,7 @@ let tmp;
 before(async () => {
   checkBuilt();
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'webtune-page-data-'));
-  server = await startServer(process.env.WEBTUNE_PAGE_ROOT || WWW);
+  server = await startServer(PAGE_ROOT);
   browser = await launchBrowser();
   page = await openApp(browser, server.url);
 });

@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { startServer, launchBrowser, screenshot } from './harness.mjs';
 import {
-  WWW, checkBuilt, openApp, waitData, setOption, exportFile, readZip, readSafetensors, readGguf, maxAbsDiff,
+  WWW, PAGE_ROOT, checkBuilt, openApp, waitData, setOption, exportFile, readZip, readSafetensors, readGguf, maxAbsDiff,
   findCli, cliArgs, run,
 } from './page-fixtures/lib.mjs';
 
@@ -28,7 +28,7 @@ let exportedZip;
 before(async () => {
   checkBuilt();
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'webtune-page-demo-'));
-  server = await startServer(process.env.WEBTUNE_PAGE_ROOT || WWW);
+  server = await startServer(PAGE_ROOT);
   browser = await launchBrowser();
 });
 

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { startServer, launchBrowser, openPage } from './harness.mjs';
-import { WWW, checkBuilt, openApp, waitData, setOption, alertsText } from './page-fixtures/lib.mjs';
+import { WWW, PAGE_ROOT, checkBuilt, openApp, waitData, setOption, alertsText } from './page-fixtures/lib.mjs';
 
 // www/js/errors.js is a browser module without DOM use; imported as source so that node does not
 // guess its module type from the nearest package.json.
@@ -25,7 +25,7 @@ let tmp;
 before(async () => {
   checkBuilt();
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'webtune-page-failures-'));
-  server = await startServer(process.env.WEBTUNE_PAGE_ROOT || WWW);
+  server = await startServer(PAGE_ROOT);
   browser = await launchBrowser();
 });
 

@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, launchBrowser } from './harness.mjs';
-import { WWW, checkBuilt, openApp, waitReady, waitData, setOption, exportFile, trainToEnd, readZip, readSafetensors, maxAbsDiff } from './page-fixtures/lib.mjs';
+import { PAGE_ROOT, checkBuilt, openApp, waitReady, waitData, setOption, exportFile, trainToEnd, readZip, readSafetensors, maxAbsDiff } from './page-fixtures/lib.mjs';
 
 const STEPS = 4;
 
@@ -15,7 +15,7 @@ let reference;
 
 before(async () => {
   checkBuilt();
-  server = await startServer(process.env.WEBTUNE_PAGE_ROOT || WWW);
+  server = await startServer(PAGE_ROOT);
   browser = await launchBrowser();
 });
 

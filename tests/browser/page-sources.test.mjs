@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { startServer, launchBrowser } from './harness.mjs';
-import { WWW, checkBuilt, openApp, waitReady, alertsText, readSafetensors, writeSafetensors } from './page-fixtures/lib.mjs';
+import { WWW, PAGE_ROOT, checkBuilt, openApp, waitReady, alertsText, readSafetensors, writeSafetensors } from './page-fixtures/lib.mjs';
 
 const HUB_ID = 'webtune-test/tiny-llama';
 const HUB_SHARDED = 'webtune-test/tiny-llama-sharded';
@@ -51,7 +51,7 @@ before(async () => {
   // The page plus a hub-like tree on the same origin (the page's CSP allows only its own origin
   // and the real hub).
   const root = path.join(tmp, 'site');
-  fs.cpSync(process.env.WEBTUNE_PAGE_ROOT || WWW, root, { recursive: true, dereference: true });
+  fs.cpSync(PAGE_ROOT, root, { recursive: true, dereference: true });
   const single = path.join(root, 'hub', HUB_ID, 'resolve', 'main');
   fs.mkdirSync(single, { recursive: true });
   for (const f of [...MODEL_FILES, 'model.safetensors']) {

@@ -10,6 +10,8 @@ import { openPage } from '../harness.mjs';
 export const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../..');
 export const WWW = path.join(ROOT, 'www');
 export const FIXTURES = path.join(ROOT, 'tests/browser/page-fixtures');
+/** The folder served as the page: www/, or another copy of it named by WEBTUNE_PAGE_ROOT. */
+export const PAGE_ROOT = process.env.WEBTUNE_PAGE_ROOT || WWW;
 
 /** Fails early with a clear message when the page's generated parts are missing. */
 export function checkBuilt() {
