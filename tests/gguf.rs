@@ -122,9 +122,13 @@ fn like_converted_base(delta: Vec<f64>, path: &str, config: &ModelConfig, fan_in
     }
 }
 
+/// Largest absolute difference; NaN anywhere makes it NaN (and so fails every `<` check).
 fn max_diff(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, |w, d| if w.is_nan() || d.is_nan() { f64::NAN } else { w.max(d) })
 }
 
 fn alpha_of(file: &GgufFile) -> f32 {

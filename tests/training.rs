@@ -58,7 +58,9 @@ fn params(adapter: &Adapter) -> Vec<Vec<f32>> {
 }
 
 fn max_param_diff(a: &Adapter, b: &Adapter) -> f32 {
-    params(a).iter().zip(params(b)).map(|(x, y)| max_abs_diff(x, &y)).fold(0.0, f32::max)
+    let (a, b) = (params(a), params(b));
+    assert_eq!(a.len(), b.len(), "the adapters have different numbers of tensors");
+    worst_of(a.iter().zip(&b).map(|(x, y)| max_abs_diff(x, y)))
 }
 
 fn logits(model: &Model, adapter: &Adapter) -> Vec<f32> {

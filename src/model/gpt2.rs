@@ -5,7 +5,8 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::model::config::ModelConfig;
 use crate::model::layers::{
-    AttentionContext, Embedding, LayerNorm, Linear, LinearDelta, LinearTable, WeightLayout, activate, split_heads,
+    AttentionContext, Embedding, LayerHooks, LayerNorm, Linear, LinearTable, SubBlock, WeightLayout, activate,
+    split_heads,
 };
 use crate::model::weights::{WeightSpec, Weights};
 
@@ -82,7 +83,7 @@ impl Gpt2 {
         c: &ModelConfig,
         embeds: Tensor<2>,
         ctx: &mut AttentionContext,
-        adapter: &dyn LinearDelta,
+        hooks: &dyn LayerHooks,
     ) -> Tensor<2> {
         let (b, len, past) = (ctx.batch, ctx.q_len, ctx.past_len());
         let device = embeds.device();
@@ -95,12 +96,12 @@ impl Gpt2 {
             if c.scale_attn_by_inverse_layer_idx {
                 scale /= (l + 1) as f64;
             }
-            let qkv = block.c_attn.forward(block.ln_1.forward(x.clone()), adapter);
+            let qkv = block.c_attn.forward(block.ln_1.forward(x.clone()), hooks);
             let heads = |i: usize| split_heads(qkv.clone().narrow(1, i * hidden, hidden), b, len, c.num_heads);
             let attn = ctx.attend(l, heads(0), heads(1), heads(2), scale);
-            x = x + block.attn_c_proj.forward(attn, adapter);
-            let h = activate(block.c_fc.forward(block.ln_2.forward(x.clone()), adapter), c.activation);
-            x = x + block.mlp_c_proj.forward(h, adapter);
+            x = hooks.residual(l, SubBlock::Attention, x, block.attn_c_proj.forward(attn, hooks));
+            let h = activate(block.c_fc.forward(block.ln_2.forward(x.clone()), hooks), c.activation);
+            x = hooks.residual(l, SubBlock::Mlp, x, block.mlp_c_proj.forward(h, hooks));
         }
         self.ln_f.forward(x)
     }

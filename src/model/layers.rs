@@ -15,22 +15,38 @@ pub enum WeightLayout {
     InOut,
 }
 
-/// What a PEFT method adds to the output of a linear layer (LoRA's `scale · B A x`).
-///
-/// The base model knows nothing about adapters: it asks this hook for every linear layer, by the
-/// layer's slot (its index in [`crate::model::CausalLm::linears`]).
-pub trait LinearDelta {
-    fn delta(&self, slot: usize, x: &Tensor<2>) -> Option<Tensor<2>>;
+/// Where an adapter can sit in a decoder layer besides its linear layers: the residual add after
+/// the attention sub-block or after the MLP sub-block (AdapterHub's `mh_adapter` and
+/// `output_adapter` positions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubBlock {
+    Attention,
+    Mlp,
+}
+
+/// How an adapter changes the frozen base model. The base model knows nothing about adapters: at
+/// every linear layer and at every residual add it asks these hooks, whose defaults compute what
+/// the base model alone computes. Linear layers are identified by their slot (their index in
+/// [`crate::model::CausalLm::linears`]) and HF module path.
+pub trait LayerHooks {
+    /// `layer(x)` for `x [tokens, in]` → `[tokens, out]`, as the adapter changes it (LoRA adds
+    /// `s·B A x`, IA3 scales an input or output, DoRA rescales the rows).
+    fn linear(&self, layer: &Linear, x: Tensor<2>) -> Tensor<2> {
+        layer.forward_base(x)
+    }
+
+    /// The residual stream after sub-block `site` of decoder layer `layer`: `x + h`, where `x`
+    /// `[tokens, hidden]` is the stream that entered the sub-block and `h` its output.
+    fn residual(&self, layer: usize, site: SubBlock, x: Tensor<2>, h: Tensor<2>) -> Tensor<2> {
+        let _ = (layer, site);
+        x + h
+    }
 }
 
 /// The base model: no adapter.
 pub struct NoAdapter;
 
-impl LinearDelta for NoAdapter {
-    fn delta(&self, _slot: usize, _x: &Tensor<2>) -> Option<Tensor<2>> {
-        None
-    }
-}
+impl LayerHooks for NoAdapter {}
 
 /// A frozen linear layer, named by its HF module path (`model.layers.0.self_attn.q_proj`).
 #[derive(Clone)]
@@ -45,17 +61,27 @@ pub struct Linear {
 }
 
 impl Linear {
-    /// `x [tokens, in] -> [tokens, out]`, plus the adapter's delta for this layer.
-    pub fn forward(&self, x: Tensor<2>, adapter: &dyn LinearDelta) -> Tensor<2> {
-        let delta = adapter.delta(self.slot, &x);
-        let mut y = x.matmul(self.weight_in_out());
-        if let Some(bias) = &self.bias {
-            y = y + bias.clone().unsqueeze_dim(0);
-        }
-        match delta {
-            Some(d) => y + d,
+    /// `x [tokens, in] -> [tokens, out]`, as `hooks` change this layer.
+    pub fn forward(&self, x: Tensor<2>, hooks: &dyn LayerHooks) -> Tensor<2> {
+        hooks.linear(self, x)
+    }
+
+    /// The frozen layer alone: `x·W + b`.
+    pub fn forward_base(&self, x: Tensor<2>) -> Tensor<2> {
+        let y = self.matmul(x);
+        match &self.bias {
+            Some(bias) => y + bias.clone().unsqueeze_dim(0),
             None => y,
         }
+    }
+
+    /// `x·W` without the bias.
+    pub fn matmul(&self, x: Tensor<2>) -> Tensor<2> {
+        x.matmul(self.weight_in_out())
+    }
+
+    pub fn bias(&self) -> Option<&Tensor<1>> {
+        self.bias.as_ref()
     }
 
     pub fn has_bias(&self) -> bool {

@@ -5,7 +5,8 @@ use burn::tensor::Tensor;
 
 use crate::model::config::ModelConfig;
 use crate::model::layers::{
-    AttentionContext, Embedding, Linear, LinearDelta, LinearTable, RmsNorm, Rope, WeightLayout, activate, split_heads,
+    AttentionContext, Embedding, LayerHooks, Linear, LinearTable, RmsNorm, Rope, SubBlock, WeightLayout, activate,
+    split_heads,
 };
 use crate::model::weights::{WeightSpec, Weights};
 
@@ -98,7 +99,7 @@ impl Llama {
         c: &ModelConfig,
         embeds: Tensor<2>,
         ctx: &mut AttentionContext,
-        adapter: &dyn LinearDelta,
+        hooks: &dyn LayerHooks,
     ) -> Tensor<2> {
         let rope_config = c.rope.as_ref().expect("llama config has RoPE");
         let rope = Rope::new(rope_config, c.head_dim, ctx.past_len(), ctx.q_len, &embeds.device());
@@ -107,15 +108,15 @@ impl Llama {
         let mut x = embeds;
         for (l, layer) in self.layers.iter().enumerate() {
             let h = layer.input_layernorm.forward(x.clone());
-            let q = rope.apply(split_heads(layer.q_proj.forward(h.clone(), adapter), b, len, c.num_heads));
-            let k = rope.apply(split_heads(layer.k_proj.forward(h.clone(), adapter), b, len, c.num_kv_heads));
-            let v = split_heads(layer.v_proj.forward(h, adapter), b, len, c.num_kv_heads);
+            let q = rope.apply(split_heads(layer.q_proj.forward(h.clone(), hooks), b, len, c.num_heads));
+            let k = rope.apply(split_heads(layer.k_proj.forward(h.clone(), hooks), b, len, c.num_kv_heads));
+            let v = split_heads(layer.v_proj.forward(h, hooks), b, len, c.num_kv_heads);
             let attn = ctx.attend(l, q, k, v, scale);
-            x = x + layer.o_proj.forward(attn, adapter);
+            x = hooks.residual(l, SubBlock::Attention, x, layer.o_proj.forward(attn, hooks));
             let h = layer.post_attention_layernorm.forward(x.clone());
             let gated =
-                activate(layer.gate_proj.forward(h.clone(), adapter), c.activation) * layer.up_proj.forward(h, adapter);
-            x = x + layer.down_proj.forward(gated, adapter);
+                activate(layer.gate_proj.forward(h.clone(), hooks), c.activation) * layer.up_proj.forward(h, hooks);
+            x = hooks.residual(l, SubBlock::Mlp, x, layer.down_proj.forward(gated, hooks));
         }
         self.norm.forward(x)
     }

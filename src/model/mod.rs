@@ -17,12 +17,13 @@ use crate::error::Result;
 pub use config::{Architecture, ModelConfig};
 pub use files::FileSource;
 use gpt2::Gpt2;
-pub use layers::{AttentionContext, KvCache, Linear, LinearDelta, NoAdapter, WeightLayout};
+pub use layers::{AttentionContext, KvCache, LayerHooks, Linear, NoAdapter, SubBlock, WeightLayout};
 use llama::Llama;
 pub use tokenizer::TextTokenizer;
 
 /// A causal LM's network on one device. Its weights are frozen: adapters hook in through
-/// [`LinearDelta`] and through the input embeddings (prompt tuning), never by mutating it.
+/// [`LayerHooks`] (linear layers, residual adds) and through the input embeddings (prompt
+/// tuning), never by mutating it.
 pub struct CausalLm {
     pub config: ModelConfig,
     body: Body,
@@ -121,10 +122,10 @@ impl CausalLm {
 
     /// Final hidden states `[tokens, hidden]` for input embeddings `[tokens, hidden]`
     /// (tokens = batch × q_len, row-major) under the attention context `ctx`.
-    pub fn hidden(&self, embeds: Tensor<2>, ctx: &mut AttentionContext, adapter: &dyn LinearDelta) -> Tensor<2> {
+    pub fn hidden(&self, embeds: Tensor<2>, ctx: &mut AttentionContext, hooks: &dyn LayerHooks) -> Tensor<2> {
         match &self.body {
-            Body::Llama(m) => m.hidden(&self.config, embeds, ctx, adapter),
-            Body::Gpt2(m) => m.hidden(&self.config, embeds, ctx, adapter),
+            Body::Llama(m) => m.hidden(&self.config, embeds, ctx, hooks),
+            Body::Gpt2(m) => m.hidden(&self.config, embeds, ctx, hooks),
         }
     }
 
@@ -144,11 +145,11 @@ impl CausalLm {
         ids: &[u32],
         batch: usize,
         key_mask: Option<&[u8]>,
-        adapter: &dyn LinearDelta,
+        hooks: &dyn LayerHooks,
     ) -> Result<Tensor<2>> {
         let len = ids.len() / batch;
         let mut ctx = AttentionContext::new(batch, len, key_mask, None, &self.device);
-        let hidden = self.hidden(self.embed(ids)?, &mut ctx, adapter);
+        let hidden = self.hidden(self.embed(ids)?, &mut ctx, hooks);
         Ok(self.logits(hidden))
     }
 }

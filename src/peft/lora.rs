@@ -12,7 +12,7 @@ use regex::Regex;
 
 use crate::err;
 use crate::error::Result;
-use crate::model::{CausalLm, Linear, LinearDelta, WeightLayout};
+use crate::model::{CausalLm, LayerHooks, Linear, WeightLayout};
 use crate::peft::svd;
 use crate::readback;
 use crate::rng::Rng;
@@ -273,7 +273,20 @@ fn host_tensor(rows: usize, cols: usize, mut sample: impl FnMut() -> f64, device
     Tensor::from_data(TensorData::new(values, [rows, cols]), device)
 }
 
-impl LinearDelta for LoraAdapter {
+impl LayerHooks for LoraAdapter {
+    fn linear(&self, layer: &Linear, x: Tensor<2>) -> Tensor<2> {
+        let delta = self.delta(layer.slot, &x);
+        let y = layer.forward_base(x);
+        match delta {
+            Some(d) => y + d,
+            None => y,
+        }
+    }
+}
+
+impl LoraAdapter {
+    /// `scale · B A dropout(x)` (minus the frozen PiSSA part) for the layer in `slot`, or `None`
+    /// when the layer is not adapted. Applied as `(x Aᵀ) Bᵀ`, never materialising `B A`.
     fn delta(&self, slot: usize, x: &Tensor<2>) -> Option<Tensor<2>> {
         let m = &self.modules[self.by_slot.get(slot).copied().flatten()?];
         let dropped = match self.train_dropout {

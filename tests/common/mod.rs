@@ -54,10 +54,71 @@ pub fn read_reference(path: &Path) -> BTreeMap<String, RefTensor> {
         .collect()
 }
 
-/// Largest absolute difference between two equally long slices.
+/// Largest absolute difference between two equally long slices; NaN when either side holds a NaN
+/// anywhere, so that `max_abs_diff(..) < tolerance` fails on NaN output (`fold(0.0, f32::max)`
+/// would silently skip it).
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    let mut worst = 0f32;
+    for (x, y) in a.iter().zip(b) {
+        let d = (x - y).abs();
+        if d.is_nan() {
+            return f32::NAN;
+        }
+        worst = worst.max(d);
+    }
+    worst
+}
+
+/// The largest of several differences; NaN if any is NaN.
+pub fn worst_of(diffs: impl IntoIterator<Item = f32>) -> f32 {
+    diffs.into_iter().fold(0f32, |w, d| if w.is_nan() || d.is_nan() { f32::NAN } else { w.max(d) })
+}
+
+/// How far a gradient is from its reference, measured two ways so that neither a large gradient
+/// (absolute error) nor a tiny one (relative error) hides a wrong result.
+#[derive(Clone, Copy, Debug)]
+pub struct GradientError {
+    /// Largest `|got − ref| / max(1, |ref|)` over the elements.
+    pub max_abs: f32,
+    /// `‖got − ref‖₂ / ‖ref‖₂` (0 when both are exactly zero, infinite when only `ref` is).
+    pub rel_norm: f64,
+}
+
+/// Elementwise `|d| ≤ 1e-4·max(1, |ref|)` and `‖d‖ ≤ 1e-3·‖ref‖`: an all-zero (or all-NaN)
+/// gradient fails against a non-zero reference however small its values are.
+pub const GRAD_ABS_TOLERANCE: f32 = 1e-4;
+pub const GRAD_REL_NORM_TOLERANCE: f64 = 1e-3;
+
+pub fn gradient_error(got: &[f32], expected: &[f32]) -> GradientError {
+    assert_eq!(got.len(), expected.len(), "length mismatch");
+    let (mut max_abs, mut diff_sq, mut ref_sq) = (0f32, 0f64, 0f64);
+    for (&g, &r) in got.iter().zip(expected) {
+        let d = (g - r).abs();
+        let scaled = d / r.abs().max(1.0);
+        max_abs = if scaled.is_nan() || max_abs.is_nan() { f32::NAN } else { max_abs.max(scaled) };
+        diff_sq += (d as f64).powi(2);
+        ref_sq += (r as f64).powi(2);
+    }
+    let rel_norm = match (diff_sq, ref_sq) {
+        (d, _) if d.is_nan() => f64::NAN,
+        (d, _) if d == 0.0 => 0.0,
+        (_, r) if r == 0.0 => f64::INFINITY,
+        (d, r) => (d / r).sqrt(),
+    };
+    GradientError { max_abs, rel_norm }
+}
+
+/// Panics unless `got` is within both gradient tolerances of `expected`.
+pub fn assert_gradient_close(what: &str, got: &[f32], expected: &[f32]) -> GradientError {
+    let e = gradient_error(got, expected);
+    assert!(
+        e.max_abs <= GRAD_ABS_TOLERANCE && e.rel_norm <= GRAD_REL_NORM_TOLERANCE,
+        "{what}: differs from the reference by {:.3e} (elementwise, scaled) and {:.3e} (relative norm)",
+        e.max_abs,
+        e.rel_norm
+    );
+    e
 }
 
 /// Waits for a core future (GPU readbacks); natively that may block.
