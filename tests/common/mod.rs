@@ -100,11 +100,12 @@ pub fn gradient_error(got: &[f32], expected: &[f32]) -> GradientError {
         diff_sq += (d as f64).powi(2);
         ref_sq += (r as f64).powi(2);
     }
-    let rel_norm = match (diff_sq, ref_sq) {
-        (d, _) if d.is_nan() => f64::NAN,
-        (d, _) if d == 0.0 => 0.0,
-        (_, r) if r == 0.0 => f64::INFINITY,
-        (d, r) => (d / r).sqrt(),
+    let rel_norm = if diff_sq.is_nan() || diff_sq == 0.0 {
+        diff_sq
+    } else if ref_sq == 0.0 {
+        f64::INFINITY
+    } else {
+        (diff_sq / ref_sq).sqrt()
     };
     GradientError { max_abs, rel_norm }
 }
