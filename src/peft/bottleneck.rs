@@ -188,9 +188,8 @@ impl BottleneckConfig {
 
     /// Checks the name, the non-linearity and that some adapter is placed at all.
     pub fn validate(&self) -> Result<NonLinearity> {
-        let valid_name = !self.name.is_empty()
-            && self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            && self.name != "default";
+        let valid_name =
+            !self.name.is_empty() && self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !valid_name {
             return Err(err!(
                 InvalidOptions,

@@ -65,14 +65,16 @@ impl Ia3Config {
     /// `feedforward_modules` must be a subset of `target_modules` (as name lists); here also every
     /// listed target must name a linear layer, since only those can take a vector.
     pub fn resolve<'m>(&self, lm: &'m CausalLm) -> Result<Vec<(&'m Linear, bool)>> {
-        if !self.target_regex && !self.feedforward_regex {
-            if let Some(f) = self.feedforward_modules.iter().find(|f| !self.target_modules.contains(f)) {
-                return Err(err!(
-                    InvalidOptions,
-                    "IA3 feedforward_modules entry \"{f}\" is not in target_modules {:?} (PEFT requires a subset)",
-                    self.target_modules
-                ));
-            }
+        let outside = self.feedforward_modules.iter().find(|f| !self.target_modules.contains(f));
+        if !self.target_regex
+            && !self.feedforward_regex
+            && let Some(f) = outside
+        {
+            return Err(err!(
+                InvalidOptions,
+                "IA3 feedforward_modules entry \"{f}\" is not in target_modules {:?} (PEFT requires a subset)",
+                self.target_modules
+            ));
         }
         if !self.target_regex {
             every_target_is_linear("IA3", &self.target_modules, lm)?;
