@@ -161,66 +161,49 @@ impl MergedModel {
 
     /// The next piece of output (a header, one tensor, or a small file), `None` when done.
     pub async fn next_chunk(&mut self) -> Result<Option<MergeChunk>> {
-        while let Some(file) = self.files.get_mut(self.file) {
-            let Some(part) = file.parts.get_mut(self.part) else {
-                (self.file, self.part, self.offset) = (self.file + 1, 0, 0);
+        let MergedModel { lm, adapter, source, files, file, part, offset } = self;
+        while let Some(current) = files.get_mut(*file) {
+            let Some(next) = current.parts.get_mut(*part) else {
+                (*file, *part, *offset) = (*file + 1, 0, 0);
                 continue;
             };
-            let bytes = match part {
+            let bytes = match next {
                 Part::Bytes(bytes) => std::mem::take(bytes),
-                Part::Tensor(t) => {
-                    let t = std::mem::replace(t, SourceTensor::placeholder());
-                    self.tensor_bytes(&t).await?
-                }
+                Part::Tensor(t) => tensor_bytes(lm, adapter, source.as_ref(), t).await?,
             };
-            let file = &self.files[self.file];
-            let chunk = MergeChunk { file: file.name.clone(), offset: self.offset, file_len: file.len, bytes };
-            self.offset += chunk.bytes.len() as u64;
-            self.part += 1;
+            let chunk = MergeChunk { file: current.name.clone(), offset: *offset, file_len: current.len, bytes };
+            *offset += chunk.bytes.len() as u64;
+            *part += 1;
             return Ok(Some(chunk));
         }
         Ok(None)
     }
+}
 
-    /// A tensor's bytes in the output: copied, or recomputed with the adapter folded in.
-    async fn tensor_bytes(&self, t: &SourceTensor) -> Result<Vec<u8>> {
-        let Some(edit) = t.edit else {
-            return self.source.read_range(&t.file, t.offset, t.len);
-        };
-        let linear = &self.lm.linears()[edit.slot()];
-        let values = match edit {
-            Edit::Weight(_) => {
-                let merged = merged_weight(&self.adapter, linear);
-                let stored = match linear.layout {
-                    WeightLayout::OutIn => merged,
-                    WeightLayout::InOut => merged.transpose(),
-                };
-                readback::floats(stored).await?
-            }
-            Edit::Bias(_) => readback::floats(merged_bias(&self.adapter, linear)).await?,
-        };
-        encode(&values, &t.dtype, &t.name)
-    }
+/// A tensor's bytes in the output: copied, or recomputed with the adapter folded in.
+async fn tensor_bytes(lm: &CausalLm, adapter: &Adapter, source: &dyn FileSource, t: &SourceTensor) -> Result<Vec<u8>> {
+    let Some(edit) = t.edit else {
+        return source.read_range(&t.file, t.offset, t.len);
+    };
+    let linear = &lm.linears()[edit.slot()];
+    let values = match edit {
+        Edit::Weight(_) => {
+            let merged = merged_weight(adapter, linear);
+            let stored = match linear.layout {
+                WeightLayout::OutIn => merged,
+                WeightLayout::InOut => merged.transpose(),
+            };
+            readback::floats(stored).await?
+        }
+        Edit::Bias(_) => readback::floats(merged_bias(adapter, linear)).await?,
+    };
+    encode(&values, &t.dtype, &t.name)
 }
 
 impl Edit {
     fn slot(self) -> usize {
         match self {
             Edit::Weight(slot) | Edit::Bias(slot) => slot,
-        }
-    }
-}
-
-impl SourceTensor {
-    fn placeholder() -> Self {
-        SourceTensor {
-            name: String::new(),
-            file: String::new(),
-            offset: 0,
-            len: 0,
-            dtype: String::new(),
-            shape: Vec::new(),
-            edit: None,
         }
     }
 }
