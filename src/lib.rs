@@ -1,5 +1,5 @@
-//! webtune: parameter-efficient fine-tuning (LoRA, PiSSA, prompt tuning) of small causal language
-//! models on WebGPU, in the browser or natively. The core here is platform-neutral; `web` is only
+//! webtune: parameter-efficient fine-tuning (LoRA, PiSSA, DoRA, IA3, prompt tuning, bottleneck adapters) of small
+//! causal language models on WebGPU, in the browser or natively. The core here is platform-neutral; `web` is only
 //! the wasm-bindgen surface over it.
 
 pub mod data;

@@ -40,7 +40,7 @@ fn export(adapter: &Adapter, config: &ModelConfig) -> Vec<u8> {
 fn lora(adapter: &Adapter) -> &LoraAdapter {
     match adapter {
         Adapter::Lora(l) => l,
-        Adapter::Prompt(_) => panic!("expected a LoRA adapter"),
+        _ => panic!("expected a LoRA adapter"),
     }
 }
 
@@ -313,7 +313,10 @@ fn prompt_tuning_is_refused() {
     let adapter = fixture_adapter(&m, "llama", "prompt_tuning_random");
     let err = block(export_gguf(&adapter, &m.lm.config)).unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidOptions);
-    assert_eq!(err.message, "GGUF export is for LoRA adapters; llama.cpp has no prompt-tuning adapters");
+    assert_eq!(
+        err.message,
+        "GGUF export is for plain LoRA adapters; llama.cpp cannot load a prompt_tuning adapter. Export it as PEFT files"
+    );
 }
 
 #[test]

@@ -344,10 +344,12 @@ fn bad_adapter_files_are_named() {
         assert_eq!(e.code, ErrorCode::InvalidAdapter, "{e}");
         assert!(e.message.contains(needle), "{needle:?} not in: {e}");
     };
-    expect(&config.replace("\"use_dora\": false", "\"use_dora\": true"), &weights, "DoRA");
+    // A DoRA config over plain LoRA weights lacks the magnitude vectors.
+    expect(&config.replace("\"use_dora\": false", "\"use_dora\": true"), &weights, "lora_magnitude_vector");
     expect(&config.replace("\"r\": 8", "\"r\": 4"), &weights, "expected [4, 64]");
     expect(&config.replace("\"o_proj\"", "\"up_proj\""), &weights, "up_proj.lora_A.weight");
-    expect(&config.replace("\"LORA\"", "\"IA3\""), &weights, "IA3");
+    // An IA3 config over LoRA weights: PEFT's default feed-forward module is not among the targets.
+    expect(&config.replace("\"LORA\"", "\"IA3\""), &weights, "IA3 feedforward_modules");
     expect(&config, &weights[..weights.len() - 10], "adapter_model.safetensors");
     // The GPT-2 adapter does not fit a Llama model.
     let gpt2 = fixtures().join("gpt2/lora/final");

@@ -1,5 +1,6 @@
 //! Adapter files exactly as PEFT writes them: `adapter_model.safetensors` (keys
-//! `base_model.model.<module>.lora_A.weight` / `prompt_embeddings`, F32, metadata
+//! `base_model.model.<module>.lora_A.weight`, `.lora_magnitude_vector` (DoRA, no `.weight`),
+//! `.ia3_l`, or `prompt_embeddings`; F32, metadata
 //! `{"format": "pt"}`), `adapter_config.json` (sorted keys, 2-space indent) and a `README.md`
 //! model card. PEFT's `PeftModel.from_pretrained` loads them unchanged.
 
@@ -12,15 +13,18 @@ use crate::err;
 use crate::error::Result;
 use crate::model::weights::{HostTensor, encode_safetensors, read_host_tensors};
 use crate::model::{CausalLm, WeightLayout};
-use crate::peft::Adapter;
-use crate::peft::lora::{LoraAdapter, LoraConfig, LoraInit, LoraModule, pissa_initial};
+use crate::peft::adapterhub::looks_pickled;
+use crate::peft::lora::{LoraAdapter, LoraConfig, LoraInit, LoraModule, every_target_is_linear, pissa_initial};
 use crate::peft::prompt::{PromptAdapter, PromptConfig, PromptInit};
+use crate::peft::{Adapter, ia3};
 use crate::readback;
 use crate::rng::Rng;
 
 pub const CONFIG_FILE: &str = "adapter_config.json";
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 pub const README_FILE: &str = "README.md";
+/// PEFT's weights saved with `safe_serialization=False`: a pickle, which webtune never reads.
+pub const PICKLE_FILE: &str = "adapter_model.bin";
 
 /// The three files of a saved adapter.
 pub struct AdapterFiles {
@@ -52,6 +56,19 @@ pub async fn export(
     let (config, tensors) = match adapter {
         Adapter::Lora(lora) => lora_files(lora, base_model, pissa_as_lora && lora.is_pissa()).await?,
         Adapter::Prompt(prompt) => prompt_files(prompt, base_model).await?,
+        Adapter::Ia3(adapter) => {
+            let mut tensors = BTreeMap::new();
+            for m in &adapter.modules {
+                tensors.insert(format!("base_model.model.{}.ia3_l", m.path), host(m.vector.clone()).await?);
+            }
+            (ia3::peft_config(adapter, base_model), tensors)
+        }
+        Adapter::Bottleneck(_) => {
+            return Err(err!(
+                InvalidOptions,
+                "PEFT has no bottleneck adapters; export them in AdapterHub's format (adapter.safetensors)"
+            ));
+        }
     };
     let metadata: HashMap<String, String> = [("format".to_owned(), "pt".to_owned())].into();
     Ok(AdapterFiles {
@@ -61,7 +78,7 @@ pub async fn export(
     })
 }
 
-async fn host(tensor: Tensor<2>) -> Result<HostTensor> {
+pub(crate) async fn host(tensor: Tensor<2>) -> Result<HostTensor> {
     let shape = tensor.dims().to_vec();
     Ok(HostTensor { shape, data: readback::floats(tensor).await? })
 }
@@ -72,6 +89,13 @@ async fn lora_files(
     convert_pissa: bool,
 ) -> Result<(Value, BTreeMap<String, HostTensor>)> {
     let c = &lora.config;
+    if convert_pissa && lora.is_dora() {
+        return Err(err!(
+            InvalidOptions,
+            "a PiSSA DoRA adapter cannot be converted to a plain LoRA (its row norms depend on the residual base); \
+             export it as trained"
+        ));
+    }
     let mut tensors = BTreeMap::new();
     for m in &lora.modules {
         let (mut a, mut b) = (m.a.clone(), m.b.clone());
@@ -81,6 +105,11 @@ async fn lora_files(
         }
         tensors.insert(format!("base_model.model.{}.lora_A.weight", m.path), host(a).await?);
         tensors.insert(format!("base_model.model.{}.lora_B.weight", m.path), host(b).await?);
+        if let Some(magnitude) = &m.magnitude {
+            let mut values = host(magnitude.clone()).await?;
+            values.shape = vec![values.data.len()];
+            tensors.insert(format!("base_model.model.{}.lora_magnitude_vector", m.path), values);
+        }
     }
     // PEFT's conversion doubles the rank and keeps every scale: alpha doubles too (× √2 with rsLoRA).
     let (rank_factor, alpha_factor) = match (convert_pissa, c.use_rslora) {
@@ -115,7 +144,7 @@ async fn lora_files(
         "revision": null,
         "target_modules": target_modules,
         "task_type": "CAUSAL_LM",
-        "use_dora": false,
+        "use_dora": lora.is_dora(),
         "use_rslora": c.use_rslora,
     });
     Ok((config, tensors))
@@ -149,7 +178,7 @@ async fn prompt_files(prompt: &PromptAdapter, base_model: &str) -> Result<(Value
 }
 
 /// Integers without a trailing `.0` (PEFT writes `"lora_alpha": 16`).
-fn number(x: f64) -> Value {
+pub(crate) fn number(x: f64) -> Value {
     if x.fract() == 0.0 && x.abs() < 1e15 { json!(x as i64) } else { json!(x) }
 }
 
@@ -171,8 +200,15 @@ pub fn pretty_sorted(value: &Value) -> String {
 fn model_card(config: &Value, card: &ModelCard) -> String {
     let base = config["base_model_name_or_path"].as_str().unwrap_or_default();
     let method = match config["peft_type"].as_str() {
-        Some("LORA") => {
-            format!("LoRA (r={}, alpha={}, targets {})", config["r"], config["lora_alpha"], config["target_modules"])
+        Some("LORA") => format!(
+            "{} (r={}, alpha={}, targets {})",
+            if config["use_dora"] == true { "DoRA" } else { "LoRA" },
+            config["r"],
+            config["lora_alpha"],
+            config["target_modules"]
+        ),
+        Some("IA3") => {
+            format!("IA3 (targets {}, feed-forward {})", config["target_modules"], config["feedforward_modules"])
         }
         _ => format!(
             "prompt tuning ({} virtual tokens, init {})",
@@ -207,18 +243,35 @@ fn model_card(config: &Value, card: &ModelCard) -> String {
 pub async fn import(config_json: &str, weights: &[u8], lm: &CausalLm) -> Result<Adapter> {
     let config: Value =
         serde_json::from_str(config_json).map_err(|e| err!(InvalidAdapter, "{CONFIG_FILE} is not valid JSON: {e}"))?;
-    let tensors = read_host_tensors(WEIGHTS_FILE, weights).map_err(|e| err!(InvalidAdapter, "{}", e.message))?;
+    let tensors = read_host_tensors(WEIGHTS_FILE, weights).map_err(|e| {
+        if looks_pickled(weights) {
+            pickle_error(&format!("{WEIGHTS_FILE} (a torch.save file under the safetensors name)"))
+        } else {
+            err!(InvalidAdapter, "{}", e.message)
+        }
+    })?;
     match config.get("peft_type").and_then(Value::as_str) {
         Some("LORA") => import_lora(&config, tensors, lm).await.map(Adapter::Lora),
         Some("PROMPT_TUNING") => import_prompt(&config, tensors, lm).map(Adapter::Prompt),
-        Some(other) => {
-            Err(err!(InvalidAdapter, "{CONFIG_FILE}: peft_type \"{other}\" is not supported (LORA, PROMPT_TUNING)"))
-        }
+        Some("IA3") => ia3::from_peft(&config, tensors, lm).map(Adapter::Ia3),
+        Some(other) => Err(err!(
+            InvalidAdapter,
+            "{CONFIG_FILE}: peft_type \"{other}\" is not supported (LORA, IA3, PROMPT_TUNING)"
+        )),
         None => Err(err!(InvalidAdapter, "{CONFIG_FILE} has no \"peft_type\"")),
     }
 }
 
-fn field<'a>(config: &'a Value, key: &str) -> Option<&'a Value> {
+/// The error for PEFT weights saved as a pickle; `file` names it.
+pub(crate) fn pickle_error(file: &str) -> crate::error::Error {
+    err!(
+        InvalidAdapter,
+        "{file} is a pickled PyTorch file, which webtune does not read (loading a pickle can run code). Re-save it \
+         as safetensors with PEFT: `PeftModel.from_pretrained(base, \"DIR\").save_pretrained(\"OUT\")`, then use OUT"
+    )
+}
+
+pub(crate) fn field<'a>(config: &'a Value, key: &str) -> Option<&'a Value> {
     config.get(key).filter(|v| !v.is_null())
 }
 
@@ -233,9 +286,7 @@ fn usize_field(config: &Value, key: &str) -> Result<Option<usize>> {
 }
 
 async fn import_lora(config: &Value, mut tensors: BTreeMap<String, HostTensor>, lm: &CausalLm) -> Result<LoraAdapter> {
-    if field(config, "use_dora").and_then(Value::as_bool) == Some(true) {
-        return Err(err!(InvalidAdapter, "{CONFIG_FILE}: DoRA adapters (use_dora) are not supported"));
-    }
+    let use_dora = field(config, "use_dora").and_then(Value::as_bool) == Some(true);
     if let Some(bias) = field(config, "bias").and_then(Value::as_str).filter(|b| *b != "none") {
         return Err(err!(InvalidAdapter, "{CONFIG_FILE}: bias \"{bias}\" is not supported (only \"none\")"));
     }
@@ -269,31 +320,39 @@ async fn import_lora(config: &Value, mut tensors: BTreeMap<String, HostTensor>, 
     };
     let device = lm.device();
     let mut modules = Vec::new();
-    let resolved = lora_config.resolve(lm).map_err(|e| {
+    let in_file = |e: crate::error::Error| {
         err!(InvalidAdapter, "{CONFIG_FILE}: {} (was the adapter trained for another model?)", e.message)
-    })?;
+    };
+    let resolved = lora_config.resolve(lm).map_err(in_file)?;
+    if use_dora && !lora_config.target_regex {
+        every_target_is_linear("DoRA", &lora_config.target_modules, lm).map_err(in_file)?;
+    }
     for (linear, r, scale) in resolved {
-        let mut take = |ab: &str, shape: [usize; 2]| -> Result<Tensor<2>> {
-            let key = format!("base_model.model.{}.lora_{ab}.weight", linear.path);
-            let alt = format!("base_model.model.{}.lora_{ab}.default.weight", linear.path);
+        let mut take = |name: &str, shape: [usize; 2], saved: &[usize]| -> Result<Tensor<2>> {
+            let key = format!("base_model.model.{}.{name}", linear.path);
+            let alt = match name.strip_suffix(".weight") {
+                Some(stem) => format!("base_model.model.{}.{stem}.default.weight", linear.path),
+                None => format!("base_model.model.{}.{name}.default.weight", linear.path),
+            };
             let t = tensors.remove(&key).or_else(|| tensors.remove(&alt)).ok_or_else(|| {
                 err!(
                     InvalidAdapter,
                     "{WEIGHTS_FILE} has no tensor \"{key}\" (the adapter does not match this model or its config)"
                 )
             })?;
-            if t.shape != shape {
+            if t.shape != saved {
                 return Err(err!(
                     InvalidAdapter,
-                    "{WEIGHTS_FILE}: tensor \"{key}\" has shape {:?}, expected {:?} for this model",
-                    t.shape,
-                    shape
+                    "{WEIGHTS_FILE}: tensor \"{key}\" has shape {:?}, expected {saved:?} for this model",
+                    t.shape
                 ));
             }
             Ok(Tensor::from_data(TensorData::new(t.data, shape), device))
         };
-        let a = take("A", [r, linear.in_features])?;
-        let b = take("B", [linear.out_features, r])?;
+        let (fan_in, fan_out) = (linear.in_features, linear.out_features);
+        let a = take("lora_A.weight", [r, fan_in], &[r, fan_in])?;
+        let b = take("lora_B.weight", [fan_out, r], &[fan_out, r])?;
+        let magnitude = if use_dora { Some(take("lora_magnitude_vector", [1, fan_out], &[fan_out])?) } else { None };
         let pissa_initial = match &lora_config.init {
             LoraInit::Pissa { niter } => {
                 let mut rng = Rng::derived(0, linear.slot as u64);
@@ -309,6 +368,7 @@ async fn import_lora(config: &Value, mut tensors: BTreeMap<String, HostTensor>, 
             a,
             b,
             pissa_initial,
+            magnitude,
         });
     }
     if let Some(extra) = tensors.keys().next() {

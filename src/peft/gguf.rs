@@ -140,11 +140,19 @@ impl GgufValue {
 /// it to the original base weights.
 pub async fn export_gguf(adapter: &Adapter, config: &ModelConfig) -> Result<Vec<u8>> {
     let lora = match adapter {
-        Adapter::Lora(lora) => lora,
-        Adapter::Prompt(_) => {
+        Adapter::Lora(lora) if !lora.is_dora() => lora,
+        other => {
             return Err(err!(
                 InvalidOptions,
-                "GGUF export is for LoRA adapters; llama.cpp has no prompt-tuning adapters"
+                "GGUF export is for plain LoRA adapters; llama.cpp cannot load a {} adapter. Export it as {}",
+                other.method(),
+                if other.export_formats().contains(&crate::peft::ExportFormat::Merged) {
+                    "PEFT files or as a merged model"
+                } else if matches!(other, Adapter::Bottleneck(_)) {
+                    "AdapterHub files"
+                } else {
+                    "PEFT files"
+                }
             ));
         }
     };

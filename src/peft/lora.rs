@@ -4,6 +4,12 @@
 //! PiSSA initialises `A`, `B` from the top singular vectors of `W` and trains against the residual
 //! `W - scale · B₀ A₀`. The base weights here are shared and frozen, so the residual is applied as
 //! `- scale · B₀ A₀ x` with the frozen initial factors: the same function without copying `W`.
+//!
+//! DoRA (PEFT `use_dora`, `tuners/lora/dora.py` `DoraLinearLayer`) adds a trainable magnitude
+//! `m [out]` per layer and rescales each output row: with `V = W + scale · B A` (the residual base
+//! for PiSSA) and `n = ‖V‖` per output row, detached from the gradient (DoRA paper §4.3),
+//! `y = (m / n) ⊙ x Vᵀ + b`. The bias is not rescaled. `m` starts at `n`, so the adapter starts as
+//! plain LoRA does.
 
 use std::collections::BTreeMap;
 
@@ -92,13 +98,7 @@ impl Default for LoraConfig {
 impl LoraConfig {
     /// Whether PEFT would adapt the module at `path` (`check_target_module_exists`).
     pub fn targets(&self, path: &str) -> Result<bool> {
-        if self.target_regex {
-            let pattern = self.target_modules.first().map(String::as_str).unwrap_or_default();
-            let re = Regex::new(&format!("^(?:{pattern})$"))
-                .map_err(|e| err!(InvalidOptions, "target_modules regex \"{pattern}\" is invalid: {e}"))?;
-            return Ok(re.is_match(path));
-        }
-        Ok(self.target_modules.iter().any(|t| t == "all-linear" || path == t || path.ends_with(&format!(".{t}"))))
+        module_matches(path, &self.target_modules, self.target_regex)
     }
 
     /// Rank and alpha of the module at `path`, after `rank_pattern` / `alpha_pattern`.
@@ -134,16 +134,12 @@ impl LoraConfig {
             }
         }
         if chosen.is_empty() {
-            let names: Vec<&str> = lm.linears().iter().map(|l| l.path.rsplit('.').next().unwrap_or("")).collect();
-            let mut unique: Vec<&str> = names.clone();
-            unique.sort();
-            unique.dedup();
             return Err(err!(
                 InvalidOptions,
                 "target modules {:?} match no layer of this {} model; its linear layers are {:?}",
                 self.target_modules,
                 lm.config.architecture.name(),
-                unique
+                linear_names(lm)
             ));
         }
         Ok(chosen)
@@ -177,11 +173,37 @@ pub struct LoraModule {
     pub b: Tensor<2>,
     /// PiSSA's frozen initial `(A₀, B₀)`, subtracted to form the residual base.
     pub pissa_initial: Option<(Tensor<2>, Tensor<2>)>,
+    /// DoRA's magnitude `m [1, out]` (PEFT's `lora_magnitude_vector`, saved as `[out]`); `None`
+    /// for plain LoRA.
+    pub magnitude: Option<Tensor<2>>,
 }
 
 impl LoraModule {
     pub fn rank(&self) -> usize {
         self.a.dims()[0]
+    }
+
+    /// `scale · (z Aᵀ) Bᵀ` for `z [tokens, in]`, never materialising `B A`.
+    fn lora(&self, z: Tensor<2>) -> Tensor<2> {
+        z.matmul(self.a.clone().transpose()).matmul(self.b.clone().transpose()) * self.scale
+    }
+
+    /// The frozen PiSSA part `scale · (z A₀ᵀ) B₀ᵀ` that turns `W` into the residual base, if any.
+    fn pissa_part(&self, z: Tensor<2>) -> Option<Tensor<2>> {
+        let (a0, b0) = self.pissa_initial.as_ref()?;
+        Some(z.matmul(a0.clone().transpose()).matmul(b0.clone().transpose()) * self.scale)
+    }
+
+    /// DoRA's row norms `‖W_res + scale · B A‖` as `[1, out]`, detached from the gradient, where
+    /// `W_res` is `layer`'s weight minus the PiSSA part (PEFT `get_weight_norm`).
+    pub(crate) fn weight_norm(&self, layer: &Linear) -> Tensor<2> {
+        let [out, _] = self.b.dims();
+        let mut product = self.b.clone().detach().matmul(self.a.clone().detach());
+        if let Some((a0, b0)) = &self.pissa_initial {
+            product = product - b0.clone().matmul(a0.clone());
+        }
+        let weight = layer.weight_out_in() + product * self.scale;
+        weight.square().sum_dim(1).sqrt().reshape([1, out]).detach()
     }
 }
 
@@ -225,9 +247,23 @@ impl LoraAdapter {
                 a,
                 b,
                 pissa_initial,
+                magnitude: None,
             });
         }
         Ok(Self::from_modules(lm, config, modules))
+    }
+
+    /// The same adapter as DoRA (PEFT `use_dora=True`): each module gets a magnitude vector equal
+    /// to its current row norms, so the output is unchanged until training moves it. Every entry
+    /// of a `target_modules` list must name a linear layer, the only modules DoRA can rescale.
+    pub fn with_dora(mut self, lm: &CausalLm) -> Result<Self> {
+        if !self.config.target_regex {
+            every_target_is_linear("DoRA", &self.config.target_modules, lm)?;
+        }
+        for m in &mut self.modules {
+            m.magnitude = Some(m.weight_norm(&lm.linears()[m.slot]));
+        }
+        Ok(self)
     }
 
     pub fn from_modules(lm: &CausalLm, config: LoraConfig, modules: Vec<LoraModule>) -> Self {
@@ -247,6 +283,56 @@ impl LoraAdapter {
     pub fn is_pissa(&self) -> bool {
         self.modules.iter().any(|m| m.pissa_initial.is_some())
     }
+
+    /// Whether this is a DoRA adapter (modules carry magnitude vectors).
+    pub fn is_dora(&self) -> bool {
+        self.modules.iter().any(|m| m.magnitude.is_some())
+    }
+}
+
+/// Checks that every entry of a `target_modules` name list matches at least one linear layer of
+/// `lm` (suffix match, as PEFT matches), so that a method that can only change linear layers
+/// names the entry it cannot apply to instead of silently skipping it.
+pub(crate) fn every_target_is_linear(method: &str, targets: &[String], lm: &CausalLm) -> Result<()> {
+    for target in targets {
+        if target == "all-linear" {
+            continue;
+        }
+        if !lm.linears().iter().any(|l| suffix_matches(&l.path, std::slice::from_ref(target))) {
+            return Err(err!(
+                InvalidOptions,
+                "target_modules entry \"{target}\" names no linear layer of this {} model; {method} can only adapt \
+                 linear layers, which here are {:?}",
+                lm.config.architecture.name(),
+                linear_names(lm)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The distinct last path components of `lm`'s linear layers (`q_proj`, `c_attn`, ...).
+pub(crate) fn linear_names(lm: &CausalLm) -> Vec<&str> {
+    let mut names: Vec<&str> = lm.linears().iter().map(|l| l.path.rsplit('.').next().unwrap_or("")).collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// PEFT's `check_target_module_exists`: `path` equals or ends with `.<name>` for one of `names`,
+/// or (with `regex`) fully matches the single pattern `names[0]`; `"all-linear"` matches any path.
+pub(crate) fn module_matches(path: &str, names: &[String], regex: bool) -> Result<bool> {
+    if regex {
+        let pattern = names.first().map(String::as_str).unwrap_or_default();
+        let re = Regex::new(&format!("^(?:{pattern})$"))
+            .map_err(|e| err!(InvalidOptions, "target_modules regex \"{pattern}\" is invalid: {e}"))?;
+        return Ok(re.is_match(path));
+    }
+    Ok(suffix_matches(path, names))
+}
+
+fn suffix_matches(path: &str, names: &[String]) -> bool {
+    names.iter().any(|t| t == "all-linear" || path == t || path.ends_with(&format!(".{t}")))
 }
 
 /// PiSSA's initial factors of one layer, `(A₀ [r, in], B₀ [out, r])`, from the SVD of its weight:
@@ -275,32 +361,48 @@ fn host_tensor(rows: usize, cols: usize, mut sample: impl FnMut() -> f64, device
 
 impl LayerHooks for LoraAdapter {
     fn linear(&self, layer: &Linear, x: Tensor<2>) -> Tensor<2> {
-        let delta = self.delta(layer.slot, &x);
-        let y = layer.forward_base(x);
-        match delta {
-            Some(d) => y + d,
-            None => y,
+        let Some(m) = self.by_slot.get(layer.slot).copied().flatten().map(|i| &self.modules[i]) else {
+            return layer.forward_base(x);
+        };
+        let dropped = self.dropped(layer.slot, &x);
+        let Some(magnitude) = &m.magnitude else {
+            let mut delta = m.lora(dropped.unwrap_or_else(|| x.clone()));
+            if let Some(p) = m.pissa_part(x.clone()) {
+                delta = delta - p;
+            }
+            return layer.forward_base(x) + delta;
+        };
+        // PEFT's DoraLinearLayer.forward: result + (g - 1) ⊙ base_result_without_bias + g ⊙ lora,
+        // with g = m / n; under dropout the (g - 1) term uses the dropped input.
+        let g = magnitude.clone() / m.weight_norm(layer);
+        let mut base = layer.forward_base(x.clone());
+        if let Some(p) = m.pissa_part(x.clone()) {
+            base = base - p;
         }
+        let rescaled = match &dropped {
+            Some(xd) => {
+                let mut y = layer.matmul(xd.clone());
+                if let Some(p) = m.pissa_part(xd.clone()) {
+                    y = y - p;
+                }
+                y
+            }
+            None => match layer.bias() {
+                Some(bias) => base.clone() - bias.clone().unsqueeze_dim(0),
+                None => base.clone(),
+            },
+        };
+        let lora = m.lora(dropped.unwrap_or(x));
+        base + ((g.clone() - 1.0) * rescaled + g * lora)
     }
 }
 
 impl LoraAdapter {
-    /// `scale · B A dropout(x)` (minus the frozen PiSSA part) for the layer in `slot`, or `None`
-    /// when the layer is not adapted. Applied as `(x Aᵀ) Bᵀ`, never materialising `B A`.
-    fn delta(&self, slot: usize, x: &Tensor<2>) -> Option<Tensor<2>> {
-        let m = &self.modules[self.by_slot.get(slot).copied().flatten()?];
-        let dropped = match self.train_dropout {
-            Some((keep, seed)) => {
-                let seed = Rng::derived(seed, slot as u64).next_u64() as u32;
-                x.clone() * dropout_mask(x.dims(), keep, seed, &x.device()) / keep
-            }
-            None => x.clone(),
-        };
-        let mut delta = dropped.matmul(m.a.clone().transpose()).matmul(m.b.clone().transpose());
-        if let Some((a0, b0)) = &m.pissa_initial {
-            delta = delta - x.clone().matmul(a0.clone().transpose()).matmul(b0.clone().transpose());
-        }
-        Some(delta * m.scale)
+    /// `dropout(x)` for the layer in `slot` while training with dropout, else `None`.
+    fn dropped(&self, slot: usize, x: &Tensor<2>) -> Option<Tensor<2>> {
+        let (keep, seed) = self.train_dropout?;
+        let seed = Rng::derived(seed, slot as u64).next_u64() as u32;
+        Some(x.clone() * dropout_mask(x.dims(), keep, seed, &x.device()) / keep)
     }
 }
 
