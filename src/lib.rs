@@ -11,6 +11,7 @@ pub mod options;
 pub mod peft;
 pub mod readback;
 pub mod rng;
+pub mod session;
 pub mod train;
 pub mod zip;
 

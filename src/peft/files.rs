@@ -1,7 +1,8 @@
 //! Adapter files exactly as PEFT writes them: `adapter_model.safetensors` (keys
 //! `base_model.model.<module>.lora_A.weight` / `prompt_embeddings`, F32, metadata
 //! `{"format": "pt"}`), `adapter_config.json` (sorted keys, 2-space indent) and a `README.md`
-//! model card. PEFT's `PeftModel.from_pretrained` loads them unchanged.
+//! model card. PEFT's `PeftModel.from_pretrained` loads them unchanged. A randomized-PiSSA adapter
+//! also records its seed in the safetensors metadata ([`SEED_METADATA`]), which PEFT ignores.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -13,14 +14,16 @@ use crate::error::Result;
 use crate::model::weights::{HostTensor, encode_safetensors, read_host_tensors};
 use crate::model::{CausalLm, WeightLayout};
 use crate::peft::Adapter;
-use crate::peft::lora::{LoraAdapter, LoraConfig, LoraInit, LoraModule, pissa_initial};
+use crate::peft::lora::{LoraAdapter, LoraConfig, LoraInit, LoraModule, peft_key, pissa_initial};
 use crate::peft::prompt::{PromptAdapter, PromptConfig, PromptInit};
 use crate::readback;
-use crate::rng::Rng;
 
 pub const CONFIG_FILE: &str = "adapter_config.json";
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 pub const README_FILE: &str = "README.md";
+/// The `adapter_model.safetensors` metadata key that holds the seed of a `pissa_niter_K` adapter's
+/// randomized SVD, so that reading it back rebuilds the residual the adapter was trained against.
+pub const SEED_METADATA: &str = "webtune.seed";
 
 /// The three files of a saved adapter.
 pub struct AdapterFiles {
@@ -49,11 +52,17 @@ pub async fn export(
     pissa_as_lora: bool,
     card: &ModelCard,
 ) -> Result<AdapterFiles> {
+    let mut metadata: HashMap<String, String> = [("format".to_owned(), "pt".to_owned())].into();
     let (config, tensors) = match adapter {
-        Adapter::Lora(lora) => lora_files(lora, base_model, pissa_as_lora && lora.is_pissa()).await?,
+        Adapter::Lora(lora) => {
+            let convert = pissa_as_lora && lora.is_pissa();
+            if !convert && matches!(lora.config.init, LoraInit::Pissa { niter: Some(_) }) {
+                metadata.insert(SEED_METADATA.to_owned(), lora.seed.to_string());
+            }
+            lora_files(lora, base_model, convert).await?
+        }
         Adapter::Prompt(prompt) => prompt_files(prompt, base_model).await?,
     };
-    let metadata: HashMap<String, String> = [("format".to_owned(), "pt".to_owned())].into();
     Ok(AdapterFiles {
         config_json: pretty_sorted(&config),
         weights: encode_safetensors(&tensors, Some(metadata)),
@@ -71,47 +80,36 @@ async fn lora_files(
     base_model: &str,
     convert_pissa: bool,
 ) -> Result<(Value, BTreeMap<String, HostTensor>)> {
-    let c = &lora.config;
+    let converted;
+    let c = if convert_pissa {
+        converted = lora.config.pissa_as_lora()?;
+        &converted
+    } else {
+        &lora.config
+    };
     let mut tensors = BTreeMap::new();
     for m in &lora.modules {
-        let (mut a, mut b) = (m.a.clone(), m.b.clone());
-        if convert_pissa && let Some((a0, b0)) = &m.pissa_initial {
-            a = Tensor::cat(vec![a, a0.clone()], 0);
-            b = Tensor::cat(vec![b, b0.clone().neg()], 1);
-        }
-        tensors.insert(format!("base_model.model.{}.lora_A.weight", m.path), host(a).await?);
-        tensors.insert(format!("base_model.model.{}.lora_B.weight", m.path), host(b).await?);
+        let (a, b) = if convert_pissa { m.plain_factors() } else { (m.a.clone(), m.b.clone()) };
+        tensors.insert(peft_key(&m.path, "A"), host(a).await?);
+        tensors.insert(peft_key(&m.path, "B"), host(b).await?);
     }
-    // PEFT's conversion doubles the rank and keeps every scale: alpha doubles too (× √2 with rsLoRA).
-    let (rank_factor, alpha_factor) = match (convert_pissa, c.use_rslora) {
-        (false, _) => (1, 1.0),
-        (true, false) => (2, 2.0),
-        (true, true) => (2, std::f64::consts::SQRT_2),
-    };
-    if convert_pissa && c.use_rslora && (!c.rank_pattern.is_empty() || !c.alpha_pattern.is_empty()) {
-        return Err(err!(
-            InvalidOptions,
-            "PEFT cannot convert a PiSSA adapter that uses rsLoRA with rank/alpha patterns"
-        ));
-    }
-    let init = if convert_pissa { json!(true) } else { c.init.peft_value() };
     let fan_in_fan_out = lora.modules.first().is_some_and(|m| m.layout == WeightLayout::InOut);
     let target_modules: Value = if c.target_regex { json!(c.target_modules[0]) } else { json!(c.target_modules) };
     let config = json!({
-        "alpha_pattern": c.alpha_pattern.iter().map(|(k, v)| (k.clone(), number(v * alpha_factor))).collect::<serde_json::Map<_, _>>(),
+        "alpha_pattern": c.alpha_pattern.iter().map(|(k, v)| (k.clone(), number(*v))).collect::<serde_json::Map<_, _>>(),
         "base_model_name_or_path": base_model,
         "bias": "none",
         "fan_in_fan_out": fan_in_fan_out,
         "inference_mode": true,
-        "init_lora_weights": init,
+        "init_lora_weights": c.init.peft_value(),
         "layers_pattern": null,
         "layers_to_transform": null,
-        "lora_alpha": number(c.alpha * alpha_factor),
+        "lora_alpha": number(c.alpha),
         "lora_dropout": c.dropout,
         "modules_to_save": null,
         "peft_type": "LORA",
-        "r": c.r * rank_factor,
-        "rank_pattern": c.rank_pattern.iter().map(|(k, v)| (k.clone(), json!(v * rank_factor))).collect::<serde_json::Map<_, _>>(),
+        "r": c.r,
+        "rank_pattern": c.rank_pattern,
         "revision": null,
         "target_modules": target_modules,
         "task_type": "CAUSAL_LM",
@@ -203,18 +201,31 @@ fn model_card(config: &Value, card: &ModelCard) -> String {
 }
 
 /// Reads a PEFT adapter (`adapter_config.json` + `adapter_model.safetensors`) for `lm`. A raw
-/// PiSSA adapter gets its residual recomputed from the base weights, as PEFT does when loading.
+/// PiSSA adapter gets its residual recomputed from the base weights, as PEFT does when loading
+/// (randomized PiSSA with the seed in [`SEED_METADATA`]; 0 when the file has none).
 pub async fn import(config_json: &str, weights: &[u8], lm: &CausalLm) -> Result<Adapter> {
     let config: Value =
         serde_json::from_str(config_json).map_err(|e| err!(InvalidAdapter, "{CONFIG_FILE} is not valid JSON: {e}"))?;
     let tensors = read_host_tensors(WEIGHTS_FILE, weights).map_err(|e| err!(InvalidAdapter, "{}", e.message))?;
     match config.get("peft_type").and_then(Value::as_str) {
-        Some("LORA") => import_lora(&config, tensors, lm).await.map(Adapter::Lora),
+        Some("LORA") => import_lora(&config, tensors, init_seed(weights)?, lm).await.map(Adapter::Lora),
         Some("PROMPT_TUNING") => import_prompt(&config, tensors, lm).map(Adapter::Prompt),
         Some(other) => {
             Err(err!(InvalidAdapter, "{CONFIG_FILE}: peft_type \"{other}\" is not supported (LORA, PROMPT_TUNING)"))
         }
         None => Err(err!(InvalidAdapter, "{CONFIG_FILE} has no \"peft_type\"")),
+    }
+}
+
+/// The seed recorded under [`SEED_METADATA`], or 0.
+fn init_seed(weights: &[u8]) -> Result<u64> {
+    let (_, header) = safetensors::SafeTensors::read_metadata(weights)
+        .map_err(|e| err!(InvalidAdapter, "{WEIGHTS_FILE} is unreadable: {e}"))?;
+    match header.metadata().as_ref().and_then(|m| m.get(SEED_METADATA)) {
+        Some(text) => text.parse().map_err(|_| {
+            err!(InvalidAdapter, "{WEIGHTS_FILE}: metadata \"{SEED_METADATA}\" = \"{text}\" is not a seed")
+        }),
+        None => Ok(0),
     }
 }
 
@@ -232,7 +243,12 @@ fn usize_field(config: &Value, key: &str) -> Result<Option<usize>> {
         .transpose()
 }
 
-async fn import_lora(config: &Value, mut tensors: BTreeMap<String, HostTensor>, lm: &CausalLm) -> Result<LoraAdapter> {
+async fn import_lora(
+    config: &Value,
+    mut tensors: BTreeMap<String, HostTensor>,
+    seed: u64,
+    lm: &CausalLm,
+) -> Result<LoraAdapter> {
     if field(config, "use_dora").and_then(Value::as_bool) == Some(true) {
         return Err(err!(InvalidAdapter, "{CONFIG_FILE}: DoRA adapters (use_dora) are not supported"));
     }
@@ -274,8 +290,9 @@ async fn import_lora(config: &Value, mut tensors: BTreeMap<String, HostTensor>, 
     })?;
     for (linear, r, scale) in resolved {
         let mut take = |ab: &str, shape: [usize; 2]| -> Result<Tensor<2>> {
-            let key = format!("base_model.model.{}.lora_{ab}.weight", linear.path);
-            let alt = format!("base_model.model.{}.lora_{ab}.default.weight", linear.path);
+            let key = peft_key(&linear.path, ab);
+            // Some saved files keep PEFT's adapter name in the key: `lora_A.default.weight`.
+            let alt = key.replace(".weight", ".default.weight");
             let t = tensors.remove(&key).or_else(|| tensors.remove(&alt)).ok_or_else(|| {
                 err!(
                     InvalidAdapter,
@@ -295,10 +312,7 @@ async fn import_lora(config: &Value, mut tensors: BTreeMap<String, HostTensor>, 
         let a = take("A", [r, linear.in_features])?;
         let b = take("B", [linear.out_features, r])?;
         let pissa_initial = match &lora_config.init {
-            LoraInit::Pissa { niter } => {
-                let mut rng = Rng::derived(0, linear.slot as u64);
-                Some(pissa_initial(linear, r, scale, *niter, &mut rng, device).await?)
-            }
+            LoraInit::Pissa { niter } => Some(pissa_initial(linear, r, scale, *niter, seed, device).await?),
             _ => None,
         };
         modules.push(LoraModule {
@@ -317,7 +331,7 @@ async fn import_lora(config: &Value, mut tensors: BTreeMap<String, HostTensor>, 
             "{WEIGHTS_FILE}: tensor \"{extra}\" belongs to no layer this config targets in this model"
         ));
     }
-    Ok(LoraAdapter::from_modules(lm, lora_config, modules))
+    Ok(LoraAdapter::from_modules(lm, lora_config, seed, modules))
 }
 
 fn import_prompt(config: &Value, mut tensors: BTreeMap<String, HostTensor>, lm: &CausalLm) -> Result<PromptAdapter> {

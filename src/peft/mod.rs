@@ -10,7 +10,7 @@ use burn::tensor::Tensor;
 
 use crate::error::Result;
 use crate::model::{AttentionContext, CausalLm, KvCache, NoAdapter};
-pub use lora::{LoraAdapter, LoraConfig, LoraInit};
+pub use lora::{LoraAdapter, LoraConfig, LoraInit, default_targets};
 pub use prompt::{PromptAdapter, PromptConfig, PromptInit};
 
 /// A trained or training adapter: what PEFT calls a `PeftModel`'s adapter.
@@ -23,7 +23,7 @@ pub enum Adapter {
 impl Adapter {
     /// No adapter: the base model (a LoRA over no layer), for evaluating or sampling the base.
     pub fn none(lm: &CausalLm) -> Adapter {
-        Adapter::Lora(LoraAdapter::from_modules(lm, LoraConfig::default(), Vec::new()))
+        Adapter::Lora(LoraAdapter::from_modules(lm, LoraConfig::default(), 0, Vec::new()))
     }
 
     /// Positions the adapter adds in front of every sequence (prompt tuning's virtual tokens).
@@ -49,12 +49,16 @@ impl Adapter {
                 .modules
                 .iter()
                 .flat_map(|m| {
-                    let key = |ab: &str| format!("base_model.model.{}.lora_{ab}.weight", m.path);
-                    [(key("A"), m.a.clone()), (key("B"), m.b.clone())]
+                    [(lora::peft_key(&m.path, "A"), m.a.clone()), (lora::peft_key(&m.path, "B"), m.b.clone())]
                 })
                 .collect(),
             Adapter::Prompt(p) => vec![("prompt_embeddings".to_owned(), p.embeddings.clone())],
         }
+    }
+
+    /// Number of trainable values (what PEFT's `print_trainable_parameters` counts).
+    pub fn trainable_parameters(&self) -> usize {
+        self.params().iter().map(|(_, t)| t.dims().iter().product::<usize>()).sum()
     }
 
     /// The same adapter with new values for its trainable tensors (in [`Adapter::params`] order).
