@@ -101,3 +101,29 @@ fn what_the_wasm_side_returns_matches_index_d_ts() {
 
     assert_schema(&source, "GenerateOptions", &json(&SamplingOptions::default()), &["adapter", "chat", "signal"]);
 }
+
+#[test]
+fn run_facts_count_what_the_adapter_trains() {
+    for (name, options) in [
+        ("llama", TrainingOptions { targets: Some(vec!["k_proj".into(), "down_proj".into()]), ..DEFAULTS }),
+        ("gpt2", TrainingOptions { rank_pattern: [("c_attn".to_owned(), 3)].into(), ..DEFAULTS }),
+        ("qwen2", TrainingOptions { method: webtune::options::Method::PromptTuning, virtual_tokens: 5, ..DEFAULTS }),
+    ] {
+        let model = Model::load(&Folder::new(fixtures().join(name).join("base")).unwrap(), &gpu()).unwrap();
+        let planned = RunFacts::planned(&model.lm, &options).unwrap();
+        let data = std::fs::read(fixtures().join("data/train.jsonl")).unwrap();
+        let run = block(session::prepare(&model, DataFile { name: "train.jsonl", bytes: &data }, None, &options, None))
+            .unwrap();
+        let trainable = run.trainer.adapter().trainable_parameters();
+        assert_eq!(planned.trainable_parameters, trainable, "{name}");
+        assert_eq!(run.report.facts.trainable_parameters, trainable, "{name}");
+        assert_eq!(planned.layers, run.report.facts.layers, "{name}");
+        for layer in &planned.layers {
+            let linear = model.lm.linears().iter().find(|l| l.path == layer.path).unwrap();
+            assert_eq!((layer.in_features, layer.out_features), (linear.in_features, linear.out_features));
+        }
+        // The loaded data is smaller than the largest workload the options allow.
+        assert!(run.report.facts.memory.activations < planned.memory.activations, "{name}");
+        assert_eq!(run.report.facts.memory.weights, 4 * model.lm.parameter_count() as u64);
+    }
+}

@@ -7,8 +7,14 @@ use std::process::{Command, Output};
 
 use common::*;
 
-fn webtune(args: &[&str]) -> Output {
+fn webtune<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_webtune")).args(args).output().expect("webtune runs")
+}
+
+/// `webtune train` of a fixture model on `data/train.jsonl` into `out`, with `extra` flags.
+fn train_args(model_name: &str, out: &Path, extra: &[&str]) -> Vec<String> {
+    let fixed = ["train", "--model", &model(model_name), "--data", &data("train.jsonl"), "--out", path(out)];
+    fixed.iter().chain(extra).map(|s| s.to_string()).collect()
 }
 
 fn ok(output: &Output) -> String {
@@ -37,16 +43,10 @@ fn model(name: &str) -> String {
 #[test]
 fn train_writes_a_peft_adapter_and_metrics() {
     let out = scratch("cli-train");
-    let log = ok(&webtune(&[
-        "train",
-        "--model",
-        &model("llama"),
-        "--data",
-        &data("train.jsonl"),
+    let eval = data("eval.jsonl");
+    let flags = [
         "--eval-data",
-        &data("eval.jsonl"),
-        "--out",
-        path(&out),
+        &eval,
         "--method",
         "lora",
         "--r",
@@ -71,7 +71,8 @@ fn train_writes_a_peft_adapter_and_metrics() {
         "2",
         "--seed",
         "3",
-    ]));
+    ];
+    let log = ok(&webtune(&train_args("llama", &out, &flags)));
     assert!(log.contains("step 6/6") && log.contains("tok/s") && log.contains("ETA"), "{log}");
     let metrics: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap()
@@ -110,23 +111,11 @@ fn train_writes_a_peft_adapter_and_metrics() {
 #[test]
 fn prompt_tuning_and_pissa_from_the_command_line() {
     let out = scratch("cli-prompt");
-    ok(&webtune(&[
-        "train",
-        "--model",
-        &model("gpt2"),
-        "--data",
-        &data("train.jsonl"),
-        "--out",
-        path(&out),
-        "--method",
-        "prompt-tuning",
-        "--init-text",
-        "Reverse the letters",
-        "--virtual-tokens",
-        "6",
-        "--steps",
-        "2",
-    ]));
+    ok(&webtune(&train_args(
+        "gpt2",
+        &out,
+        &["--method", "prompt-tuning", "--init-text", "Reverse the letters", "--virtual-tokens", "6", "--steps", "2"],
+    )));
     let config = std::fs::read_to_string(out.join("adapter_config.json")).unwrap();
     assert!(
         config.contains("\"prompt_tuning_init\": \"TEXT\"") && config.contains("\"num_virtual_tokens\": 6"),
@@ -134,24 +123,21 @@ fn prompt_tuning_and_pissa_from_the_command_line() {
     );
 
     let out = scratch("cli-pissa");
-    ok(&webtune(&[
-        "train",
-        "--model",
-        &model("qwen2"),
-        "--data",
-        &data("train.jsonl"),
-        "--out",
-        path(&out),
-        "--init",
-        "pissa",
-        "--targets",
-        "q_proj,o_proj",
-        "--steps",
-        "2",
-        "--export-pissa-as-lora",
-        "--shuffle",
-        "false",
-    ]));
+    ok(&webtune(&train_args(
+        "qwen2",
+        &out,
+        &[
+            "--init",
+            "pissa",
+            "--targets",
+            "q_proj,o_proj",
+            "--steps",
+            "2",
+            "--export-pissa-as-lora",
+            "--shuffle",
+            "false",
+        ],
+    )));
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap()).unwrap();
     assert_eq!(config["r"], 16);
@@ -186,8 +172,7 @@ fn a_bad_dataset_row_is_named_and_can_be_skipped() {
 #[test]
 fn a_failed_export_keeps_the_previous_adapter() {
     let out = scratch("cli-atomic");
-    let args =
-        ["train", "--model", &model("llama"), "--data", &data("train.jsonl"), "--out", path(&out), "--steps", "1"];
+    let args = train_args("llama", &out, &["--steps", "1"]);
     ok(&webtune(&args));
     let good_config = std::fs::read(out.join("adapter_config.json")).unwrap();
     let good_weights = std::fs::read(out.join("adapter_model.safetensors")).unwrap();
@@ -196,7 +181,7 @@ fn a_failed_export_keeps_the_previous_adapter() {
     std::fs::remove_file(out.join("README.md")).unwrap();
     std::fs::create_dir(out.join("README.md")).unwrap();
     std::fs::write(out.join("README.md").join("keep"), "x").unwrap();
-    let error = failed(&webtune(&[&args[..], &["--r", "4"]].concat()));
+    let error = failed(&webtune(&[&args[..], &["--r".to_owned(), "4".to_owned()]].concat()));
     assert!(error.contains("README.md"), "{error}");
     let left: Vec<String> =
         std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
@@ -303,24 +288,21 @@ fn train_help_lists_the_options_of_index_d_ts_with_their_defaults() {
 #[test]
 fn rank_and_alpha_patterns_from_the_command_line() {
     let out = scratch("cli-patterns");
-    ok(&webtune(&[
-        "train",
-        "--model",
-        &model("llama"),
-        "--data",
-        &data("train.jsonl"),
-        "--out",
-        path(&out),
-        "--targets",
-        "q_proj,v_proj",
-        "--rank-pattern",
-        "q_proj=2,v_proj=6",
-        "--alpha-pattern",
-        "v_proj=3",
-        "--rslora",
-        "--steps",
-        "1",
-    ]));
+    ok(&webtune(&train_args(
+        "llama",
+        &out,
+        &[
+            "--targets",
+            "q_proj,v_proj",
+            "--rank-pattern",
+            "q_proj=2,v_proj=6",
+            "--alpha-pattern",
+            "v_proj=3",
+            "--rslora",
+            "--steps",
+            "1",
+        ],
+    )));
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap()).unwrap();
     assert_eq!(config["rank_pattern"], serde_json::json!({"q_proj": 2, "v_proj": 6}));
@@ -330,17 +312,7 @@ fn rank_and_alpha_patterns_from_the_command_line() {
     assert_eq!(weights["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"].shape, [2, 64]);
     assert_eq!(weights["base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight"].shape[1], 6);
 
-    let error = failed(&webtune(&[
-        "train",
-        "--model",
-        &model("llama"),
-        "--data",
-        &data("train.jsonl"),
-        "--out",
-        path(&out),
-        "--rank-pattern",
-        "q_proj:2",
-    ]));
+    let error = failed(&webtune(&train_args("llama", &out, &["--rank-pattern", "q_proj:2"])));
     assert!(error.contains("q_proj:2") && error.contains("name=value"), "{error}");
 }
 
@@ -362,36 +334,32 @@ fn metrics_lines(dir: &Path) -> Vec<serde_json::Value> {
 
 #[test]
 fn a_run_killed_between_checkpoints_resumes_to_the_same_adapter_and_metrics() {
-    let train_args = |out: &Path| -> Vec<String> {
-        let args = [
-            "train",
-            "--model",
-            &model("llama"),
-            "--data",
-            &data("train.jsonl"),
-            "--eval-data",
-            &data("eval.jsonl"),
-            "--out",
-            path(out),
-            "--steps",
-            "8",
-            "--checkpoint-every",
-            "3",
-            "--eval-every",
-            "2",
-            "--dropout",
-            "0.1",
-            "--batch-size",
-            "2",
-            "--lr",
-            "1e-3",
-            "--seed",
-            "5",
-        ];
-        args.iter().map(|a| a.to_string()).collect()
+    let eval = data("eval.jsonl");
+    let flags = [
+        "--eval-data",
+        &eval,
+        "--steps",
+        "8",
+        "--checkpoint-every",
+        "3",
+        "--eval-every",
+        "2",
+        "--dropout",
+        "0.1",
+        "--batch-size",
+        "2",
+        "--lr",
+        "1e-3",
+        "--seed",
+        "5",
+    ];
+    let run = |out: &Path| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_webtune"));
+        command.args(train_args("llama", out, &flags));
+        command
     };
     let straight = scratch("cli-resume-straight");
-    ok(&Command::new(env!("CARGO_BIN_EXE_webtune")).args(train_args(&straight)).output().unwrap());
+    ok(&run(&straight).output().unwrap());
 
     // Kill a run once it has logged steps after its last checkpoint (retry when the kill lands
     // exactly on a checkpoint, which would leave nothing to log twice).
@@ -399,12 +367,8 @@ fn a_run_killed_between_checkpoints_resumes_to_the_same_adapter_and_metrics() {
     let mut killed_between = false;
     for _ in 0..10 {
         let _ = std::fs::remove_dir_all(&resumed);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_webtune"))
-            .args(train_args(&resumed))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child =
+            run(&resumed).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
         while metrics_lines(&resumed).len() < 4 && child.try_wait().unwrap().is_none() {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
@@ -417,10 +381,7 @@ fn a_run_killed_between_checkpoints_resumes_to_the_same_adapter_and_metrics() {
         }
     }
     assert!(killed_between, "could not stop a run between two checkpoints");
-    let log = ok(&Command::new(env!("CARGO_BIN_EXE_webtune"))
-        .args(train_args(&resumed).into_iter().chain(["--resume".to_owned()]))
-        .output()
-        .unwrap());
+    let log = ok(&run(&resumed).arg("--resume").output().unwrap());
     assert!(log.contains("resumed from"), "{log}");
 
     let (expected, got) = (metrics_lines(&straight), metrics_lines(&resumed));

@@ -315,15 +315,7 @@ async fn import_lora(
             LoraInit::Pissa { niter } => Some(pissa_initial(linear, r, scale, *niter, seed, device).await?),
             _ => None,
         };
-        modules.push(LoraModule {
-            path: linear.path.clone(),
-            slot: linear.slot,
-            layout: linear.layout,
-            scale,
-            a,
-            b,
-            pissa_initial,
-        });
+        modules.push(LoraModule::new(linear, scale, a, b, pissa_initial));
     }
     if let Some(extra) = tensors.keys().next() {
         return Err(err!(

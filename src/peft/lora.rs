@@ -218,6 +218,17 @@ pub struct LoraModule {
 }
 
 impl LoraModule {
+    /// The adapter of `linear` with factors `a [r, in]`, `b [out, r]`.
+    pub fn new(
+        linear: &Linear,
+        scale: f64,
+        a: Tensor<2>,
+        b: Tensor<2>,
+        pissa_initial: Option<(Tensor<2>, Tensor<2>)>,
+    ) -> Self {
+        LoraModule { path: linear.path.clone(), slot: linear.slot, layout: linear.layout, scale, a, b, pissa_initial }
+    }
+
     pub fn rank(&self) -> usize {
         self.a.dims()[0]
     }
@@ -269,15 +280,7 @@ impl LoraAdapter {
                     (a.clone(), b.clone(), Some((a, b)))
                 }
             };
-            modules.push(LoraModule {
-                path: linear.path.clone(),
-                slot: linear.slot,
-                layout: linear.layout,
-                scale,
-                a,
-                b,
-                pissa_initial,
-            });
+            modules.push(LoraModule::new(linear, scale, a, b, pissa_initial));
         }
         Ok(Self::from_modules(lm, config, seed, modules))
     }

@@ -126,3 +126,31 @@ pub fn estimate(
         largest_buffer,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_formula_reads_head_dim_gqa_and_the_weight_width() {
+        // Two query heads of width 6 (not hidden / heads = 4) share one key/value head.
+        let config = ModelConfig::from_json(
+            r#"{"model_type": "llama", "vocab_size": 100, "hidden_size": 8, "intermediate_size": 16,
+                "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 6,
+                "max_position_embeddings": 32, "tie_word_embeddings": true}"#,
+        )
+        .unwrap();
+        let base = BaseModel { config: &config, parameters: 1000, largest_linear: 192, weight_bytes: 2 };
+        let work = Workload { batch: 2, tokens: 5, supervised: 3 };
+        let m = estimate(base, 100, &[AdaptedShape { in_features: 8, rank: 4 }], true, work);
+        // per layer and token: 8·8 + 5·12 + 4·6 + 2·12 (repeated kv) + 4·16 + 3·2·5 = 266;
+        // per token: 2·266 + (4 + 8) + 2·8 = 560.
+        assert_eq!(m.activations, 4 * 2 * 5 * 560);
+        assert_eq!((m.weights, m.adapter, m.gradients, m.optimizer), (2000, 400, 400, 800));
+        assert_eq!(m.logits, 4 * 3 * 100 * 3);
+        assert_eq!(m.total, 2000 + 400 + 400 + 800 + 22_400 + 3600);
+        assert_eq!(m.largest_buffer, 100 * 8 * 2, "the embedding table at 2 bytes a weight");
+        let f32_weights = estimate(BaseModel { weight_bytes: 4, ..base }, 100, &[], false, work);
+        assert_eq!(f32_weights.weights, 4000);
+    }
+}
