@@ -11,6 +11,7 @@ use webtune::data::{DataOptions, Example, load_dataset};
 use webtune::model::Model;
 use webtune::model::files::Folder;
 use webtune::model::weights::read_host_tensors;
+use webtune::options::DEFAULTS;
 use webtune::peft::files::{self, ModelCard, export, import};
 use webtune::peft::{Adapter, LoraAdapter, LoraConfig, LoraInit, PromptAdapter, PromptConfig, PromptInit};
 use webtune::train::{EarlyStopping, Schedule, StepMetrics, TrainConfig, Trainer, evaluate, loss_sum};
@@ -38,7 +39,7 @@ fn config(steps: usize) -> TrainConfig {
         max_steps: Some(steps),
         clip: None,
         shuffle: false,
-        ..TrainConfig::default()
+        ..DEFAULTS.train_config().unwrap()
     }
 }
 

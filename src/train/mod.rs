@@ -28,6 +28,8 @@ pub struct EarlyStopping {
     pub threshold: f64,
 }
 
+/// How the loop trains. Built from the user's options by `TrainingOptions::train_config`, which
+/// holds the defaults.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainConfig {
     pub lr: f64,
@@ -47,26 +49,6 @@ pub struct TrainConfig {
     /// Shuffle each epoch (seeded); otherwise file order.
     pub shuffle: bool,
     pub seed: u64,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig {
-            lr: 2e-4,
-            optimizer: AdamWConfig::default(),
-            schedule: Schedule::Linear,
-            warmup_steps: 0,
-            batch_size: 4,
-            grad_accum: 1,
-            clip: Some(1.0),
-            max_steps: None,
-            epochs: 1,
-            eval_every: None,
-            early_stopping: None,
-            shuffle: true,
-            seed: 42,
-        }
-    }
 }
 
 /// What one optimizer step did. `step` counts completed steps (1 after the first). Serialised
