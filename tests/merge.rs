@@ -96,7 +96,11 @@ fn llama_lora() {
 #[test]
 fn llama_pissa() {
     check_merge("llama", "pissa", |m| {
-        let config = LoraConfig { init: LoraInit::Pissa { niter: None }, ..LoraConfig::default() };
+        let config = LoraConfig {
+            init: LoraInit::Pissa { niter: None },
+            target_modules: ["q_proj", "k_proj", "v_proj", "o_proj"].map(String::from).to_vec(),
+            ..LoraConfig::default()
+        };
         let adapter = Adapter::Lora(block(LoraAdapter::init(&m.lm, config, 0)).unwrap());
         perturbed(&adapter, 0.05)
     });

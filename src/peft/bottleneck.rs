@@ -17,7 +17,7 @@ use burn::tensor::{Tensor, TensorData, activation};
 use crate::err;
 use crate::error::Result;
 use crate::model::{CausalLm, LayerHooks, SubBlock};
-use crate::rng::Rng;
+use crate::rng::{Rng, Stream};
 
 /// `reduction_factor`: one value, or per layer (`{"0": 8, "default": 16}`).
 #[derive(Clone, Debug, PartialEq)]
@@ -306,8 +306,8 @@ impl BottleneckAdapter {
         for (index, (layer, site, key)) in placements(lm, &config)?.into_iter().enumerate() {
             let b = config.reduction_factor.bottleneck(layer, hidden)?;
             let mut rng = match config.init_weights_seed {
-                Some(s) => Rng::derived(s, 0),
-                None => Rng::derived(seed, index as u64),
+                Some(s) => Rng::stream(s, Stream::BottleneckInit { module: 0 }),
+                None => Rng::stream(seed, Stream::BottleneckInit { module: index }),
             };
             let mut matrix = |rows: usize, cols: usize, sample: &mut dyn FnMut(&mut Rng) -> f64| {
                 let values: Vec<f32> = (0..rows * cols).map(|_| sample(&mut rng) as f32).collect();

@@ -226,7 +226,7 @@ pub(crate) fn from_peft(
     let ia3_config = Ia3Config { target_modules, target_regex, feedforward_modules, feedforward_regex };
     let mut modules = Vec::new();
     for (linear, feedforward) in ia3_config.resolve(lm).map_err(in_file)? {
-        let key = format!("base_model.model.{}.ia3_l", linear.path);
+        let key = crate::peft::peft_key(&linear.path, "ia3_l");
         let t = tensors.remove(&key).or_else(|| tensors.remove(&format!("{key}.default"))).ok_or_else(|| {
             err!(
                 InvalidAdapter,

@@ -18,10 +18,10 @@ use regex::Regex;
 
 use crate::err;
 use crate::error::Result;
-use crate::model::{CausalLm, LayerHooks, Linear, WeightLayout};
+use crate::model::{Architecture, CausalLm, LayerHooks, Linear, WeightLayout};
 use crate::peft::svd;
 use crate::readback;
-use crate::rng::Rng;
+use crate::rng::{Rng, Stream};
 
 /// How `A` and `B` start.
 #[derive(Clone, Debug, PartialEq)]
@@ -62,7 +62,18 @@ impl LoraInit {
     }
 }
 
-/// Which layers get adapters, how large, and how they start (PEFT's `LoraConfig`).
+/// PEFT's default LoRA targets per architecture (`TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`),
+/// used when a run names none.
+pub fn default_targets(architecture: Architecture) -> Vec<String> {
+    let names: &[&str] = match architecture {
+        Architecture::Llama | Architecture::Qwen2 => &["q_proj", "v_proj"],
+        Architecture::Gpt2 => &["c_attn"],
+    };
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// Which layers get adapters, how large, and how they start (PEFT's `LoraConfig`). The default
+/// targets no layer: set `target_modules` (PEFT's choice per architecture: [`default_targets`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoraConfig {
     pub r: usize,
@@ -85,7 +96,7 @@ impl Default for LoraConfig {
             r: 8,
             alpha: 16.0,
             dropout: 0.0,
-            target_modules: vec!["q_proj".into(), "k_proj".into(), "v_proj".into(), "o_proj".into()],
+            target_modules: Vec::new(),
             target_regex: false,
             use_rslora: false,
             rank_pattern: BTreeMap::new(),
@@ -112,6 +123,27 @@ impl LoraConfig {
             None => self.alpha,
         };
         Ok((r, alpha))
+    }
+
+    /// The config of the plain LoRA that PEFT converts a PiSSA adapter to (`save_pretrained` with
+    /// `path_initial_model_for_weight_conversion`): every rank doubles ([`LoraModule::plain_factors`])
+    /// and every scale stays, so alpha doubles too (× √2 with rsLoRA, whose scale is alpha / √r).
+    pub fn pissa_as_lora(&self) -> Result<LoraConfig> {
+        if self.use_rslora && (!self.rank_pattern.is_empty() || !self.alpha_pattern.is_empty()) {
+            return Err(err!(
+                InvalidOptions,
+                "PEFT cannot convert a PiSSA adapter that uses rsLoRA with rank/alpha patterns"
+            ));
+        }
+        let alpha_factor = if self.use_rslora { std::f64::consts::SQRT_2 } else { 2.0 };
+        Ok(LoraConfig {
+            r: 2 * self.r,
+            alpha: alpha_factor * self.alpha,
+            rank_pattern: self.rank_pattern.iter().map(|(k, r)| (k.clone(), 2 * r)).collect(),
+            alpha_pattern: self.alpha_pattern.iter().map(|(k, a)| (k.clone(), alpha_factor * a)).collect(),
+            init: LoraInit::Default,
+            ..self.clone()
+        })
     }
 
     fn scale(&self, r: usize, alpha: f64) -> f64 {
@@ -179,6 +211,26 @@ pub struct LoraModule {
 }
 
 impl LoraModule {
+    /// The adapter of `linear` with factors `a [r, in]`, `b [out, r]`.
+    pub fn new(
+        linear: &Linear,
+        scale: f64,
+        a: Tensor<2>,
+        b: Tensor<2>,
+        pissa_initial: Option<(Tensor<2>, Tensor<2>)>,
+    ) -> Self {
+        LoraModule {
+            path: linear.path.clone(),
+            slot: linear.slot,
+            layout: linear.layout,
+            scale,
+            a,
+            b,
+            pissa_initial,
+            magnitude: None,
+        }
+    }
+
     pub fn rank(&self) -> usize {
         self.a.dims()[0]
     }
@@ -205,6 +257,17 @@ impl LoraModule {
         let weight = layer.weight_out_in() + product * self.scale;
         weight.square().sum_dim(1).sqrt().reshape([1, out]).detach()
     }
+
+    /// `(A, B)` of a plain LoRA with this module's effect on the original base weights. PiSSA
+    /// trains against the residual `W - scale·B₀A₀`; PEFT's conversion folds that in as
+    /// `A' = [A; A₀]`, `B' = [B, -B₀]` (rank 2r, same scale: [`LoraConfig::pissa_as_lora`]).
+    pub fn plain_factors(&self) -> (Tensor<2>, Tensor<2>) {
+        let (a, b) = (self.a.clone(), self.b.clone());
+        match &self.pissa_initial {
+            Some((a0, b0)) => (Tensor::cat(vec![a, a0.clone()], 0), Tensor::cat(vec![b, b0.clone().neg()], 1)),
+            None => (a, b),
+        }
+    }
 }
 
 /// LoRA adapters for a model: one [`LoraModule`] per adapted layer, in layer order.
@@ -212,6 +275,9 @@ impl LoraModule {
 pub struct LoraAdapter {
     pub config: LoraConfig,
     pub modules: Vec<LoraModule>,
+    /// The seed the initial factors were drawn with: randomized PiSSA (`pissa_niter_K`) needs it
+    /// to rebuild the same residual when the adapter is read back.
+    pub seed: u64,
     /// Module index per linear slot of the model.
     by_slot: Vec<Option<usize>>,
     /// While training with dropout: the keep-probability and the seed of this forward pass's
@@ -226,7 +292,7 @@ impl LoraAdapter {
         let mut modules = Vec::new();
         for (linear, r, scale) in config.resolve(lm)? {
             let (fan_in, fan_out) = (linear.in_features, linear.out_features);
-            let mut rng = Rng::derived(seed, linear.slot as u64);
+            let mut rng = Rng::stream(seed, Stream::LoraInit { slot: linear.slot });
             let zeros_b = || Tensor::<2>::zeros([fan_out, r], device);
             let (a, b, pissa_initial) = match &config.init {
                 LoraInit::Default => {
@@ -235,22 +301,13 @@ impl LoraAdapter {
                 }
                 LoraInit::Gaussian => (host_tensor(r, fan_in, || rng.normal() / r as f64, device), zeros_b(), None),
                 LoraInit::Pissa { niter } => {
-                    let (a, b) = pissa_initial(linear, r, scale, *niter, &mut rng, device).await?;
+                    let (a, b) = pissa_initial(linear, r, scale, *niter, seed, device).await?;
                     (a.clone(), b.clone(), Some((a, b)))
                 }
             };
-            modules.push(LoraModule {
-                path: linear.path.clone(),
-                slot: linear.slot,
-                layout: linear.layout,
-                scale,
-                a,
-                b,
-                pissa_initial,
-                magnitude: None,
-            });
+            modules.push(LoraModule::new(linear, scale, a, b, pissa_initial));
         }
-        Ok(Self::from_modules(lm, config, modules))
+        Ok(Self::from_modules(lm, config, seed, modules))
     }
 
     /// The same adapter as DoRA (PEFT `use_dora=True`): each module gets a magnitude vector equal
@@ -266,12 +323,12 @@ impl LoraAdapter {
         Ok(self)
     }
 
-    pub fn from_modules(lm: &CausalLm, config: LoraConfig, modules: Vec<LoraModule>) -> Self {
+    pub fn from_modules(lm: &CausalLm, config: LoraConfig, seed: u64, modules: Vec<LoraModule>) -> Self {
         let mut by_slot = vec![None; lm.linears().len()];
         for (i, m) in modules.iter().enumerate() {
             by_slot[m.slot] = Some(i);
         }
-        LoraAdapter { config, modules, by_slot, train_dropout: None }
+        LoraAdapter { config, modules, seed, by_slot, train_dropout: None }
     }
 
     /// Turns dropout on with masks drawn from `seed` (training), or off with `None`.
@@ -335,19 +392,21 @@ fn suffix_matches(path: &str, names: &[String]) -> bool {
     names.iter().any(|t| t == "all-linear" || path == t || path.ends_with(&format!(".{t}")))
 }
 
-/// PiSSA's initial factors of one layer, `(A₀ [r, in], B₀ [out, r])`, from the SVD of its weight:
-/// what a PiSSA adapter starts from, and what its residual subtracts from the frozen base.
+/// PiSSA's initial factors of one layer, `(A₀ [r, in], B₀ [out, r])`, from the SVD of its weight
+/// (randomized with `niter`, drawing from the layer's [`Stream::LoraInit`] of `seed`): what a PiSSA
+/// adapter starts from, and what its residual subtracts from the frozen base.
 pub(crate) async fn pissa_initial(
     linear: &Linear,
     r: usize,
     scale: f64,
     niter: Option<usize>,
-    rng: &mut Rng,
+    seed: u64,
     device: &Device,
 ) -> Result<(Tensor<2>, Tensor<2>)> {
     let (fan_in, fan_out) = (linear.in_features, linear.out_features);
     let weight = readback::floats(linear.weight_out_in()).await?;
-    let (a, b) = svd::pissa_factors(&weight, fan_out, fan_in, r, scale, niter, rng);
+    let mut rng = Rng::stream(seed, Stream::LoraInit { slot: linear.slot });
+    let (a, b) = svd::pissa_factors(&weight, fan_out, fan_in, r, scale, niter, &mut rng);
     Ok((
         Tensor::from_data(TensorData::new(a, [r, fan_in]), device),
         Tensor::from_data(TensorData::new(b, [fan_out, r]), device),
@@ -401,7 +460,7 @@ impl LoraAdapter {
     /// `dropout(x)` for the layer in `slot` while training with dropout, else `None`.
     fn dropped(&self, slot: usize, x: &Tensor<2>) -> Option<Tensor<2>> {
         let (keep, seed) = self.train_dropout?;
-        let seed = Rng::derived(seed, slot as u64).next_u64() as u32;
+        let seed = Rng::stream(seed, Stream::LayerDropout { slot }).next_u64() as u32;
         Some(x.clone() * dropout_mask(x.dims(), keep, seed, &x.device()) / keep)
     }
 }

@@ -18,7 +18,7 @@ use crate::error::Result;
 use crate::model::{AttentionContext, CausalLm, FileSource, KvCache, LayerHooks, NoAdapter};
 pub use bottleneck::{BottleneckAdapter, BottleneckConfig, BottleneckInit, NonLinearity, ReductionFactor};
 pub use ia3::{Ia3Adapter, Ia3Config};
-pub use lora::{LoraAdapter, LoraConfig, LoraInit};
+pub use lora::{LoraAdapter, LoraConfig, LoraInit, default_targets};
 pub use prompt::{PromptAdapter, PromptConfig, PromptInit};
 
 /// A trained or training adapter: what PEFT calls a `PeftModel`'s adapter, or an AdapterHub
@@ -30,6 +30,13 @@ pub enum Adapter {
     Prompt(PromptAdapter),
     Ia3(Ia3Adapter),
     Bottleneck(BottleneckAdapter),
+}
+
+/// PEFT's state-dict key of an adapter tensor of the module at `path` (`model.layers.0.self_attn.q_proj`):
+/// `base_model.model.<path>.<name>` with `name` = `lora_A.weight`, `lora_B.weight`,
+/// `lora_magnitude_vector` or `ia3_l`, PEFT's adapter name (`.default`) removed as PEFT saves it.
+pub fn peft_key(path: &str, name: &str) -> String {
+    format!("base_model.model.{path}.{name}")
 }
 
 /// The files an adapter can be exported as.
@@ -48,7 +55,7 @@ pub enum ExportFormat {
 impl Adapter {
     /// No adapter: the base model (a LoRA over no layer), for evaluating or sampling the base.
     pub fn none(lm: &CausalLm) -> Adapter {
-        Adapter::Lora(LoraAdapter::from_modules(lm, LoraConfig::default(), Vec::new()))
+        Adapter::Lora(LoraAdapter::from_modules(lm, LoraConfig::default(), 0, Vec::new()))
     }
 
     /// Positions the adapter adds in front of every sequence (prompt tuning's virtual tokens).
@@ -100,11 +107,6 @@ impl Adapter {
         }
     }
 
-    /// Number of trainable values.
-    pub fn trainable_parameters(&self) -> usize {
-        self.params().iter().map(|(_, t)| t.dims().iter().product::<usize>()).sum()
-    }
-
     /// The trainable tensors with their state-dict keys (PEFT's, or AdapterHub's for bottleneck
     /// adapters), in a fixed order. Vectors are held as 2-D rows or columns.
     pub fn params(&self) -> Vec<(String, Tensor<2>)> {
@@ -113,20 +115,24 @@ impl Adapter {
                 .modules
                 .iter()
                 .flat_map(|m| {
-                    let key = |ab: &str| format!("base_model.model.{}.lora_{ab}.weight", m.path);
-                    let magnitude = m
-                        .magnitude
-                        .iter()
-                        .map(|t| (format!("base_model.model.{}.lora_magnitude_vector", m.path), t.clone()));
-                    [(key("A"), m.a.clone()), (key("B"), m.b.clone())].into_iter().chain(magnitude)
+                    let magnitude = m.magnitude.iter().map(|t| (peft_key(&m.path, "lora_magnitude_vector"), t.clone()));
+                    [
+                        (peft_key(&m.path, "lora_A.weight"), m.a.clone()),
+                        (peft_key(&m.path, "lora_B.weight"), m.b.clone()),
+                    ]
+                    .into_iter()
+                    .chain(magnitude)
                 })
                 .collect(),
             Adapter::Prompt(p) => vec![("prompt_embeddings".to_owned(), p.embeddings.clone())],
-            Adapter::Ia3(a) => {
-                a.modules.iter().map(|m| (format!("base_model.model.{}.ia3_l", m.path), m.vector.clone())).collect()
-            }
+            Adapter::Ia3(a) => a.modules.iter().map(|m| (peft_key(&m.path, "ia3_l"), m.vector.clone())).collect(),
             Adapter::Bottleneck(b) => b.params(),
         }
+    }
+
+    /// Number of trainable values (what PEFT's `print_trainable_parameters` counts).
+    pub fn trainable_parameters(&self) -> usize {
+        self.params().iter().map(|(_, t)| t.dims().iter().product::<usize>()).sum()
     }
 
     /// The same adapter with new values for its trainable tensors (in [`Adapter::params`] order).
