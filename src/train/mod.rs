@@ -333,23 +333,8 @@ impl Trainer {
         }
         let StepGradients { grads, loss_sum, supervised, tokens } = self.next_gradients()?;
         let params: Vec<Tensor<2>> = self.adapter.params().into_iter().map(|(_, t)| t).collect();
-
-        // Global norm as torch's clip_grad_norm_: scale by min(1, clip / (norm + 1e-6)).
-        let norm = grads
-            .iter()
-            .map(|g| g.clone().square().sum())
-            .reduce(|a, b| a + b)
-            .expect("adapters have parameters")
-            .sqrt();
-        let grads = match self.config.clip {
-            Some(clip) => {
-                let coef = (norm.clone() + 1e-6).recip().mul_scalar(clip).clamp_max(1.0).reshape([1, 1]);
-                grads.into_iter().map(|g| g * coef.clone()).collect()
-            }
-            None => grads,
-        };
         let lr = self.config.lr * self.config.schedule.factor(self.step, self.config.warmup_steps, self.total_steps);
-        let updated = self.optimizer.step(params, grads, lr);
+        let (updated, norm) = self.optimizer.step(params, grads, lr, self.config.clip);
         self.adapter = self.adapter.with_params(updated);
         self.step += 1;
 
@@ -464,8 +449,8 @@ impl Trainer {
             let mut reads = vec![loss_sum];
             if warmed == 0 {
                 let params = self.adapter.params().into_iter().map(|(_, t)| t).collect();
-                let updated = self.optimizer.clone().step(params, grads, self.config.lr);
-                reads.extend(updated.into_iter().map(|p| p.sum()));
+                let (updated, norm) = self.optimizer.clone().step(params, grads, self.config.lr, self.config.clip);
+                reads.extend(updated.into_iter().map(|p| p.sum()).chain([norm]));
             }
             readback::floats(Tensor::cat(reads, 0)).await?;
             warmed += 1;
