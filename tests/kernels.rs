@@ -127,3 +127,190 @@ fn adamw_matches_the_torch_update_in_composed_ops() {
         close(&format!("adamw clip {clip}"), fused, reference);
     }
 }
+
+/// RoPE tables `[len, d]` as transformers computes them (θ = 10,000): `cat(freqs, freqs)`.
+fn rope_tables(len: usize, d: usize) -> (Vec<f32>, Vec<f32>) {
+    let inv_freq: Vec<f32> = (0..d / 2).map(|i| 1.0 / 10_000f32.powf((2 * i) as f32 / d as f32)).collect();
+    let angles: Vec<f32> =
+        (0..len).flat_map(|p| (0..d).map(|c| p as f32 * inv_freq[c % (d / 2)]).collect::<Vec<_>>()).collect();
+    (angles.iter().map(|a| a.cos()).collect(), angles.iter().map(|a| a.sin()).collect())
+}
+
+/// Whether query `i` sees key `j`.
+fn sees(i: usize, j: usize, window: Option<usize>, key_real: bool) -> bool {
+    j <= i && window.is_none_or(|w| i - j < w) && key_real
+}
+
+/// Transformers' eager attention: RoPE (`x·cos + rotate_half(x)·sin`), `repeat_kv`, scores plus an
+/// additive `f32::MIN` mask, softmax, values. Token-major `[b, len, heads, d]` in and out.
+#[allow(clippy::too_many_arguments)]
+fn attention_reference(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    key_mask: &[u8],
+    rope: Option<&(Vec<f32>, Vec<f32>)>,
+    scale: f64,
+    window: Option<usize>,
+) -> Tensor<4> {
+    let [b, len, heads, d] = q.dims();
+    let kv_heads = k.dims()[2];
+    let device = q.device();
+    let (mut q, mut k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
+    if let Some((cos, sin)) = rope {
+        let table = |t: &Vec<f32>| Tensor::<4>::from_data(TensorData::new(t.clone(), [1, 1, len, d]), &device);
+        let (cos, sin) = (table(cos), table(sin));
+        let rotate = |x: Tensor<4>| {
+            let first = x.clone().narrow(3, 0, d / 2);
+            let second = x.clone().narrow(3, d / 2, d / 2);
+            x * cos.clone() + Tensor::cat(vec![second.neg(), first], 3) * sin.clone()
+        };
+        q = rotate(q);
+        k = rotate(k);
+    }
+    let repeat = |x: Tensor<4>| {
+        let groups = heads / kv_heads;
+        x.unsqueeze_dim::<5>(2).expand([b, kv_heads, groups, len, d]).reshape([b, heads, len, d])
+    };
+    let mut bias = Vec::with_capacity(b * len * len);
+    for row in 0..b {
+        for i in 0..len {
+            for j in 0..len {
+                bias.push(if sees(i, j, window, key_mask[row * len + j] != 0) { 0.0 } else { f32::MIN });
+            }
+        }
+    }
+    let bias = Tensor::<4>::from_data(TensorData::new(bias, [b, 1, len, len]), &device);
+    let scores = q.matmul(repeat(k).swap_dims(2, 3)) * scale + bias;
+    burn::tensor::activation::softmax(scores, 3).matmul(repeat(v)).swap_dims(1, 2)
+}
+
+struct AttentionCase {
+    batch: usize,
+    len: usize,
+    heads: usize,
+    kv_heads: usize,
+    d: usize,
+    rope: bool,
+    window: Option<usize>,
+    /// `key_mask[b][j]`.
+    padded: fn(usize, usize) -> bool,
+}
+
+#[test]
+fn attention_forward_and_backward_match_eager_attention() {
+    let device = gpu();
+    let cases = [
+        // Right padding, RoPE, grouped-query heads.
+        AttentionCase {
+            batch: 2,
+            len: 37,
+            heads: 4,
+            kv_heads: 2,
+            d: 16,
+            rope: true,
+            window: None,
+            padded: |b, j| b == 1 && j >= 27,
+        },
+        // Left padding (queries 0..5 of row 1 see no key) and a sliding window over a padded gap
+        // (queries 17..19 of row 0 see only padding).
+        AttentionCase {
+            batch: 2,
+            len: 40,
+            heads: 2,
+            kv_heads: 1,
+            d: 32,
+            rope: true,
+            window: Some(8),
+            padded: |b, j| (b == 1 && j < 5) || (b == 0 && (10..20).contains(&j)),
+        },
+        // Several tiles of keys and of queries, three query heads per kv head, no RoPE.
+        AttentionCase {
+            batch: 1,
+            len: 130,
+            heads: 3,
+            kv_heads: 1,
+            d: 64,
+            rope: false,
+            window: None,
+            padded: |_, _| false,
+        },
+        // Qwen3's and Gemma 3's head sizes.
+        AttentionCase {
+            batch: 1,
+            len: 33,
+            heads: 2,
+            kv_heads: 2,
+            d: 128,
+            rope: true,
+            window: Some(20),
+            padded: |_, j| j == 3,
+        },
+        AttentionCase {
+            batch: 1,
+            len: 20,
+            heads: 2,
+            kv_heads: 1,
+            d: 256,
+            rope: true,
+            window: None,
+            padded: |_, _| false,
+        },
+    ];
+    for (n, c) in cases.iter().enumerate() {
+        let name = format!(
+            "attention case {n} (b {} len {} heads {}/{} d {} rope {} window {:?})",
+            c.batch, c.len, c.heads, c.kv_heads, c.d, c.rope, c.window
+        );
+        let key_mask: Vec<u8> = (0..c.batch * c.len).map(|x| u8::from(!(c.padded)(x / c.len, x % c.len))).collect();
+        // Rows that see no key: eager attention gives them the uniform softmax and, through
+        // autodiff, spurious q/k gradients; the kernels give none. Compared separately below.
+        let blind: Vec<bool> = (0..c.batch * c.len)
+            .map(|x| !(0..c.len).any(|j| sees(x % c.len, j, c.window, key_mask[(x / c.len) * c.len + j] != 0)))
+            .collect();
+        let tables = c.rope.then(|| rope_tables(c.len, c.d));
+        let inputs = kernels::AttentionInputs::new(
+            c.batch,
+            c.len,
+            Some(&key_mask),
+            tables.as_ref().map(|(cos, sin)| (cos.as_slice(), sin.as_slice())),
+            &device,
+        );
+        let scale = 1.0 / (c.d as f64).sqrt();
+        let q = values([c.batch, c.len, c.heads, c.d], 20 + n as u64, 1.5, &device);
+        let k = values([c.batch, c.len, c.kv_heads, c.d], 30 + n as u64, 1.5, &device);
+        let v = values([c.batch, c.len, c.kv_heads, c.d], 40 + n as u64, 1.0, &device);
+        let upstream = values([c.batch, c.len, c.heads, c.d], 50 + n as u64, 1.0, &device);
+        let row_weights = |blind_rows: bool| {
+            let w: Vec<f32> = blind.iter().map(|&b| if b == blind_rows { 1.0 } else { 0.0 }).collect();
+            Tensor::<1>::from_data(TensorData::new(w, [c.batch * c.len]), &device).reshape([c.batch, c.len, 1, 1])
+        };
+        let run = |fused: bool, weights: Tensor<4>| {
+            let (qt, kt, vt) = (tracked(&q), tracked(&k), tracked(&v));
+            let out = if fused {
+                kernels::attention(qt.clone(), kt.clone(), vt.clone(), &inputs, scale, c.window)
+            } else {
+                attention_reference(qt.clone(), kt.clone(), vt.clone(), &key_mask, tables.as_ref(), scale, c.window)
+            };
+            let grads = (out.clone() * (upstream.clone() * weights).autodiff()).sum().backward();
+            let grad = |t: &Tensor<4>| t.grad(&grads).unwrap();
+            (out.inner(), grad(&qt), grad(&kt), grad(&vt))
+        };
+        let (out, dq, dk, dv) = run(true, row_weights(false));
+        let (ref_out, ref_dq, ref_dk, ref_dv) = run(false, row_weights(false));
+        close(&format!("{name}: out"), out, ref_out);
+        close(&format!("{name}: dq"), dq, ref_dq);
+        close(&format!("{name}: dk"), dk, ref_dk);
+        close(&format!("{name}: dv"), dv, ref_dv);
+        if blind.iter().any(|&b| b) {
+            let (_, dq, dk, dv) = run(true, row_weights(true));
+            let (_, _, _, ref_dv) = run(false, row_weights(true));
+            for (what, g) in [("dq", dq), ("dk", dk)] {
+                let worst = max_abs_diff(&floats(g.clone()), &vec![0.0; g.shape().num_elements()]);
+                println!("{name}: {what} from rows that see no key: max {worst:.1e}");
+                assert!(worst == 0.0, "{name}: rows that see no key passed {what} {worst}");
+            }
+            close(&format!("{name}: dv from rows that see no key"), dv, ref_dv);
+        }
+    }
+}

@@ -16,17 +16,19 @@
 //! tests compare against it) is named in its doc comment.
 
 mod adamw;
+mod attention;
 mod cube;
 mod glu;
 mod rms_norm;
 
 pub use adamw::AdamWStep;
+pub use attention::MASKED_ROW;
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Cube, Dispatch, backend_extension};
-use burn::tensor::{Shape, Tensor};
+use burn::backend::{Autodiff, Backend, Cube, Dispatch, TensorMetadata, backend_extension};
+use burn::tensor::{Device, Shape, Tensor, TensorData};
 use burn_cubecl::CubeBackend;
 
 use crate::model::config::Activation;
@@ -78,6 +80,37 @@ pub trait FusedKernels: Backend {
         norm: FloatTensor<Self>,
         step: AdamWStep,
     ) -> FloatTensor<Self>;
+
+    /// Causal attention of `q [b, len, heads, d]` over `k, v [b, len, kv_heads, d]` with the
+    /// mask and RoPE tables of `aux` (see the `attention` module): `[out | lse]`, flat.
+    #[fusion(meta = |q, _k, _v, _aux, _scale, _window, _rope| TensorSpec::new(
+        Shape::new([q.shape.num_elements() + q.shape[0] * q.shape[1] * q.shape[2]]),
+        q.dtype,
+    ))]
+    fn attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        aux: FloatTensor<Self>,
+        scale: f32,
+        window: u32,
+        rope: bool,
+    ) -> FloatTensor<Self>;
+
+    /// `(dq, dk, dv)` of [`FusedKernels::attention_forward`] given its packed output `saved`.
+    #[fusion(meta = |q, k, v, _aux, _saved, _dout, _scale, _window, _rope| (q.clone(), k.clone(), v.clone()))]
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        aux: FloatTensor<Self>,
+        saved: FloatTensor<Self>,
+        dout: FloatTensor<Self>,
+        scale: f32,
+        window: u32,
+        rope: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
 /// The differentiable fused operations.
@@ -88,6 +121,17 @@ pub trait FusedOps: Backend {
 
     /// See [`glu`].
     fn fused_glu(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: u32) -> FloatTensor<Self>;
+
+    /// See [`attention`].
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        aux: FloatTensor<Self>,
+        scale: f32,
+        window: u32,
+        rope: bool,
+    ) -> FloatTensor<Self>;
 }
 
 /// RMSNorm over the last dimension of `x [rows, d]` with `weight [d]`: Llama's
@@ -101,6 +145,66 @@ pub fn rms_norm(x: Tensor<2>, weight: Tensor<1>, eps: f64, offset: f32) -> Tenso
 /// SiLU, GeGLU for the GELUs). Reference: `model::layers::activate(gate, act) * up`.
 pub fn glu(gate: Tensor<2>, up: Tensor<2>, act: Activation) -> Tensor<2> {
     Tensor::from_dispatch(Dispatch::fused_glu(gate.into_dispatch(), up.into_dispatch(), glu::code(act)))
+}
+
+/// What every attention layer of one forward pass shares, uploaded once: the key padding mask and
+/// the RoPE tables.
+#[derive(Clone)]
+pub struct AttentionInputs {
+    /// `[cos | sin | mask]` (see the `attention` module).
+    aux: Tensor<1>,
+    rope: bool,
+}
+
+impl AttentionInputs {
+    /// `key_mask[b · len + j]` is 1 for a real token (`None`: no padding). `rope`: the `cos` and
+    /// `sin` tables `[len, d]`, row-major, as transformers computes them (`cat(freqs, freqs)`).
+    pub fn new(
+        batch: usize,
+        len: usize,
+        key_mask: Option<&[u8]>,
+        rope: Option<(&[f32], &[f32])>,
+        device: &Device,
+    ) -> Self {
+        let mut aux = Vec::new();
+        if let Some((cos, sin)) = rope {
+            aux.extend_from_slice(cos);
+            aux.extend_from_slice(sin);
+        }
+        match key_mask {
+            Some(mask) => aux.extend(mask.iter().map(|&m| if m != 0 { 1.0 } else { 0.0 })),
+            None => aux.extend(std::iter::repeat_n(1.0, batch * len)),
+        }
+        let size = aux.len();
+        AttentionInputs { aux: Tensor::from_data(TensorData::new(aux, [size]), device), rope: rope.is_some() }
+    }
+}
+
+/// Causal self-attention of `q [batch, len, heads, d]` over `k, v [batch, len, kv_heads, d]`
+/// (grouped-query heads), `scale` on the scores, a key sees only the last `window` positions
+/// when set (query `i` sees key `j` iff `j ≤ i`, `i − j < window`, `j` not padding), RoPE on
+/// q and k when `inputs` carry tables. Returns `[batch, len, heads, d]` (reshape to
+/// `[tokens, heads·d]` for free). Never materialises the `[len, len]` scores. Reference: RoPE as
+/// `model::layers::Rope::apply`, then `model::layers::AttentionContext::attend` (eager attention
+/// with an additive `f32::MIN` mask), a query that sees no key giving the mean of v.
+pub fn attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    inputs: &AttentionInputs,
+    scale: f64,
+    window: Option<usize>,
+) -> Tensor<4> {
+    let aux = if q.is_autodiff() { inputs.aux.clone().autodiff() } else { inputs.aux.clone() };
+    Tensor::from_dispatch(Dispatch::fused_attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        aux.into_dispatch(),
+        scale as f32,
+        window.map_or(0, |w| w as u32),
+        inputs.rope,
+    ))
 }
 
 /// One AdamW update of every trainable value, laid end to end in `param [n]` and `grad [n]`, with
@@ -159,17 +263,43 @@ impl FusedKernels for CubeBackend {
     ) -> FloatTensor<Self> {
         adamw::update_cube(param, grad, moments, norm, step)
     }
+
+    fn attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        aux: FloatTensor<Self>,
+        scale: f32,
+        window: u32,
+        rope: bool,
+    ) -> FloatTensor<Self> {
+        attention::forward_cube(q, k, v, aux, scale, window, rope)
+    }
+
+    fn attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        aux: FloatTensor<Self>,
+        saved: FloatTensor<Self>,
+        dout: FloatTensor<Self>,
+        scale: f32,
+        window: u32,
+        rope: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        attention::backward_cube_split(q, k, v, aux, saved, dout, scale, window, rope)
+    }
 }
 
 /// The CPU backend runs the composed-ops formulation: on a CPU each op is a loop, and a launch
 /// costs nothing.
 #[cfg(not(target_arch = "wasm32"))]
 mod flex {
-    use burn::backend::Flex;
     use burn::backend::tensor::FloatTensor;
+    use burn::backend::{Flex, TensorMetadata};
     use burn::tensor::Tensor;
 
-    use super::{AdamWStep, FusedKernels, adamw, glu, rms_norm};
+    use super::{AdamWStep, FusedKernels, adamw, attention, glu, rms_norm};
 
     fn wrap<const D: usize>(primitive: FloatTensor<Flex>) -> Tensor<D> {
         Tensor::from_primitive::<Flex>(primitive)
@@ -223,6 +353,40 @@ mod flex {
         ) -> FloatTensor<Self> {
             unwrap(adamw::update_composed(wrap(param), wrap(grad), wrap(moments), wrap(norm), step))
         }
+
+        fn attention_forward(
+            q: FloatTensor<Self>,
+            k: FloatTensor<Self>,
+            v: FloatTensor<Self>,
+            aux: FloatTensor<Self>,
+            scale: f32,
+            window: u32,
+            rope: bool,
+        ) -> FloatTensor<Self> {
+            let (out, lse) = attention::composed(wrap(q), wrap(k), wrap(v), wrap(aux), scale, window, rope);
+            let (out_size, lse_size) = (out.shape().num_elements(), lse.shape().num_elements());
+            unwrap(Tensor::cat(vec![out.reshape([out_size]), lse.reshape([lse_size])], 0))
+        }
+
+        fn attention_backward(
+            q: FloatTensor<Self>,
+            k: FloatTensor<Self>,
+            v: FloatTensor<Self>,
+            aux: FloatTensor<Self>,
+            _saved: FloatTensor<Self>,
+            dout: FloatTensor<Self>,
+            scale: f32,
+            window: u32,
+            rope: bool,
+        ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+            // The composed forward again, differentiated by burn's autodiff.
+            let [q, k, v]: [Tensor<4>; 3] = [q, k, v].map(|t| wrap::<4>(t).autodiff().require_grad());
+            let (out, _) =
+                attention::composed(q.clone(), k.clone(), v.clone(), wrap::<1>(aux).autodiff(), scale, window, rope);
+            let grads = (out * wrap::<4>(dout).autodiff()).sum().backward();
+            let grad = |t: &Tensor<4>| unwrap(t.grad(&grads).expect("attention inputs get gradients"));
+            (grad(&q), grad(&k), grad(&v))
+        }
     }
 
     impl super::FusedOps for Flex {
@@ -232,6 +396,19 @@ mod flex {
 
         fn fused_glu(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: u32) -> FloatTensor<Self> {
             Self::glu_forward(gate, up, act)
+        }
+
+        fn fused_attention(
+            q: FloatTensor<Self>,
+            k: FloatTensor<Self>,
+            v: FloatTensor<Self>,
+            aux: FloatTensor<Self>,
+            scale: f32,
+            window: u32,
+            rope: bool,
+        ) -> FloatTensor<Self> {
+            let shape = q.shape().dims::<4>();
+            attention::output::<Self>(Self::attention_forward(q, k, v, aux, scale, window, rope), shape)
         }
     }
 }
@@ -244,6 +421,19 @@ impl FusedOps for Cube {
     fn fused_glu(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: u32) -> FloatTensor<Self> {
         Self::glu_forward(gate, up, act)
     }
+
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        aux: FloatTensor<Self>,
+        scale: f32,
+        window: u32,
+        rope: bool,
+    ) -> FloatTensor<Self> {
+        let shape = q.shape().dims::<4>();
+        attention::output::<Self>(Self::attention_forward(q, k, v, aux, scale, window, rope), shape)
+    }
 }
 
 impl<B: FusedKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
@@ -253,5 +443,17 @@ impl<B: FusedKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
 
     fn fused_glu(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: u32) -> FloatTensor<Self> {
         glu::autodiff::<B, C>(gate, up, act)
+    }
+
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        aux: FloatTensor<Self>,
+        scale: f32,
+        window: u32,
+        rope: bool,
+    ) -> FloatTensor<Self> {
+        attention::autodiff::<B, C>(q, k, v, aux, scale, window, rope)
     }
 }
