@@ -314,3 +314,33 @@ fn attention_forward_and_backward_match_eager_attention() {
         }
     }
 }
+
+#[test]
+fn chunked_cross_entropy_matches_log_softmax() {
+    let device = gpu();
+    for (rows, hidden, vocab, chunk) in [(37, 48, 3000, 1000), (20, 64, 2500, 1024), (5, 16, 700, 700)] {
+        let h = values([rows, hidden], 60, 1.0, &device);
+        let head = values([vocab, hidden], 61, 0.5, &device);
+        let mut rng = Rng::new(62);
+        // Targets include the first and last id of a chunk.
+        let mut targets: Vec<u32> = (0..rows).map(|_| rng.below(vocab) as u32).collect();
+        targets[0] = 0;
+        targets[1] = (chunk - 1) as u32;
+        targets[2] = (vocab - 1) as u32;
+        let (hf, wf) = (tracked(&h), tracked(&head));
+        let fused = kernels::cross_entropy_sum_in_chunks(hf.clone(), wf.clone(), &targets, chunk);
+        let grads = (fused.clone() * 0.37).backward();
+        let (hr, wr) = (tracked(&h), tracked(&head));
+        let ids = Tensor::<2, burn::tensor::Int>::from_data(
+            TensorData::new(targets.iter().map(|&t| t as i64).collect::<Vec<_>>(), [rows, 1]),
+            &device,
+        );
+        let log_probs = burn::tensor::activation::log_softmax(hr.clone().matmul(wr.clone().transpose()), 1);
+        let reference = log_probs.gather(1, ids.autodiff()).sum().neg();
+        let ref_grads = (reference.clone() * 0.37).backward();
+        let case = format!("cross-entropy {rows} rows, vocab {vocab} in chunks of {chunk}");
+        close(&format!("{case}: loss"), fused.inner(), reference.inner());
+        close(&format!("{case}: dhidden"), hf.grad(&grads).unwrap(), hr.grad(&ref_grads).unwrap());
+        close(&format!("{case}: dhead"), wf.grad(&grads).unwrap(), wr.grad(&ref_grads).unwrap());
+    }
+}

@@ -59,6 +59,23 @@ pub fn threads_for(d: usize) -> usize {
     d.next_power_of_two().clamp(32, MAX_THREADS)
 }
 
+/// The maximum of `partial[0..threads]` into `partial[0]`, like [`workgroup_sum`].
+#[cube]
+pub fn workgroup_max<F: Float>(partial: &mut Shared<[F]>, #[comptime] threads: usize) {
+    let unit = UNIT_POS as usize;
+    let levels = comptime![threads.trailing_zeros() as usize];
+    sync_cube();
+    let mut level = 0usize;
+    while level < levels {
+        let stride = (threads >> 1usize) >> level;
+        if unit < stride {
+            partial[unit] = F::max(partial[unit], partial[unit + stride]);
+        }
+        sync_cube();
+        level += 1usize;
+    }
+}
+
 /// Sums `partial[0..threads]` (one value per unit of the workgroup) into `partial[0]`, a tree in
 /// workgroup memory (WebGPU has no subgroup operations to lean on). Every unit must call it.
 #[cube]

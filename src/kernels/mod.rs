@@ -17,12 +17,14 @@
 
 mod adamw;
 mod attention;
+mod cross_entropy;
 mod cube;
 mod glu;
 mod rms_norm;
 
 pub use adamw::AdamWStep;
 pub use attention::MASKED_ROW;
+pub use cross_entropy::{CHUNK_VALUES, chunk_for};
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::fusion::custom::TensorSpec;
@@ -97,6 +99,28 @@ pub trait FusedKernels: Backend {
         rope: bool,
     ) -> FloatTensor<Self>;
 
+    /// Folds one chunk of logits `[rows, width]` (vocabulary ids `start..start + width`) into each
+    /// row's running `state [rows, 3]`: max, sum of `exp(logit − max)`, target logit (0 until the
+    /// chunk holding the target). `first`: there is no state yet (`state` is not read).
+    #[fusion(meta = |logits, _targets, _state, _start, _first| TensorSpec::new(Shape::new([logits.shape[0], 3]), logits.dtype))]
+    fn cross_entropy_chunk(
+        logits: FloatTensor<Self>,
+        targets: FloatTensor<Self>,
+        state: FloatTensor<Self>,
+        start: u32,
+        first: bool,
+    ) -> FloatTensor<Self>;
+
+    /// `(softmax − onehot(target)) · upstream` of one chunk of logits, given each row's `lse`.
+    #[fusion(meta = |logits, _targets, _lse, _upstream, _start| logits.clone())]
+    fn cross_entropy_chunk_backward(
+        logits: FloatTensor<Self>,
+        targets: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        upstream: FloatTensor<Self>,
+        start: u32,
+    ) -> FloatTensor<Self>;
+
     /// `(dq, dk, dv)` of [`FusedKernels::attention_forward`] given its packed output `saved`.
     #[fusion(meta = |q, k, v, _aux, _saved, _dout, _scale, _window, _rope| (q.clone(), k.clone(), v.clone()))]
     #[allow(clippy::too_many_arguments)]
@@ -121,6 +145,14 @@ pub trait FusedOps: Backend {
 
     /// See [`glu`].
     fn fused_glu(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: u32) -> FloatTensor<Self>;
+
+    /// See [`cross_entropy_sum`].
+    fn fused_cross_entropy(
+        hidden: FloatTensor<Self>,
+        head: FloatTensor<Self>,
+        targets: FloatTensor<Self>,
+        chunk: u32,
+    ) -> FloatTensor<Self>;
 
     /// See [`attention`].
     fn fused_attention(
@@ -207,6 +239,30 @@ pub fn attention(
     ))
 }
 
+/// Sum over the rows of `hidden [rows, hidden]` of the cross-entropy `−log softmax(h·headᵀ)[target]`
+/// (`head [vocab, hidden]`, `targets` one vocabulary id per row), `[1]`. The vocabulary is
+/// processed `chunk_for(rows, vocab)` ids at a time (one matmul and one kernel each), so no
+/// `[rows, vocab]` tensor exists. Reference: `log_softmax(hidden.matmul(head.transpose()), 1)`
+/// gathered at the targets, summed and negated (`train::loss_sum`).
+pub fn cross_entropy_sum(hidden: Tensor<2>, head: Tensor<2>, targets: &[u32]) -> Tensor<1> {
+    let chunk = chunk_for(hidden.dims()[0], head.dims()[0]);
+    cross_entropy_sum_in_chunks(hidden, head, targets, chunk)
+}
+
+/// [`cross_entropy_sum`] with `chunk` vocabulary ids per chunk.
+pub fn cross_entropy_sum_in_chunks(hidden: Tensor<2>, head: Tensor<2>, targets: &[u32], chunk: usize) -> Tensor<1> {
+    let [rows, _] = hidden.dims();
+    let targets: Vec<f32> = targets.iter().map(|&t| t as f32).collect();
+    let device = hidden.device();
+    let targets = Tensor::<1>::from_data(TensorData::new(targets, [rows]), &device);
+    Tensor::from_dispatch(Dispatch::fused_cross_entropy(
+        hidden.into_dispatch(),
+        head.into_dispatch(),
+        targets.into_dispatch(),
+        chunk as u32,
+    ))
+}
+
 /// One AdamW update of every trainable value, laid end to end in `param [n]` and `grad [n]`, with
 /// `moments [2, n]` (first, then second moment) and the gradient's global `norm [1]`: returns
 /// `[3, n]` (updated param, m, v). Not differentiable (optimizer state). Reference: the composed
@@ -264,6 +320,26 @@ impl FusedKernels for CubeBackend {
         adamw::update_cube(param, grad, moments, norm, step)
     }
 
+    fn cross_entropy_chunk(
+        logits: FloatTensor<Self>,
+        targets: FloatTensor<Self>,
+        state: FloatTensor<Self>,
+        start: u32,
+        first: bool,
+    ) -> FloatTensor<Self> {
+        cross_entropy::chunk_forward_cube(logits, targets, state, start, first)
+    }
+
+    fn cross_entropy_chunk_backward(
+        logits: FloatTensor<Self>,
+        targets: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        upstream: FloatTensor<Self>,
+        start: u32,
+    ) -> FloatTensor<Self> {
+        cross_entropy::chunk_backward_cube(logits, targets, lse, upstream, start)
+    }
+
     fn attention_forward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -299,7 +375,7 @@ mod flex {
     use burn::backend::{Flex, TensorMetadata};
     use burn::tensor::Tensor;
 
-    use super::{AdamWStep, FusedKernels, adamw, attention, glu, rms_norm};
+    use super::{AdamWStep, FusedKernels, adamw, attention, cross_entropy, glu, rms_norm};
 
     fn wrap<const D: usize>(primitive: FloatTensor<Flex>) -> Tensor<D> {
         Tensor::from_primitive::<Flex>(primitive)
@@ -354,6 +430,26 @@ mod flex {
             unwrap(adamw::update_composed(wrap(param), wrap(grad), wrap(moments), wrap(norm), step))
         }
 
+        fn cross_entropy_chunk(
+            logits: FloatTensor<Self>,
+            targets: FloatTensor<Self>,
+            state: FloatTensor<Self>,
+            start: u32,
+            first: bool,
+        ) -> FloatTensor<Self> {
+            unwrap(cross_entropy::chunk_forward_composed(wrap(logits), wrap(targets), wrap(state), start, first))
+        }
+
+        fn cross_entropy_chunk_backward(
+            logits: FloatTensor<Self>,
+            targets: FloatTensor<Self>,
+            lse: FloatTensor<Self>,
+            upstream: FloatTensor<Self>,
+            start: u32,
+        ) -> FloatTensor<Self> {
+            unwrap(cross_entropy::chunk_backward_composed(wrap(logits), wrap(targets), wrap(lse), wrap(upstream), start))
+        }
+
         fn attention_forward(
             q: FloatTensor<Self>,
             k: FloatTensor<Self>,
@@ -398,6 +494,15 @@ mod flex {
             Self::glu_forward(gate, up, act)
         }
 
+        fn fused_cross_entropy(
+            hidden: FloatTensor<Self>,
+            head: FloatTensor<Self>,
+            targets: FloatTensor<Self>,
+            chunk: u32,
+        ) -> FloatTensor<Self> {
+            cross_entropy::forward::<Self>(hidden, head, targets, chunk as usize).0
+        }
+
         fn fused_attention(
             q: FloatTensor<Self>,
             k: FloatTensor<Self>,
@@ -414,6 +519,15 @@ mod flex {
 }
 
 impl FusedOps for Cube {
+    fn fused_cross_entropy(
+        hidden: FloatTensor<Self>,
+        head: FloatTensor<Self>,
+        targets: FloatTensor<Self>,
+        chunk: u32,
+    ) -> FloatTensor<Self> {
+        cross_entropy::forward::<Self>(hidden, head, targets, chunk as usize).0
+    }
+
     fn fused_rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f32, offset: f32) -> FloatTensor<Self> {
         Self::rms_norm_forward(x, weight, eps, offset).0
     }
@@ -437,6 +551,15 @@ impl FusedOps for Cube {
 }
 
 impl<B: FusedKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn fused_cross_entropy(
+        hidden: FloatTensor<Self>,
+        head: FloatTensor<Self>,
+        targets: FloatTensor<Self>,
+        chunk: u32,
+    ) -> FloatTensor<Self> {
+        cross_entropy::autodiff::<B, C>(hidden, head, targets, chunk as usize)
+    }
+
     fn fused_rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f32, offset: f32) -> FloatTensor<Self> {
         rms_norm::autodiff::<B, C>(x, weight, eps, offset)
     }
