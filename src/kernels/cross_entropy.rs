@@ -25,7 +25,7 @@ pub const CHUNK_VALUES: usize = 1 << 24;
 
 /// Vocabulary rows per chunk for `rows` tokens.
 pub fn chunk_for(rows: usize, vocab: usize) -> usize {
-    (CHUNK_VALUES / rows.max(1)).clamp(1024, vocab.max(1))
+    (CHUNK_VALUES / rows.max(1)).max(1024).min(vocab).max(1)
 }
 
 #[cube(launch)]
@@ -98,8 +98,8 @@ fn chunk_backward_kernel<F: Float>(
     #[define(F)] _dtype: ElemType,
 ) {
     let width = logits.shape(1);
-    let i = (CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize) * CUBE_DIM_X as usize
-        + UNIT_POS as usize;
+    let i =
+        (CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize) * CUBE_DIM_X as usize + UNIT_POS as usize;
     if i < logits.len() {
         let row = i / width;
         let column = i % width;
@@ -184,8 +184,7 @@ pub(super) fn chunk_forward_composed(
     }
     let m = state.clone().narrow(1, 0, 1);
     let m_new = m.clone().max_pair(chunk_max.clone());
-    let sum =
-        state.clone().narrow(1, 1, 1) * (m - m_new.clone()).exp() + chunk_sum * (chunk_max - m_new.clone()).exp();
+    let sum = state.clone().narrow(1, 1, 1) * (m - m_new.clone()).exp() + chunk_sum * (chunk_max - m_new.clone()).exp();
     BurnTensor::cat(vec![m_new, sum, state.narrow(1, 2, 1) + target_logit], 1)
 }
 
@@ -197,9 +196,10 @@ pub(super) fn chunk_backward_composed(
     start: u32,
 ) -> BurnTensor<2> {
     let [rows, width] = logits.dims();
-    let columns = BurnTensor::<1, burn::tensor::Int>::arange(start as i64..(start as usize + width) as i64, &logits.device())
-        .float()
-        .reshape([1, width]);
+    let columns =
+        BurnTensor::<1, burn::tensor::Int>::arange(start as i64..(start as usize + width) as i64, &logits.device())
+            .float()
+            .reshape([1, width]);
     let onehot = columns.equal(targets.reshape([rows, 1])).float();
     ((logits - lse.reshape([rows, 1])).exp() - onehot) * upstream.reshape([1, 1])
 }
@@ -241,7 +241,9 @@ pub(super) fn forward<B: FusedKernels>(
         state = Some(B::cross_entropy_chunk(logits, targets.clone(), previous, start as u32, first));
     }
     let state = state.expect("a vocabulary has at least one row");
-    let column = |i: usize| B::float_reshape(B::float_slice(state.clone(), &[Slice::full(), Slice::from(i..i + 1)]), [rows].into());
+    let column = |i: usize| {
+        B::float_reshape(B::float_slice(state.clone(), &[Slice::full(), Slice::from(i..i + 1)]), [rows].into())
+    };
     let lse = B::float_add(column(0), B::float_log(column(1)));
     let loss = B::float_sum(B::float_sub(lse.clone(), column(2)));
     (loss, lse)

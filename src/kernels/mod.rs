@@ -447,7 +447,13 @@ mod flex {
             upstream: FloatTensor<Self>,
             start: u32,
         ) -> FloatTensor<Self> {
-            unwrap(cross_entropy::chunk_backward_composed(wrap(logits), wrap(targets), wrap(lse), wrap(upstream), start))
+            unwrap(cross_entropy::chunk_backward_composed(
+                wrap(logits),
+                wrap(targets),
+                wrap(lse),
+                wrap(upstream),
+                start,
+            ))
         }
 
         fn attention_forward(

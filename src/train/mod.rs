@@ -8,11 +8,12 @@ pub mod schedule;
 
 use std::sync::Arc;
 
-use burn::tensor::{Int, Tensor, TensorData, activation};
+use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::data::{Batch, Example, IGNORE_INDEX, bucket_len};
 use crate::err;
 use crate::error::Result;
+use crate::kernels;
 use crate::model::CausalLm;
 use crate::peft::Adapter;
 use crate::readback;
@@ -92,7 +93,8 @@ pub struct StepMetrics {
 
 /// Sum of the token cross-entropies over a batch's supervised positions (transformers'
 /// `ForCausalLMLoss` before dividing by the token count), and that count. Only supervised
-/// positions reach the LM head, so a large vocabulary costs memory only where the loss needs it.
+/// positions reach the LM head, and the head's vocabulary is processed in chunks
+/// ([`kernels::cross_entropy_sum`]), so no `[tokens, vocab]` tensor exists.
 pub fn loss_sum(lm: &CausalLm, adapter: &Adapter, batch: &Batch) -> Result<Option<(Tensor<1>, usize)>> {
     let prefix = adapter.prefix_len();
     let (b, len) = (batch.batch, batch.len);
@@ -119,12 +121,10 @@ pub fn loss_sum(lm: &CausalLm, adapter: &Adapter, batch: &Batch) -> Result<Optio
     if let Some(bad) = targets.iter().find(|&&t| t < 0 || t >= vocab) {
         return Err(err!(InvalidDataset, "label {bad} is outside the vocabulary of {vocab}"));
     }
-    let device = lm.device();
     let hidden = adapter.hidden(lm, &batch.input_ids, b, Some(&batch.attention_mask), None)?;
-    let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [count]), device);
-    let targets = Tensor::<2, Int>::from_data(TensorData::new(targets, [count, 1]), device);
-    let log_probs = activation::log_softmax(lm.logits(hidden.select(0, rows)), 1);
-    Ok(Some((log_probs.gather(1, targets).sum().neg(), count)))
+    let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [count]), lm.device());
+    let targets: Vec<u32> = targets.into_iter().map(|t| t as u32).collect();
+    Ok(Some((kernels::cross_entropy_sum(hidden.select(0, rows), lm.lm_head(), &targets), count)))
 }
 
 /// Mean token loss of `adapter` on `examples` (eval batches of `batch_size` in order).
