@@ -52,7 +52,7 @@ impl LaunchObserver for DispatchCounter {
 }
 
 /// Runs `f`, waits for the device, and returns its result with the kernels it launched.
-fn count_dispatches<T>(device: &burn::tensor::Device, f: impl FnOnce() -> T) -> Result<(T, u64)> {
+pub fn count_dispatches<T>(device: &burn::tensor::Device, f: impl FnOnce() -> T) -> Result<(T, u64)> {
     let counter = Arc::new(DispatchCounter::default());
     let observation = LaunchObservation::new(counter.clone());
     let value = f();

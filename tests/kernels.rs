@@ -318,7 +318,9 @@ fn attention_forward_and_backward_match_eager_attention() {
 #[test]
 fn chunked_cross_entropy_matches_log_softmax() {
     let device = gpu();
-    for (rows, hidden, vocab, chunk) in [(37, 48, 3000, 1000), (20, 64, 2500, 1024), (5, 16, 700, 700)] {
+    for (rows, hidden, vocab, chunk, keep) in
+        [(37, 48, 3000, 1000, false), (37, 48, 3000, 1000, true), (20, 64, 2500, 1024, false), (5, 16, 700, 700, true)]
+    {
         let h = values([rows, hidden], 60, 1.0, &device);
         let head = values([vocab, hidden], 61, 0.5, &device);
         let mut rng = Rng::new(62);
@@ -328,7 +330,7 @@ fn chunked_cross_entropy_matches_log_softmax() {
         targets[1] = (chunk - 1) as u32;
         targets[2] = (vocab - 1) as u32;
         let (hf, wf) = (tracked(&h), tracked(&head));
-        let fused = kernels::cross_entropy_sum_in_chunks(hf.clone(), wf.clone(), &targets, chunk);
+        let fused = kernels::cross_entropy_sum_in_chunks(hf.clone(), wf.clone(), &targets, chunk, keep);
         let grads = (fused.clone() * 0.37).backward();
         let (hr, wr) = (tracked(&h), tracked(&head));
         let ids = Tensor::<2, burn::tensor::Int>::from_data(
@@ -338,9 +340,106 @@ fn chunked_cross_entropy_matches_log_softmax() {
         let log_probs = burn::tensor::activation::log_softmax(hr.clone().matmul(wr.clone().transpose()), 1);
         let reference = log_probs.gather(1, ids.autodiff()).sum().neg();
         let ref_grads = (reference.clone() * 0.37).backward();
-        let case = format!("cross-entropy {rows} rows, vocab {vocab} in chunks of {chunk}");
+        let case = format!("cross-entropy {rows} rows, vocab {vocab} in chunks of {chunk}, logits kept {keep}");
         close(&format!("{case}: loss"), fused.inner(), reference.inner());
         close(&format!("{case}: dhidden"), hf.grad(&grads).unwrap(), hr.grad(&ref_grads).unwrap());
         close(&format!("{case}: dhead"), wf.grad(&grads).unwrap(), wr.grad(&ref_grads).unwrap());
+    }
+}
+
+/// Kernel launches of a forward and backward pass (0 on the CPU backend, which launches none).
+fn dispatches(device: &Device, pass: impl FnOnce() -> Vec<Tensor<2>>) -> u64 {
+    webtune::profile::count_dispatches(device, pass).unwrap().1
+}
+
+/// Dispatches of each fused operation (forward + backward) against the composed ops it replaces,
+/// at SmolLM2-135M's shapes (one row of 64 tokens). Figures; the bounds are the kernels' own count.
+#[test]
+fn fused_operations_launch_few_kernels() {
+    use webtune::model::config::Activation;
+    let device = gpu();
+    let (tokens, hidden, heads, kv_heads, d, inter) = (64, 576, 9, 3, 64, 1536);
+    let flat = |t: Tensor<4>| {
+        let [a, b, c, e] = t.dims();
+        t.reshape([a * b, c * e])
+    };
+    let mut rows = Vec::new();
+    // RMSNorm.
+    let x = values([tokens, hidden], 70, 1.0, &device);
+    let w = values([hidden], 71, 1.0, &device);
+    let fused = dispatches(&device, || {
+        let (xt, wt) = (tracked(&x), tracked(&w));
+        let g = kernels::rms_norm(xt.clone(), wt, 1e-5, 0.0).sum().backward();
+        vec![xt.grad(&g).unwrap()]
+    });
+    let composed = dispatches(&device, || {
+        let (xt, wt) = (tracked(&x), tracked(&w));
+        let g = rms_norm_reference(xt.clone(), wt, 1e-5, 0.0).sum().backward();
+        vec![xt.grad(&g).unwrap()]
+    });
+    rows.push(("rms_norm", fused, composed, 2));
+    // SwiGLU.
+    let (gate, up) = (values([tokens, inter], 72, 2.0, &device), values([tokens, inter], 73, 1.0, &device));
+    let fused = dispatches(&device, || {
+        let (gt, ut) = (tracked(&gate), tracked(&up));
+        let g = kernels::glu(gt.clone(), ut.clone(), Activation::Silu).sum().backward();
+        vec![gt.grad(&g).unwrap(), ut.grad(&g).unwrap()]
+    });
+    let composed = dispatches(&device, || {
+        let (gt, ut) = (tracked(&gate), tracked(&up));
+        let g = (activation_reference(gt.clone(), Activation::Silu) * ut.clone()).sum().backward();
+        vec![gt.grad(&g).unwrap(), ut.grad(&g).unwrap()]
+    });
+    rows.push(("swiglu", fused, composed, 2));
+    // Attention with RoPE, GQA, padding.
+    let q = values([1, tokens, heads, d], 74, 1.0, &device);
+    let k = values([1, tokens, kv_heads, d], 75, 1.0, &device);
+    let v = values([1, tokens, kv_heads, d], 76, 1.0, &device);
+    let mask: Vec<u8> = (0..tokens).map(|j| u8::from(j < tokens - 5)).collect();
+    let tables = rope_tables(tokens, d);
+    let inputs = kernels::AttentionInputs::new(
+        1,
+        tokens,
+        Some(&mask),
+        Some((tables.0.as_slice(), tables.1.as_slice())),
+        &device,
+    );
+    let fused = dispatches(&device, || {
+        let (qt, kt, vt) = (tracked(&q), tracked(&k), tracked(&v));
+        let g = kernels::attention(qt.clone(), kt.clone(), vt.clone(), &inputs, 0.125, None).sum().backward();
+        vec![flat(qt.grad(&g).unwrap()), flat(kt.grad(&g).unwrap()), flat(vt.grad(&g).unwrap())]
+    });
+    let composed = dispatches(&device, || {
+        let (qt, kt, vt) = (tracked(&q), tracked(&k), tracked(&v));
+        let out = attention_reference(qt.clone(), kt.clone(), vt.clone(), &mask, Some(&tables), 0.125, None);
+        let g = out.sum().backward();
+        vec![flat(qt.grad(&g).unwrap()), flat(kt.grad(&g).unwrap()), flat(vt.grad(&g).unwrap())]
+    });
+    rows.push(("attention + rope", fused, composed, 3));
+    // Cross-entropy over a 49,152-token vocabulary.
+    let h = values([tokens, hidden], 77, 1.0, &device);
+    let head = values([49_152, hidden], 78, 0.1, &device);
+    let targets: Vec<u32> = (0..tokens as u32).map(|i| i * 700).collect();
+    let fused = dispatches(&device, || {
+        let ht = tracked(&h);
+        let g = kernels::cross_entropy_sum(ht.clone(), head.clone(), &targets).backward();
+        vec![ht.grad(&g).unwrap()]
+    });
+    let composed = dispatches(&device, || {
+        let ht = tracked(&h);
+        let ids = Tensor::<2, burn::tensor::Int>::from_data(
+            TensorData::new(targets.iter().map(|&t| t as i64).collect::<Vec<_>>(), [tokens, 1]),
+            &device,
+        );
+        let log_probs = burn::tensor::activation::log_softmax(ht.clone().matmul(head.clone().transpose()), 1);
+        let g = log_probs.gather(1, ids.autodiff()).sum().neg().backward();
+        vec![ht.grad(&g).unwrap()]
+    });
+    rows.push(("cross-entropy", fused, composed, 12));
+    for (name, fused, composed, bound) in &rows {
+        println!("{name}: {fused} dispatches fused, {composed} composed (forward and backward of `op(..).sum()`)");
+        if *composed > 0 {
+            assert!(fused <= bound, "{name}: {fused} dispatches, more than {bound}");
+        }
     }
 }

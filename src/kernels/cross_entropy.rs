@@ -23,6 +23,10 @@ use super::cube::{Launch, MAX_THREADS, row_grid, workgroup_max, workgroup_sum};
 /// Logits per chunk: 16 M values (64 MiB), within WebGPU's default 128 MiB binding limit.
 pub const CHUNK_VALUES: usize = 1 << 24;
 
+/// Up to this many logits (256 MiB) are kept from the forward pass for the backward pass instead
+/// of being recomputed: no more memory than the unchunked loss held, a third fewer head FLOPs.
+pub const KEEP_VALUES: usize = 1 << 26;
+
 /// Vocabulary rows per chunk for `rows` tokens.
 pub fn chunk_for(rows: usize, vocab: usize) -> usize {
     (CHUNK_VALUES / rows.max(1)).max(1024).min(vocab).max(1)
@@ -204,15 +208,25 @@ pub(super) fn chunk_backward_composed(
     ((logits - lse.reshape([rows, 1])).exp() - onehot) * upstream.reshape([1, 1])
 }
 
-/// Vocabulary rows `start..start + size` of the head and the logits of `hidden` against them.
+/// Vocabulary rows `start..start + size` of the head, in the hidden states' float type.
+fn chunk_weight<B: Backend>(
+    hidden: &FloatTensor<B>,
+    head: &FloatTensor<B>,
+    start: usize,
+    size: usize,
+) -> FloatTensor<B> {
+    let weight = B::float_slice(head.clone(), &[Slice::from(start..start + size)]);
+    if weight.dtype() != hidden.dtype() { B::float_cast(weight, hidden.dtype().into()) } else { weight }
+}
+
+/// The head's chunk (as [`chunk_weight`]) and the logits of `hidden` against it.
 fn chunk_logits<B: Backend>(
     hidden: &FloatTensor<B>,
     head: &FloatTensor<B>,
     start: usize,
     size: usize,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
-    let weight = B::float_slice(head.clone(), &[Slice::from(start..start + size)]);
-    let weight = if weight.dtype() != hidden.dtype() { B::float_cast(weight, hidden.dtype().into()) } else { weight };
+    let weight = chunk_weight::<B>(hidden, head, start, size);
     let logits = B::float_matmul(hidden.clone(), B::float_transpose(weight.clone()));
     (weight, logits)
 }
@@ -221,18 +235,23 @@ fn chunks(vocab: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..vocab).step_by(chunk.max(1)).map(move |start| (start, chunk.min(vocab - start)))
 }
 
-/// The loss sum `[1]` and each row's log-sum-exp `[rows]`.
+/// The loss sum `[1]`, each row's log-sum-exp `[rows]`, and each chunk's logits when `keep`.
 pub(super) fn forward<B: FusedKernels>(
     hidden: FloatTensor<B>,
     head: FloatTensor<B>,
     targets: FloatTensor<B>,
     chunk: usize,
-) -> (FloatTensor<B>, FloatTensor<B>) {
+    keep: bool,
+) -> (FloatTensor<B>, FloatTensor<B>, Vec<FloatTensor<B>>) {
     let rows = hidden.shape()[0];
     let vocab = head.shape()[0];
     let mut state: Option<FloatTensor<B>> = None;
+    let mut kept = Vec::new();
     for (start, size) in chunks(vocab, chunk) {
         let (_, logits) = chunk_logits::<B>(&hidden, &head, start, size);
+        if keep {
+            kept.push(logits.clone());
+        }
         // The first chunk has no state to fold into; its logits stand in (unread).
         let (previous, first) = match state.take() {
             Some(state) => (state, false),
@@ -246,14 +265,16 @@ pub(super) fn forward<B: FusedKernels>(
     };
     let lse = B::float_add(column(0), B::float_log(column(1)));
     let loss = B::float_sum(B::float_sub(lse.clone(), column(2)));
-    (loss, lse)
+    (loss, lse, kept)
 }
 
 #[derive(Debug)]
 struct CrossEntropyBackward;
 
-/// `hidden`, `head`, `targets`, `lse`, chunk size.
-type CrossEntropyState<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, usize);
+/// `hidden`, `head`, `targets`, `lse`, chunk size, the forward pass's logits per chunk (none when
+/// they are recomputed).
+type CrossEntropyState<B> =
+    (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, usize, Vec<FloatTensor<B>>);
 
 impl<B: FusedKernels> Backward<B, 2> for CrossEntropyBackward {
     type State = CrossEntropyState<B>;
@@ -261,12 +282,16 @@ impl<B: FusedKernels> Backward<B, 2> for CrossEntropyBackward {
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_hidden, node_head] = ops.parents;
         let upstream = grads.consume::<B>(&ops.node);
-        let (hidden, head, targets, lse, chunk) = ops.state;
+        let (hidden, head, targets, lse, chunk, kept) = ops.state;
         let vocab = head.shape()[0];
         let mut dhidden: Option<FloatTensor<B>> = None;
         let mut dhead = Vec::new();
+        let mut kept = kept.into_iter();
         for (start, size) in chunks(vocab, chunk) {
-            let (weight, logits) = chunk_logits::<B>(&hidden, &head, start, size);
+            let (weight, logits) = match kept.next() {
+                Some(logits) => (chunk_weight::<B>(&hidden, &head, start, size), logits),
+                None => chunk_logits::<B>(&hidden, &head, start, size),
+            };
             let dlogits =
                 B::cross_entropy_chunk_backward(logits, targets.clone(), lse.clone(), upstream.clone(), start as u32);
             if node_head.is_some() {
@@ -296,16 +321,17 @@ pub(super) fn autodiff<B: FusedKernels, C: CheckpointStrategy>(
     head: FloatTensor<Autodiff<B, C>>,
     targets: FloatTensor<Autodiff<B, C>>,
     chunk: usize,
+    keep_logits: bool,
 ) -> FloatTensor<Autodiff<B, C>> {
     let targets = targets.into_primitive();
     match CrossEntropyBackward.prepare::<C>([hidden.node(), head.node()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
             let (hidden, head) = (hidden.into_primitive(), head.into_primitive());
-            let (loss, lse) = forward::<B>(hidden.clone(), head.clone(), targets.clone(), chunk);
-            prep.finish((hidden, head, targets, lse, chunk), loss)
+            let (loss, lse, kept) = forward::<B>(hidden.clone(), head.clone(), targets.clone(), chunk, keep_logits);
+            prep.finish((hidden, head, targets, lse, chunk, kept), loss)
         }
         OpsKind::UnTracked(prep) => {
-            prep.finish(forward::<B>(hidden.into_primitive(), head.into_primitive(), targets, chunk).0)
+            prep.finish(forward::<B>(hidden.into_primitive(), head.into_primitive(), targets, chunk, false).0)
         }
     }
 }

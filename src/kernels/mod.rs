@@ -24,7 +24,7 @@ mod rms_norm;
 
 pub use adamw::AdamWStep;
 pub use attention::MASKED_ROW;
-pub use cross_entropy::{CHUNK_VALUES, chunk_for};
+pub use cross_entropy::{CHUNK_VALUES, KEEP_VALUES, chunk_for};
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::fusion::custom::TensorSpec;
@@ -152,6 +152,7 @@ pub trait FusedOps: Backend {
         head: FloatTensor<Self>,
         targets: FloatTensor<Self>,
         chunk: u32,
+        keep_logits: bool,
     ) -> FloatTensor<Self>;
 
     /// See [`attention`].
@@ -242,15 +243,24 @@ pub fn attention(
 /// Sum over the rows of `hidden [rows, hidden]` of the cross-entropy `−log softmax(h·headᵀ)[target]`
 /// (`head [vocab, hidden]`, `targets` one vocabulary id per row), `[1]`. The vocabulary is
 /// processed `chunk_for(rows, vocab)` ids at a time (one matmul and one kernel each), so no
-/// `[rows, vocab]` tensor exists. Reference: `log_softmax(hidden.matmul(head.transpose()), 1)`
+/// `[rows, vocab]` tensor exists. The forward pass's logits are kept for the backward pass when
+/// they hold at most [`KEEP_VALUES`] values (no more than the unchunked loss held), recomputed
+/// chunk by chunk otherwise. Reference: `log_softmax(hidden.matmul(head.transpose()), 1)`
 /// gathered at the targets, summed and negated (`train::loss_sum`).
 pub fn cross_entropy_sum(hidden: Tensor<2>, head: Tensor<2>, targets: &[u32]) -> Tensor<1> {
-    let chunk = chunk_for(hidden.dims()[0], head.dims()[0]);
-    cross_entropy_sum_in_chunks(hidden, head, targets, chunk)
+    let (rows, vocab) = (hidden.dims()[0], head.dims()[0]);
+    cross_entropy_sum_in_chunks(hidden, head, targets, chunk_for(rows, vocab), rows * vocab <= KEEP_VALUES)
 }
 
-/// [`cross_entropy_sum`] with `chunk` vocabulary ids per chunk.
-pub fn cross_entropy_sum_in_chunks(hidden: Tensor<2>, head: Tensor<2>, targets: &[u32], chunk: usize) -> Tensor<1> {
+/// [`cross_entropy_sum`] with `chunk` vocabulary ids per chunk, the logits kept for the backward
+/// pass or recomputed.
+pub fn cross_entropy_sum_in_chunks(
+    hidden: Tensor<2>,
+    head: Tensor<2>,
+    targets: &[u32],
+    chunk: usize,
+    keep_logits: bool,
+) -> Tensor<1> {
     let [rows, _] = hidden.dims();
     let targets: Vec<f32> = targets.iter().map(|&t| t as f32).collect();
     let device = hidden.device();
@@ -260,6 +270,7 @@ pub fn cross_entropy_sum_in_chunks(hidden: Tensor<2>, head: Tensor<2>, targets: 
         head.into_dispatch(),
         targets.into_dispatch(),
         chunk as u32,
+        keep_logits,
     ))
 }
 
@@ -505,8 +516,9 @@ mod flex {
             head: FloatTensor<Self>,
             targets: FloatTensor<Self>,
             chunk: u32,
+            _keep_logits: bool,
         ) -> FloatTensor<Self> {
-            cross_entropy::forward::<Self>(hidden, head, targets, chunk as usize).0
+            cross_entropy::forward::<Self>(hidden, head, targets, chunk as usize, false).0
         }
 
         fn fused_attention(
@@ -530,8 +542,9 @@ impl FusedOps for Cube {
         head: FloatTensor<Self>,
         targets: FloatTensor<Self>,
         chunk: u32,
+        _keep_logits: bool,
     ) -> FloatTensor<Self> {
-        cross_entropy::forward::<Self>(hidden, head, targets, chunk as usize).0
+        cross_entropy::forward::<Self>(hidden, head, targets, chunk as usize, false).0
     }
 
     fn fused_rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f32, offset: f32) -> FloatTensor<Self> {
@@ -562,8 +575,9 @@ impl<B: FusedKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         head: FloatTensor<Self>,
         targets: FloatTensor<Self>,
         chunk: u32,
+        keep_logits: bool,
     ) -> FloatTensor<Self> {
-        cross_entropy::autodiff::<B, C>(hidden, head, targets, chunk as usize)
+        cross_entropy::autodiff::<B, C>(hidden, head, targets, chunk as usize, keep_logits)
     }
 
     fn fused_rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f32, offset: f32) -> FloatTensor<Self> {
