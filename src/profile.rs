@@ -38,6 +38,9 @@ pub struct StepFigures {
     pub dispatches_outside_layers: i64,
     /// CPU time the calling thread spent in the step (issuing work, and computing on a CPU backend).
     pub host_ms: f64,
+    /// CPU time of the whole process in the step, every thread (a software GPU's and a CPU
+    /// backend's workers included): on a shared machine, steadier than wall time.
+    pub process_cpu_ms: f64,
     pub wall_ms: f64,
 }
 
@@ -61,11 +64,11 @@ pub fn count_dispatches<T>(device: &burn::tensor::Device, f: impl FnOnce() -> T)
     Ok((value, counter.0.load(Ordering::Relaxed)))
 }
 
-/// CPU time of the calling thread.
-fn thread_cpu_ms() -> f64 {
+/// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`) or of the process.
+fn cpu_ms(clock: libc::clockid_t) -> f64 {
     let mut time = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes one timespec; CLOCK_THREAD_CPUTIME_ID exists on Linux and macOS.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut time) };
+    // SAFETY: clock_gettime writes one timespec; both clocks exist on Linux and macOS.
+    unsafe { libc::clock_gettime(clock, &mut time) };
     time.tv_sec as f64 * 1e3 + time.tv_nsec as f64 / 1e6
 }
 
@@ -82,9 +85,12 @@ fn gradient_dispatches(trainer: &Trainer) -> Result<u64> {
 pub fn lora_step(trainer: &mut Trainer, seq_len: usize) -> Result<StepFigures> {
     let device = trainer.model().device().clone();
     let gradient_dispatches = gradient_dispatches(trainer)?;
-    let (wall, host) = (Instant::now(), thread_cpu_ms());
+    let (wall, host, process) =
+        (Instant::now(), cpu_ms(libc::CLOCK_THREAD_CPUTIME_ID), cpu_ms(libc::CLOCK_PROCESS_CPUTIME_ID));
     let (metrics, dispatches) = count_dispatches(&device, || burn::tensor::read_sync(trainer.step()))?;
-    let (host_ms, wall_ms) = (thread_cpu_ms() - host, wall.elapsed().as_secs_f64() * 1e3);
+    let host_ms = cpu_ms(libc::CLOCK_THREAD_CPUTIME_ID) - host;
+    let process_cpu_ms = cpu_ms(libc::CLOCK_PROCESS_CPUTIME_ID) - process;
+    let wall_ms = wall.elapsed().as_secs_f64() * 1e3;
     metrics?;
     let per_layer = gradient_dispatches_with_layers(trainer, 2, seq_len)? as i64
         - gradient_dispatches_with_layers(trainer, 1, seq_len)? as i64;
@@ -96,6 +102,7 @@ pub fn lora_step(trainer: &mut Trainer, seq_len: usize) -> Result<StepFigures> {
         dispatches_per_layer: per_layer.max(0) as u64,
         dispatches_outside_layers: gradient_dispatches as i64 - layers * per_layer,
         host_ms: (host_ms * 10.0).round() / 10.0,
+        process_cpu_ms: process_cpu_ms.round(),
         wall_ms: (wall_ms * 10.0).round() / 10.0,
     })
 }
