@@ -173,6 +173,9 @@ impl BatchShape {
     }
 }
 
+/// Passes per shape in [`Trainer::warm_up`].
+const WARM_PASSES: usize = 3;
+
 /// Which examples each optimizer step uses: derived from the step number alone, so a resumed
 /// run sees exactly the batches an uninterrupted one would.
 #[derive(Clone, Debug)]
@@ -427,8 +430,9 @@ impl Trainer {
     /// Compiles the GPU pipelines of every batch shape the run can meet, so that no training step
     /// waits for compilation (seconds per shape in a browser): one forward and backward pass per
     /// padded length a training batch can have (a batch is padded to the bucket of its longest
-    /// example, so these are the buckets of the examples), one optimizer update (discarded), and
-    /// one evaluation pass per eval length. Changes nothing in the run. Returns the shapes warmed.
+    /// example, so these are the buckets of the examples), each with an optimizer update
+    /// (discarded), [`WARM_PASSES`] times, and one evaluation pass per eval length. Changes
+    /// nothing in the run. Returns the shapes warmed.
     pub async fn warm_up(&self) -> Result<usize> {
         let mut by_len: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
         for (i, example) in self.train.iter().enumerate() {
@@ -445,14 +449,14 @@ impl Trainer {
             if supervised == 0 {
                 continue;
             }
-            let StepGradients { grads, loss_sum, .. } = self.gradients(std::slice::from_ref(&batch), supervised, 0)?;
-            let mut reads = vec![loss_sum];
-            if warmed == 0 {
+            // burn's fusion settles on its fused kernels after seeing a graph a few times.
+            for _ in 0..WARM_PASSES {
+                let StepGradients { grads, loss_sum, .. } =
+                    self.gradients(std::slice::from_ref(&batch), supervised, 0)?;
                 let params = self.adapter.params().into_iter().map(|(_, t)| t).collect();
-                let (updated, norm) = self.optimizer.clone().step(params, grads, self.config.lr, self.config.clip);
-                reads.extend(updated.into_iter().map(|p| p.sum()).chain([norm]));
+                let (_, norm) = self.optimizer.clone().step(params, grads, self.config.lr, self.config.clip);
+                readback::floats(Tensor::cat(vec![loss_sum, norm], 0)).await?;
             }
-            readback::floats(Tensor::cat(reads, 0)).await?;
             warmed += 1;
         }
         if !self.eval.is_empty() {
