@@ -13,7 +13,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, TensorMetadata};
-use burn::tensor::{Slice, Tensor as BurnTensor};
+use burn::tensor::{IndexingUpdateOp, Slice, Tensor as BurnTensor};
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
@@ -200,12 +200,13 @@ pub(super) fn chunk_backward_composed(
     start: u32,
 ) -> BurnTensor<2> {
     let [rows, width] = logits.dims();
-    let columns =
-        BurnTensor::<1, burn::tensor::Int>::arange(start as i64..(start as usize + width) as i64, &logits.device())
-            .float()
-            .reshape([1, width]);
-    let onehot = columns.equal(targets.reshape([rows, 1])).float();
-    ((logits - lse.reshape([rows, 1])).exp() - onehot) * upstream.reshape([1, 1])
+    let local = targets.reshape([rows, 1]) - start as f64;
+    let inside = local.clone().greater_equal_elem(0.0).bool_and(local.clone().lower_elem(width as f64));
+    let index = local.clamp(0.0, (width - 1) as f64).int();
+    let upstream = upstream.reshape([1, 1]);
+    // softmax · g everywhere, then −g at each row's target (when it is in this chunk).
+    let minus_g = inside.float().neg() * upstream.clone();
+    ((logits - lse.reshape([rows, 1])).exp() * upstream).scatter(1, index, minus_g, IndexingUpdateOp::Add)
 }
 
 /// Vocabulary rows `start..start + size` of the head, in the hidden states' float type.
