@@ -182,7 +182,7 @@ fn forward_kernel<F: Float>(
         rotate::<F>(&mut qrow, aux, row * d, sin_at + row * d, d);
     }
     for c in 0..d {
-        qrow[c] = qrow[c] * F::cast_from(scale);
+        qrow[c] *= F::cast_from(scale);
     }
 
     let mut m = F::new(NEG);
@@ -191,6 +191,8 @@ fn forward_kernel<F: Float>(
     let mut v_tile = Shared::<[F]>::new_slice(tile * d);
     let mut scores = Array::<F>::new(tile);
     let last = if q0 + threads < len { q0 + threads - 1 } else { len - 1 };
+    // The first key any query of the workgroup sees (kernels have no `saturating_sub`).
+    #[allow(clippy::implicit_saturating_sub)]
     let mut kt = if q0 + 1 > window { q0 + 1 - window } else { 0usize };
     while kt <= last {
         let mut e = unit;
@@ -223,7 +225,7 @@ fn forward_kernel<F: Float>(
                 let correction = F::exp(m - m_new);
                 l *= correction;
                 for c in 0..d {
-                    acc[c] = acc[c] * correction;
+                    acc[c] *= correction;
                 }
                 for jj in 0..tile {
                     if scores[jj] > F::new(NEG) {
@@ -322,7 +324,7 @@ fn backward_query_kernel<F: Float>(
         rotate::<F>(&mut qrow, aux, row * d, sin_at + row * d, d);
     }
     for c in 0..d {
-        qrow[c] = qrow[c] * F::cast_from(scale);
+        qrow[c] *= F::cast_from(scale);
     }
     let stat_at = (b * heads + head) * len + row;
     let lse = saved[q_size + stat_at];
@@ -331,6 +333,8 @@ fn backward_query_kernel<F: Float>(
     let mut k_tile = Shared::<[F]>::new_slice(tile * d);
     let mut v_tile = Shared::<[F]>::new_slice(tile * d);
     let last = if q0 + threads < len { q0 + threads - 1 } else { len - 1 };
+    // The first key any query of the workgroup sees (kernels have no `saturating_sub`).
+    #[allow(clippy::implicit_saturating_sub)]
     let mut kt = if q0 + 1 > window { q0 + 1 - window } else { 0usize };
     while kt <= last {
         let mut e = unit;
@@ -367,7 +371,7 @@ fn backward_query_kernel<F: Float>(
 
     if active {
         for c in 0..d {
-            acc[c] = acc[c] * F::cast_from(scale);
+            acc[c] *= F::cast_from(scale);
         }
         if rope {
             unrotate::<F>(&mut acc, aux, i * d, sin_at + i * d, d);
