@@ -5,7 +5,8 @@
 //!
 //! Dispatches are counted with CubeCL's launch observer (`cubecl::logging::LaunchObserver`),
 //! which sees every kernel the process issues, on the issuing thread, before it reaches the
-//! device. Burn's fusion issues kernels lazily, so each counted region ends with a device sync.
+//! device: nothing else may run on the GPU while counting. Burn's fusion issues kernels lazily,
+//! so each counted region ends with a device sync.
 //! Submits and buffer creations are not observable natively without patching wgpu (its `counters`
 //! feature reports live objects, not creations); the browser harness counts them.
 

@@ -11,6 +11,12 @@ use common::*;
 use webtune::kernels;
 use webtune::rng::Rng;
 
+/// Kernel counts are process-wide, so the tests of this file run one at a time.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Seeded values in `[-scale, scale)`.
 fn values<const D: usize>(shape: [usize; D], seed: u64, scale: f32, device: &Device) -> Tensor<D> {
     let mut rng = Rng::new(seed);
@@ -38,6 +44,7 @@ fn rms_norm_reference(x: Tensor<2>, w: Tensor<1>, eps: f64, offset: f64) -> Tens
 
 #[test]
 fn rms_norm_forward_and_backward_match_composed_ops() {
+    let _serial = one_at_a_time();
     let device = gpu();
     for (rows, d, offset) in [(37, 300, 0.0), (130, 64, 1.0), (3, 1000, 0.0)] {
         let x = values([rows, d], 1, 2.0, &device);
@@ -69,6 +76,7 @@ fn activation_reference(x: Tensor<2>, act: webtune::model::config::Activation) -
 
 #[test]
 fn glu_forward_and_backward_match_composed_ops() {
+    let _serial = one_at_a_time();
     use webtune::model::config::Activation;
     let device = gpu();
     for act in [Activation::Silu, Activation::GeluTanh, Activation::GeluErf] {
@@ -91,6 +99,7 @@ fn glu_forward_and_backward_match_composed_ops() {
 
 #[test]
 fn adamw_matches_the_torch_update_in_composed_ops() {
+    let _serial = one_at_a_time();
     let device = gpu();
     let n = 70_001;
     let param = values([n], 7, 1.0, &device);
@@ -199,6 +208,7 @@ struct AttentionCase {
 
 #[test]
 fn attention_forward_and_backward_match_eager_attention() {
+    let _serial = one_at_a_time();
     let device = gpu();
     let cases = [
         // Right padding, RoPE, grouped-query heads.
@@ -317,6 +327,7 @@ fn attention_forward_and_backward_match_eager_attention() {
 
 #[test]
 fn chunked_cross_entropy_matches_log_softmax() {
+    let _serial = one_at_a_time();
     let device = gpu();
     for (rows, hidden, vocab, chunk, keep) in
         [(37, 48, 3000, 1000, false), (37, 48, 3000, 1000, true), (20, 64, 2500, 1024, false), (5, 16, 700, 700, true)]
@@ -366,6 +377,7 @@ fn dispatches<const D: usize>(device: &Device, output: [usize; D], pass: impl Fn
 /// Figures; the bounds are the fused kernels' own launches.
 #[test]
 fn fused_operations_launch_few_kernels() {
+    let _serial = one_at_a_time();
     use webtune::model::config::Activation;
     let device = gpu();
     let (tokens, hidden, heads, kv_heads, d, inter) = (64, 576, 9, 3, 64, 1536);
