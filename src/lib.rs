@@ -7,9 +7,12 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod generate;
+pub mod kernels;
 pub mod model;
 pub mod options;
 pub mod peft;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod profile;
 pub mod readback;
 pub mod rng;
 pub mod session;

@@ -60,7 +60,7 @@ pub fn run(args: Args) -> Result<()> {
         lr: 1e-4,
         schedule: Schedule::Constant,
         batch_size: args.batch_size,
-        max_steps: Some(args.steps + 1),
+        max_steps: Some(args.steps + 2),
         shuffle: false,
         ..DEFAULTS.train_config()?
     };
@@ -102,6 +102,7 @@ pub fn run(args: Args) -> Result<()> {
             "matmul_size": args.matmul_size,
             "matmul_gflops": round(gflops),
             "mfu_vs_matmul": (achieved / gflops * 1000.0).round() / 1000.0,
+            "counted_step": webtune::profile::lora_step(&mut trainer, args.seq_len)?,
         })
     );
     Ok(())

@@ -131,11 +131,15 @@ impl CausalLm {
 
     /// Logits `[tokens, vocab]` of hidden states `[tokens, hidden]`.
     pub fn logits(&self, hidden: Tensor<2>) -> Tensor<2> {
-        let head = match &self.body {
+        hidden.matmul(self.lm_head().transpose())
+    }
+
+    /// The output projection `[vocab, hidden]` (the embedding table when tied).
+    pub fn lm_head(&self) -> Tensor<2> {
+        match &self.body {
             Body::Llama(m) => m.lm_head(),
             Body::Gpt2(m) => m.lm_head(),
-        };
-        hidden.matmul(head.transpose())
+        }
     }
 
     /// Logits `[batch·len, vocab]` of a right-padded batch of token ids (`ids.len() = batch·len`;

@@ -183,11 +183,9 @@ impl Trainer {
     /// Serialises the training state (after the last completed step).
     pub async fn checkpoint(&self) -> Result<Vec<u8>> {
         let mut tensors = BTreeMap::new();
-        let groups: [(&str, Vec<Tensor<2>>); 3] = [
-            ("param", self.adapter.params().into_iter().map(|(_, t)| t).collect()),
-            ("m", self.optimizer.m.clone()),
-            ("v", self.optimizer.v.clone()),
-        ];
+        let (m, v) = self.optimizer.moments();
+        let groups: [(&str, Vec<Tensor<2>>); 3] =
+            [("param", self.adapter.params().into_iter().map(|(_, t)| t).collect()), ("m", m), ("v", v)];
         let best = self.best.as_ref().map(|b| ("best", b.params.clone()));
         for (group, values) in groups.into_iter().chain(best) {
             for (i, t) in values.into_iter().enumerate() {
@@ -254,7 +252,7 @@ impl Trainer {
                 })
                 .collect()
         };
-        let n = self.optimizer.m.len();
+        let n = self.adapter.params().len();
         let params = group("param", n)?;
         let (m, v) = (group("m", n)?, group("v", n)?);
         let best = match state.best_loss {
@@ -262,8 +260,7 @@ impl Trainer {
             None => None,
         };
         self.adapter = self.adapter.with_params(params);
-        self.optimizer.m = m;
-        self.optimizer.v = v;
+        self.optimizer.set_moments(m, v);
         self.optimizer.t = state.adam_t;
         self.step = state.step;
         self.best = best;

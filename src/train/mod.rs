@@ -8,11 +8,12 @@ pub mod schedule;
 
 use std::sync::Arc;
 
-use burn::tensor::{Int, Tensor, TensorData, activation};
+use burn::tensor::{Int, Tensor, TensorData};
 
-use crate::data::{Batch, Example, IGNORE_INDEX};
+use crate::data::{Batch, Example, IGNORE_INDEX, bucket_len};
 use crate::err;
 use crate::error::Result;
+use crate::kernels;
 use crate::model::CausalLm;
 use crate::peft::Adapter;
 use crate::readback;
@@ -78,7 +79,8 @@ pub struct StepMetrics {
 
 /// Sum of the token cross-entropies over a batch's supervised positions (transformers'
 /// `ForCausalLMLoss` before dividing by the token count), and that count. Only supervised
-/// positions reach the LM head, so a large vocabulary costs memory only where the loss needs it.
+/// positions reach the LM head, and the head's vocabulary is processed in chunks
+/// ([`kernels::cross_entropy_sum`]), so no `[tokens, vocab]` tensor exists.
 pub fn loss_sum(lm: &CausalLm, adapter: &Adapter, batch: &Batch) -> Result<Option<(Tensor<1>, usize)>> {
     let prefix = adapter.prefix_len();
     let (b, len) = (batch.batch, batch.len);
@@ -105,12 +107,10 @@ pub fn loss_sum(lm: &CausalLm, adapter: &Adapter, batch: &Batch) -> Result<Optio
     if let Some(bad) = targets.iter().find(|&&t| t < 0 || t >= vocab) {
         return Err(err!(InvalidDataset, "label {bad} is outside the vocabulary of {vocab}"));
     }
-    let device = lm.device();
     let hidden = adapter.hidden(lm, &batch.input_ids, b, Some(&batch.attention_mask), None)?;
-    let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [count]), device);
-    let targets = Tensor::<2, Int>::from_data(TensorData::new(targets, [count, 1]), device);
-    let log_probs = activation::log_softmax(lm.logits(hidden.select(0, rows)), 1);
-    Ok(Some((log_probs.gather(1, targets).sum().neg(), count)))
+    let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [count]), lm.device());
+    let targets: Vec<u32> = targets.into_iter().map(|t| t as u32).collect();
+    Ok(Some((kernels::cross_entropy_sum(hidden.select(0, rows), lm.lm_head(), &targets), count)))
 }
 
 /// Mean token loss of `adapter` on `examples` (eval batches of `batch_size` in order).
@@ -125,9 +125,10 @@ pub async fn evaluate(
     adapter.set_training(None);
     let mut total: Option<Tensor<1>> = None;
     let mut count = 0;
+    let shape = BatchShape::of(examples, batch_size);
     for chunk in examples.chunks(batch_size.max(1)) {
         let refs: Vec<&Example> = chunk.iter().collect();
-        if let Some((sum, n)) = loss_sum(lm, &adapter, &Batch::collate(&refs, pad_id))? {
+        if let Some((sum, n)) = loss_sum(lm, &adapter, &shape.collate(&refs, pad_id))? {
             total = Some(total.map_or(sum.clone(), |t| t + sum));
             count += n;
         }
@@ -135,6 +136,31 @@ pub async fn evaluate(
     let total = total.ok_or_else(|| err!(InvalidDataset, "the eval set has no supervised tokens"))?;
     Ok(readback::scalar(total).await? as f64 / count as f64)
 }
+
+/// The padded shape of a run's batches: always `rows` rows, lengths bucketed by [`bucket_len`]
+/// up to the run's longest example, so the GPU meets only a few tensor shapes.
+#[derive(Clone, Copy, Debug)]
+struct BatchShape {
+    rows: usize,
+    longest: usize,
+}
+
+impl BatchShape {
+    fn of(examples: &[Example], batch_size: usize) -> Self {
+        BatchShape { rows: batch_size.max(1), longest: examples.iter().map(|e| e.input_ids.len()).max().unwrap_or(0) }
+    }
+
+    fn len_of(&self, examples: &[&Example]) -> usize {
+        bucket_len(examples.iter().map(|e| e.input_ids.len()).max().unwrap_or(0), self.longest)
+    }
+
+    fn collate(&self, examples: &[&Example], pad_id: u32) -> Batch {
+        Batch::collate_padded(examples, pad_id, self.rows, self.len_of(examples))
+    }
+}
+
+/// Passes per shape in [`Trainer::warm_up`].
+const WARM_PASSES: usize = 3;
 
 /// Which examples each optimizer step uses: derived from the step number alone, so a resumed
 /// run sees exactly the batches an uninterrupted one would.
@@ -206,6 +232,7 @@ pub struct Trainer {
     eval: Vec<Example>,
     pad_id: u32,
     plan: Plan,
+    shape: BatchShape,
     total_steps: usize,
     /// Completed optimizer steps.
     step: usize,
@@ -245,6 +272,7 @@ impl Trainer {
             seed: config.seed,
         };
         let total_steps = config.max_steps.unwrap_or(plan.steps_per_epoch() * config.epochs.max(1));
+        let shape = BatchShape::of(&train, config.batch_size);
         let params: Vec<Tensor<2>> = adapter.params().into_iter().map(|(_, t)| t).collect();
         let optimizer = AdamW::new(config.optimizer, &params);
         let identity = checkpoint::RunIdentity::of(&lm, &adapter, &train, &eval, &config);
@@ -257,6 +285,7 @@ impl Trainer {
             eval,
             pad_id,
             plan,
+            shape,
             total_steps,
             step: 0,
             best: None,
@@ -297,23 +326,8 @@ impl Trainer {
         }
         let StepGradients { grads, loss_sum, supervised, tokens } = self.next_gradients()?;
         let params: Vec<Tensor<2>> = self.adapter.params().into_iter().map(|(_, t)| t).collect();
-
-        // Global norm as torch's clip_grad_norm_: scale by min(1, clip / (norm + 1e-6)).
-        let norm = grads
-            .iter()
-            .map(|g| g.clone().square().sum())
-            .reduce(|a, b| a + b)
-            .expect("adapters have parameters")
-            .sqrt();
-        let grads = match self.config.clip {
-            Some(clip) => {
-                let coef = (norm.clone() + 1e-6).recip().mul_scalar(clip).clamp_max(1.0).reshape([1, 1]);
-                grads.into_iter().map(|g| g * coef.clone()).collect()
-            }
-            None => grads,
-        };
         let lr = self.config.lr * self.config.schedule.factor(self.step, self.config.warmup_steps, self.total_steps);
-        let updated = self.optimizer.step(params, grads, lr);
+        let (updated, norm) = self.optimizer.step(params, grads, lr, self.config.clip);
         self.adapter = self.adapter.with_params(updated);
         self.step += 1;
 
@@ -355,19 +369,23 @@ impl Trainer {
     /// Gradients of the mean token loss of the next step's (accumulated) batches with respect to
     /// each trainable tensor, in [`Adapter::params`] order, before clipping.
     pub fn next_gradients(&self) -> Result<StepGradients> {
-        let lm = self.lm.clone();
-        let micro_batches: Vec<Batch> = self
-            .plan
-            .step(self.step)
-            .iter()
-            .map(|idx| Batch::collate(&idx.iter().map(|&i| &self.train[i]).collect::<Vec<_>>(), self.pad_id))
-            .collect();
+        let micro_batches: Vec<Batch> = self.plan.step(self.step).iter().map(|idx| self.collate(idx)).collect();
         let prefix = self.adapter.prefix_len();
         let supervised: usize = micro_batches.iter().map(|b| supervised_predictions(b, prefix)).sum();
         let tokens: usize = micro_batches.iter().map(|b| b.attention_mask.iter().filter(|&&m| m != 0).count()).sum();
         if supervised == 0 {
             return Err(err!(InvalidDataset, "step {} has no supervised tokens", self.step + 1));
         }
+        self.gradients(&micro_batches, supervised, tokens)
+    }
+
+    fn collate(&self, indices: &[usize]) -> Batch {
+        self.shape.collate(&indices.iter().map(|&i| &self.train[i]).collect::<Vec<_>>(), self.pad_id)
+    }
+
+    /// Forward and backward passes over `micro_batches`, the loss divided by `supervised`.
+    fn gradients(&self, micro_batches: &[Batch], supervised: usize, tokens: usize) -> Result<StepGradients> {
+        let lm = self.lm.clone();
         let mut tracked = self.adapter.tracked();
         let leaves: Vec<Tensor<2>> = tracked.params().into_iter().map(|(_, t)| t).collect();
         let mut grads: Vec<Option<Tensor<2>>> = vec![None; leaves.len()];
@@ -397,6 +415,56 @@ impl Trainer {
             .collect();
         let loss_sum = loss_total.expect("a step with supervised tokens has a loss");
         Ok(StepGradients { grads, loss_sum, supervised, tokens })
+    }
+
+    /// Compiles the GPU pipelines of every batch shape the run can meet, so that no training step
+    /// waits for compilation (seconds per shape in a browser): one forward and backward pass per
+    /// padded length a training batch can have (a batch is padded to the bucket of its longest
+    /// example, so these are the buckets of the examples), each with an optimizer update
+    /// (discarded), [`WARM_PASSES`] times, and one evaluation pass per eval length. Changes
+    /// nothing in the run. Returns the shapes warmed.
+    pub async fn warm_up(&self) -> Result<usize> {
+        let mut by_len: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+        for (i, example) in self.train.iter().enumerate() {
+            let rows = by_len.entry(self.shape.len_of(&[example])).or_default();
+            if rows.len() < self.shape.rows {
+                rows.push(i);
+            }
+        }
+        let firsts = by_len;
+        let mut warmed = 0;
+        for indices in firsts.values() {
+            let batch = self.collate(indices);
+            let supervised = supervised_predictions(&batch, self.adapter.prefix_len());
+            if supervised == 0 {
+                continue;
+            }
+            // burn's fusion settles on its fused kernels after seeing a graph a few times.
+            for _ in 0..WARM_PASSES {
+                let StepGradients { grads, loss_sum, .. } =
+                    self.gradients(std::slice::from_ref(&batch), supervised, 0)?;
+                let params = self.adapter.params().into_iter().map(|(_, t)| t).collect();
+                let (_, norm) = self.optimizer.clone().step(params, grads, self.config.lr, self.config.clip);
+                readback::floats(Tensor::cat(vec![loss_sum, norm], 0)).await?;
+            }
+            warmed += 1;
+        }
+        if !self.eval.is_empty() {
+            let shape = BatchShape::of(&self.eval, self.config.batch_size);
+            let mut lengths = std::collections::BTreeSet::new();
+            for chunk in self.eval.chunks(self.config.batch_size.max(1)) {
+                let refs: Vec<&Example> = chunk.iter().collect();
+                if lengths.insert(shape.len_of(&refs)) {
+                    let mut adapter = self.adapter.clone();
+                    adapter.set_training(None);
+                    if let Some((sum, _)) = loss_sum(&self.lm, &adapter, &shape.collate(&refs, self.pad_id))? {
+                        readback::scalar(sum).await?;
+                        warmed += 1;
+                    }
+                }
+            }
+        }
+        Ok(warmed)
     }
 
     /// Mean token loss of the current adapter on the eval set.

@@ -1,8 +1,14 @@
 //! AdamW with `torch.optim.AdamW` semantics (single-tensor path): decoupled weight decay
 //! `p ← p·(1 − lr·wd)`, bias-corrected moments, and `eps` added after dividing `√v` by
-//! `√(1 − β₂ᵗ)`:  `p ← p − lr/(1 − β₁ᵗ) · m / (√v/√(1 − β₂ᵗ) + eps)`.
+//! `√(1 − β₂ᵗ)`:  `p ← p − lr/(1 − β₁ᵗ) · m / (√v/√(1 − β₂ᵗ) + eps)`; the gradient first clipped
+//! to a global norm as `torch.nn.utils.clip_grad_norm_` does.
+//!
+//! All trainable values are updated at once, laid end to end in one flat buffer: one kernel
+//! ([`kernels::adamw`]) instead of a few per parameter tensor.
 
 use burn::tensor::Tensor;
+
+use crate::kernels::{self, AdamWStep};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamWConfig {
@@ -18,40 +24,93 @@ impl Default for AdamWConfig {
     }
 }
 
-/// Optimizer state: first and second moments per parameter and the step count.
+/// Optimizer state: first and second moments of every parameter and the step count.
 #[derive(Clone)]
 pub struct AdamW {
     pub config: AdamWConfig,
     /// Steps taken so far (torch's `state["step"]`).
     pub t: usize,
-    pub m: Vec<Tensor<2>>,
-    pub v: Vec<Tensor<2>>,
+    /// `[2, n]`: the first and the second moment of all parameters, end to end in parameter order.
+    moments: Tensor<2>,
+    /// Each parameter's shape, in order.
+    shapes: Vec<[usize; 2]>,
 }
 
 impl AdamW {
     pub fn new(config: AdamWConfig, params: &[Tensor<2>]) -> Self {
-        let zeros = || params.iter().map(Tensor::zeros_like).collect();
-        AdamW { config, t: 0, m: zeros(), v: zeros() }
+        let shapes: Vec<[usize; 2]> = params.iter().map(|p| p.dims()).collect();
+        let n = shapes.iter().map(|[r, c]| r * c).sum();
+        let device = params.first().expect("an optimizer needs parameters").device();
+        AdamW { config, t: 0, moments: Tensor::zeros([2, n], &device), shapes }
     }
 
-    /// One update of every parameter with its gradient at learning rate `lr`.
-    pub fn step(&mut self, params: Vec<Tensor<2>>, grads: Vec<Tensor<2>>, lr: f64) -> Vec<Tensor<2>> {
+    /// The first and second moments per parameter (views of the state, no copy).
+    pub fn moments(&self) -> (Vec<Tensor<2>>, Vec<Tensor<2>>) {
+        let [_, n] = self.moments.dims();
+        let row = |i| self.moments.clone().narrow(0, i, 1).reshape([n]);
+        (self.split(row(0)), self.split(row(1)))
+    }
+
+    /// Replaces the moments (a resumed run), per parameter in order.
+    pub fn set_moments(&mut self, m: Vec<Tensor<2>>, v: Vec<Tensor<2>>) {
+        self.moments = Tensor::stack(vec![Self::flatten(m), Self::flatten(v)], 0);
+    }
+
+    /// One update of every parameter with its gradient at learning rate `lr`, after clipping the
+    /// gradients' global norm to `clip`. Returns the updated parameters and the norm before
+    /// clipping, `[1]`.
+    pub fn step(
+        &mut self,
+        params: Vec<Tensor<2>>,
+        grads: Vec<Tensor<2>>,
+        lr: f64,
+        clip: Option<f64>,
+    ) -> (Vec<Tensor<2>>, Tensor<1>) {
         let c = self.config;
         self.t += 1;
-        let bias1 = 1.0 - c.beta1.powi(self.t as i32);
-        let bias2_sqrt = (1.0 - c.beta2.powi(self.t as i32)).sqrt();
-        let step_size = lr / bias1;
-        let mut updated = Vec::with_capacity(params.len());
-        for (i, (p, g)) in params.into_iter().zip(grads).enumerate() {
-            let p = if c.weight_decay != 0.0 { p * (1.0 - lr * c.weight_decay) } else { p };
-            // torch: exp_avg.lerp_(grad, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
-            let m = self.m[i].clone() + (g.clone() - self.m[i].clone()) * (1.0 - c.beta1);
-            let v = self.v[i].clone() * c.beta2 + g.clone() * g * (1.0 - c.beta2);
-            let denom = v.clone().sqrt() / bias2_sqrt + c.eps;
-            updated.push(p - m.clone() / denom * step_size);
-            self.m[i] = m;
-            self.v[i] = v;
-        }
-        updated
+        let t = self.t as i32;
+        let step = AdamWStep {
+            decay: (1.0 - lr * c.weight_decay) as f32,
+            one_minus_beta1: (1.0 - c.beta1) as f32,
+            beta2: c.beta2 as f32,
+            one_minus_beta2: (1.0 - c.beta2) as f32,
+            bias2_sqrt: (1.0 - c.beta2.powi(t)).sqrt() as f32,
+            eps: c.eps as f32,
+            step_size: (lr / (1.0 - c.beta1.powi(t))) as f32,
+            clip: clip.map_or(0.0, |clip| clip as f32),
+        };
+        let grad = Self::flatten(grads);
+        let norm = grad.clone().square().sum().sqrt();
+        let updated = kernels::adamw(Self::flatten(params), grad, self.moments.clone(), norm.clone(), step);
+        let [_, n] = updated.dims();
+        self.moments = updated.clone().narrow(0, 1, 2);
+        (self.split(updated.narrow(0, 0, 1).reshape([n])), norm)
+    }
+
+    /// Parameters end to end, `[n]`.
+    fn flatten(tensors: Vec<Tensor<2>>) -> Tensor<1> {
+        Tensor::cat(
+            tensors
+                .into_iter()
+                .map(|t| {
+                    let [r, c] = t.dims();
+                    t.reshape([r * c])
+                })
+                .collect(),
+            0,
+        )
+    }
+
+    /// `flat [n]` cut back into the parameters' shapes (views, no copy).
+    fn split(&self, flat: Tensor<1>) -> Vec<Tensor<2>> {
+        let mut start = 0;
+        self.shapes
+            .iter()
+            .map(|&[r, c]| {
+                let part = flat.clone().narrow(0, start, r * c).reshape([r, c]);
+                start += r * c;
+                part
+            })
+            .collect()
     }
 }

@@ -1,0 +1,602 @@
+//! Fused training kernels: each operation of a LoRA training step that burn would run as many
+//! small GPU dispatches, written as one CubeCL kernel (forward) and one (backward), so that a step
+//! costs few launches and no large intermediates.
+//!
+//! Two layers, both burn backend extensions (`burn::backend::backend_extension`):
+//! - [`FusedKernels`]: the kernels themselves, forward and backward, on plain (not autodiff)
+//!   tensors. CubeCL `#[cube]` kernels on burn's CubeCL backend (wgpu natively, WebGPU in the
+//!   browser; lazily recorded under burn's fusion), plain tensor ops on the Flex CPU backend.
+//! - [`FusedOps`]: the differentiable operations the model calls; on burn's autodiff backend each
+//!   records one graph node whose handwritten backward runs the backward kernel.
+//!
+//! WebGPU limits every kernel here keeps to: no subgroups, no f64, at most 256 invocations and
+//! 16 KiB of workgroup memory per workgroup, at most 65,535 workgroups per grid dimension.
+//!
+//! The functions at the bottom are the API the model uses; each one's composed-ops reference (the
+//! tests compare against it) is named in its doc comment.
+
+mod adamw;
+mod attention;
+mod cross_entropy;
+mod cube;
+mod glu;
+mod rms_norm;
+
+pub use adamw::AdamWStep;
+pub use attention::MASKED_ROW;
+pub use cross_entropy::{CHUNK_VALUES, KEEP_VALUES, chunk_for};
+
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::fusion::custom::TensorSpec;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Cube, Dispatch, TensorMetadata, backend_extension};
+use burn::tensor::{Device, Shape, Tensor, TensorData};
+use burn_cubecl::CubeBackend;
+
+use crate::model::config::Activation;
+
+/// The kernels: forward and backward of each fused operation, on plain tensors.
+#[backend_extension(Cube, Flex: cfg(not(target_arch = "wasm32")), Fusion)]
+pub trait FusedKernels: Backend {
+    /// RMSNorm of each row of `x [rows, d]`: `y = x · r · (offset + weight)` with
+    /// `r = 1 / sqrt(mean(x²) + eps)`, and `r [rows]` for the backward pass.
+    #[fusion(meta = |x, _weight, _eps, _offset| (x.clone(), TensorSpec::new(Shape::new([x.shape[0]]), x.dtype)))]
+    fn rms_norm_forward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        eps: f32,
+        offset: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// The input gradient of [`FusedKernels::rms_norm_forward`]:
+    /// `dx = r · (g − x · r² · mean(g · x))` with `g = dy · (offset + weight)`.
+    #[fusion(meta = |x, _weight, _inv_rms, _dy, _offset| x.clone())]
+    fn rms_norm_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        inv_rms: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        offset: f32,
+    ) -> FloatTensor<Self>;
+
+    /// `act(gate) · up` elementwise; `act` is [`glu::code`] of an [`Activation`].
+    #[fusion(meta = |gate, _up, _act| gate.clone())]
+    fn glu_forward(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: u32) -> FloatTensor<Self>;
+
+    /// `(dgate, dup) = (dout · up · act'(gate), dout · act(gate))`.
+    #[fusion(meta = |gate, _up, _dout, _act| (gate.clone(), gate.clone()))]
+    fn glu_backward(
+        gate: FloatTensor<Self>,
+        up: FloatTensor<Self>,
+        dout: FloatTensor<Self>,
+        act: u32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// One AdamW update of flat `param [n]` with `grad [n]` and `moments [2, n]` (m, then v),
+    /// the gradient clipped by its global `norm [1]`: returns `[3, n]` (param, m, v).
+    #[fusion(meta = |param, _grad, _moments, _norm, _step| TensorSpec::new(Shape::new([3, param.shape[0]]), param.dtype))]
+    fn adamw_update(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moments: FloatTensor<Self>,
+        norm: FloatTensor<Self>,
+        step: AdamWStep,
+    ) -> FloatTensor<Self>;
+
+    /// Causal attention of `q [b, len, heads, d]` over `k, v [b, len, kv_heads, d]` with the
+    /// mask and RoPE tables of `aux` (see the `attention` module): `[out | lse]`, flat.
+    #[fusion(meta = |q, _k, _v, _aux, _scale, _window, _rope| TensorSpec::new(
+        Shape::new([q.shape.num_elements() + q.shape[0] * q.shape[1] * q.shape[2]]),
+        q.dtype,
+    ))]
+    fn attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        aux: FloatTensor<Self>,
+        scale: f32,
+        window: u32,
+        rope: bool,
+    ) -> FloatTensor<Self>;
+
+    /// Folds one chunk of logits `[rows, width]` (vocabulary ids `start..start + width`) into each
+    /// row's running `state [rows, 3]`: max, sum of `exp(logit − max)`, target logit (0 until the
+    /// chunk holding the target). `first`: there is no state yet (`state` is not read).
+    #[fusion(meta = |logits, _targets, _state, _start, _first| TensorSpec::new(Shape::new([logits.shape[0], 3]), logits.dtype))]
+    fn cross_entropy_chunk(
+        logits: FloatTensor<Self>,
+        targets: FloatTensor<Self>,
+        state: FloatTensor<Self>,
+        start: u32,
+        first: bool,
+    ) -> FloatTensor<Self>;
+
+    /// `(softmax − onehot(target)) · upstream` of one chunk of logits, given each row's `lse`.
+    #[fusion(meta = |logits, _targets, _lse, _upstream, _start| logits.clone())]
+    fn cross_entropy_chunk_backward(
+        logits: FloatTensor<Self>,
+        targets: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        upstream: FloatTensor<Self>,
+        start: u32,
+    ) -> FloatTensor<Self>;
+
+    /// `(dq, dk, dv)` of [`FusedKernels::attention_forward`] given its packed output `saved`.
+    #[fusion(meta = |q, k, v, _aux, _saved, _dout, _scale, _window, _rope| (q.clone(), k.clone(), v.clone()))]
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        aux: FloatTensor<Self>,
+        saved: FloatTensor<Self>,
+        dout: FloatTensor<Self>,
+        scale: f32,
+        window: u32,
+        rope: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// The differentiable fused operations.
+#[backend_extension(Cube, Flex: cfg(not(target_arch = "wasm32")), Autodiff)]
+pub trait FusedOps: Backend {
+    /// See [`rms_norm`].
+    fn fused_rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f32, offset: f32) -> FloatTensor<Self>;
+
+    /// See [`glu`].
+    fn fused_glu(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: u32) -> FloatTensor<Self>;
+
+    /// See [`cross_entropy_sum`].
+    fn fused_cross_entropy(
+        hidden: FloatTensor<Self>,
+        head: FloatTensor<Self>,
+        targets: FloatTensor<Self>,
+        chunk: u32,
+        keep_logits: bool,
+    ) -> FloatTensor<Self>;
+
+    /// See [`attention`].
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        aux: FloatTensor<Self>,
+        scale: f32,
+        window: u32,
+        rope: bool,
+    ) -> FloatTensor<Self>;
+}
+
+/// RMSNorm over the last dimension of `x [rows, d]` with `weight [d]`: Llama's
+/// `x / sqrt(mean(x²) + eps) · weight` (`offset` 0) or Gemma's `… · (1 + weight)` (`offset` 1).
+/// Reference: `model::layers::RmsNorm::forward`.
+pub fn rms_norm(x: Tensor<2>, weight: Tensor<1>, eps: f64, offset: f32) -> Tensor<2> {
+    Tensor::from_dispatch(Dispatch::fused_rms_norm(x.into_dispatch(), weight.into_dispatch(), eps as f32, offset))
+}
+
+/// The gated MLP activation `act(gate) · up` of `gate, up [tokens, intermediate]` (SwiGLU for
+/// SiLU, GeGLU for the GELUs). Reference: `model::layers::activate(gate, act) * up`.
+pub fn glu(gate: Tensor<2>, up: Tensor<2>, act: Activation) -> Tensor<2> {
+    Tensor::from_dispatch(Dispatch::fused_glu(gate.into_dispatch(), up.into_dispatch(), glu::code(act)))
+}
+
+/// What every attention layer of one forward pass shares, uploaded once: the key padding mask and
+/// the RoPE tables.
+#[derive(Clone)]
+pub struct AttentionInputs {
+    /// `[cos | sin | mask]` (see the `attention` module).
+    aux: Tensor<1>,
+    rope: bool,
+}
+
+impl AttentionInputs {
+    /// `key_mask[b · len + j]` is 1 for a real token (`None`: no padding). `rope`: the `cos` and
+    /// `sin` tables `[len, d]`, row-major, as transformers computes them (`cat(freqs, freqs)`).
+    pub fn new(
+        batch: usize,
+        len: usize,
+        key_mask: Option<&[u8]>,
+        rope: Option<(&[f32], &[f32])>,
+        device: &Device,
+    ) -> Self {
+        let mut aux = Vec::new();
+        if let Some((cos, sin)) = rope {
+            aux.extend_from_slice(cos);
+            aux.extend_from_slice(sin);
+        }
+        match key_mask {
+            Some(mask) => aux.extend(mask.iter().map(|&m| if m != 0 { 1.0 } else { 0.0 })),
+            None => aux.extend(std::iter::repeat_n(1.0, batch * len)),
+        }
+        let size = aux.len();
+        AttentionInputs { aux: Tensor::from_data(TensorData::new(aux, [size]), device), rope: rope.is_some() }
+    }
+}
+
+/// Causal self-attention of `q [batch, len, heads, d]` over `k, v [batch, len, kv_heads, d]`
+/// (grouped-query heads), `scale` on the scores, a key sees only the last `window` positions
+/// when set (query `i` sees key `j` iff `j ≤ i`, `i − j < window`, `j` not padding), RoPE on
+/// q and k when `inputs` carry tables. Returns `[batch, len, heads, d]` (reshape to
+/// `[tokens, heads·d]` for free). Never materialises the `[len, len]` scores. Reference: RoPE as
+/// `model::layers::Rope::apply`, then `model::layers::AttentionContext::attend` (eager attention
+/// with an additive `f32::MIN` mask), a query that sees no key giving the mean of v.
+pub fn attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    inputs: &AttentionInputs,
+    scale: f64,
+    window: Option<usize>,
+) -> Tensor<4> {
+    let aux = if q.is_autodiff() { inputs.aux.clone().autodiff() } else { inputs.aux.clone() };
+    Tensor::from_dispatch(Dispatch::fused_attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        aux.into_dispatch(),
+        scale as f32,
+        window.map_or(0, |w| w as u32),
+        inputs.rope,
+    ))
+}
+
+/// Sum over the rows of `hidden [rows, hidden]` of the cross-entropy `−log softmax(h·headᵀ)[target]`
+/// (`head [vocab, hidden]`, `targets` one vocabulary id per row), `[1]`. The vocabulary is
+/// processed `chunk_for(rows, vocab)` ids at a time (one matmul and one kernel each), so no
+/// `[rows, vocab]` tensor exists. The forward pass's logits are kept for the backward pass when
+/// they hold at most [`KEEP_VALUES`] values (no more than the unchunked loss held), recomputed
+/// chunk by chunk otherwise. Reference: `log_softmax(hidden.matmul(head.transpose()), 1)`
+/// gathered at the targets, summed and negated (`train::loss_sum`).
+pub fn cross_entropy_sum(hidden: Tensor<2>, head: Tensor<2>, targets: &[u32]) -> Tensor<1> {
+    let (rows, vocab) = (hidden.dims()[0], head.dims()[0]);
+    cross_entropy_sum_in_chunks(hidden, head, targets, chunk_for(rows, vocab), rows * vocab <= KEEP_VALUES)
+}
+
+/// [`cross_entropy_sum`] with `chunk` vocabulary ids per chunk, the logits kept for the backward
+/// pass or recomputed.
+pub fn cross_entropy_sum_in_chunks(
+    hidden: Tensor<2>,
+    head: Tensor<2>,
+    targets: &[u32],
+    chunk: usize,
+    keep_logits: bool,
+) -> Tensor<1> {
+    let [rows, _] = hidden.dims();
+    let targets: Vec<f32> = targets.iter().map(|&t| t as f32).collect();
+    let device = hidden.device();
+    let targets = Tensor::<1>::from_data(TensorData::new(targets, [rows]), &device);
+    Tensor::from_dispatch(Dispatch::fused_cross_entropy(
+        hidden.into_dispatch(),
+        head.into_dispatch(),
+        targets.into_dispatch(),
+        chunk as u32,
+        keep_logits,
+    ))
+}
+
+/// One AdamW update of every trainable value, laid end to end in `param [n]` and `grad [n]`, with
+/// `moments [2, n]` (first, then second moment) and the gradient's global `norm [1]`: returns
+/// `[3, n]` (updated param, m, v). Not differentiable (optimizer state). Reference: the composed
+/// update of `train::optim`.
+pub fn adamw(param: Tensor<1>, grad: Tensor<1>, moments: Tensor<2>, norm: Tensor<1>, step: AdamWStep) -> Tensor<2> {
+    Tensor::from_dispatch(Dispatch::adamw_update(
+        param.into_dispatch(),
+        grad.into_dispatch(),
+        moments.into_dispatch(),
+        norm.into_dispatch(),
+        step,
+    ))
+}
+
+impl FusedKernels for CubeBackend {
+    fn rms_norm_forward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        eps: f32,
+        offset: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        rms_norm::forward_cube(x, weight, eps, offset)
+    }
+
+    fn rms_norm_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        inv_rms: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        offset: f32,
+    ) -> FloatTensor<Self> {
+        rms_norm::backward_cube(x, weight, inv_rms, dy, offset)
+    }
+
+    fn glu_forward(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: u32) -> FloatTensor<Self> {
+        glu::forward_cube(gate, up, act)
+    }
+
+    fn glu_backward(
+        gate: FloatTensor<Self>,
+        up: FloatTensor<Self>,
+        dout: FloatTensor<Self>,
+        act: u32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        glu::backward_cube(gate, up, dout, act)
+    }
+
+    fn adamw_update(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moments: FloatTensor<Self>,
+        norm: FloatTensor<Self>,
+        step: AdamWStep,
+    ) -> FloatTensor<Self> {
+        adamw::update_cube(param, grad, moments, norm, step)
+    }
+
+    fn cross_entropy_chunk(
+        logits: FloatTensor<Self>,
+        targets: FloatTensor<Self>,
+        state: FloatTensor<Self>,
+        start: u32,
+        first: bool,
+    ) -> FloatTensor<Self> {
+        cross_entropy::chunk_forward_cube(logits, targets, state, start, first)
+    }
+
+    fn cross_entropy_chunk_backward(
+        logits: FloatTensor<Self>,
+        targets: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        upstream: FloatTensor<Self>,
+        start: u32,
+    ) -> FloatTensor<Self> {
+        cross_entropy::chunk_backward_cube(logits, targets, lse, upstream, start)
+    }
+
+    fn attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        aux: FloatTensor<Self>,
+        scale: f32,
+        window: u32,
+        rope: bool,
+    ) -> FloatTensor<Self> {
+        attention::forward_cube(q, k, v, aux, scale, window, rope)
+    }
+
+    fn attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        aux: FloatTensor<Self>,
+        saved: FloatTensor<Self>,
+        dout: FloatTensor<Self>,
+        scale: f32,
+        window: u32,
+        rope: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        attention::backward_cube_split(q, k, v, aux, saved, dout, scale, window, rope)
+    }
+}
+
+/// The CPU backend runs the composed-ops formulation: on a CPU each op is a loop, and a launch
+/// costs nothing.
+#[cfg(not(target_arch = "wasm32"))]
+mod flex {
+    use burn::backend::tensor::FloatTensor;
+    use burn::backend::{Flex, TensorMetadata};
+    use burn::tensor::Tensor;
+
+    use super::{AdamWStep, FusedKernels, adamw, attention, cross_entropy, glu, rms_norm};
+
+    fn wrap<const D: usize>(primitive: FloatTensor<Flex>) -> Tensor<D> {
+        Tensor::from_primitive::<Flex>(primitive)
+    }
+
+    fn unwrap<const D: usize>(tensor: Tensor<D>) -> FloatTensor<Flex> {
+        tensor.try_into_primitive::<Flex>().expect("a Flex tensor stays on Flex")
+    }
+
+    impl FusedKernels for Flex {
+        fn rms_norm_forward(
+            x: FloatTensor<Self>,
+            weight: FloatTensor<Self>,
+            eps: f32,
+            offset: f32,
+        ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+            let (y, inv_rms) = rms_norm::forward_composed(wrap(x), wrap(weight), eps, offset);
+            (unwrap(y), unwrap(inv_rms))
+        }
+
+        fn rms_norm_backward(
+            x: FloatTensor<Self>,
+            weight: FloatTensor<Self>,
+            inv_rms: FloatTensor<Self>,
+            dy: FloatTensor<Self>,
+            offset: f32,
+        ) -> FloatTensor<Self> {
+            unwrap(rms_norm::backward_composed(wrap(x), wrap(weight), wrap(inv_rms), wrap(dy), offset))
+        }
+
+        fn glu_forward(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: u32) -> FloatTensor<Self> {
+            unwrap(glu::forward_composed(wrap(gate), wrap(up), act))
+        }
+
+        fn glu_backward(
+            gate: FloatTensor<Self>,
+            up: FloatTensor<Self>,
+            dout: FloatTensor<Self>,
+            act: u32,
+        ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+            let (dgate, dup) = glu::backward_composed(wrap(gate), wrap(up), wrap(dout), act);
+            (unwrap(dgate), unwrap(dup))
+        }
+
+        fn adamw_update(
+            param: FloatTensor<Self>,
+            grad: FloatTensor<Self>,
+            moments: FloatTensor<Self>,
+            norm: FloatTensor<Self>,
+            step: AdamWStep,
+        ) -> FloatTensor<Self> {
+            unwrap(adamw::update_composed(wrap(param), wrap(grad), wrap(moments), wrap(norm), step))
+        }
+
+        fn cross_entropy_chunk(
+            logits: FloatTensor<Self>,
+            targets: FloatTensor<Self>,
+            state: FloatTensor<Self>,
+            start: u32,
+            first: bool,
+        ) -> FloatTensor<Self> {
+            unwrap(cross_entropy::chunk_forward_composed(wrap(logits), wrap(targets), wrap(state), start, first))
+        }
+
+        fn cross_entropy_chunk_backward(
+            logits: FloatTensor<Self>,
+            targets: FloatTensor<Self>,
+            lse: FloatTensor<Self>,
+            upstream: FloatTensor<Self>,
+            start: u32,
+        ) -> FloatTensor<Self> {
+            unwrap(cross_entropy::chunk_backward_composed(
+                wrap(logits),
+                wrap(targets),
+                wrap(lse),
+                wrap(upstream),
+                start,
+            ))
+        }
+
+        fn attention_forward(
+            q: FloatTensor<Self>,
+            k: FloatTensor<Self>,
+            v: FloatTensor<Self>,
+            aux: FloatTensor<Self>,
+            scale: f32,
+            window: u32,
+            rope: bool,
+        ) -> FloatTensor<Self> {
+            let (out, lse) = attention::composed(wrap(q), wrap(k), wrap(v), wrap(aux), scale, window, rope);
+            let (out_size, lse_size) = (out.shape().num_elements(), lse.shape().num_elements());
+            unwrap(Tensor::cat(vec![out.reshape([out_size]), lse.reshape([lse_size])], 0))
+        }
+
+        fn attention_backward(
+            q: FloatTensor<Self>,
+            k: FloatTensor<Self>,
+            v: FloatTensor<Self>,
+            aux: FloatTensor<Self>,
+            _saved: FloatTensor<Self>,
+            dout: FloatTensor<Self>,
+            scale: f32,
+            window: u32,
+            rope: bool,
+        ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+            // The composed forward again, differentiated by burn's autodiff.
+            let [q, k, v]: [Tensor<4>; 3] = [q, k, v].map(|t| wrap::<4>(t).autodiff().require_grad());
+            let (out, _) =
+                attention::composed(q.clone(), k.clone(), v.clone(), wrap::<1>(aux).autodiff(), scale, window, rope);
+            let grads = (out * wrap::<4>(dout).autodiff()).sum().backward();
+            let grad = |t: &Tensor<4>| unwrap(t.grad(&grads).expect("attention inputs get gradients"));
+            (grad(&q), grad(&k), grad(&v))
+        }
+    }
+
+    impl super::FusedOps for Flex {
+        fn fused_rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f32, offset: f32) -> FloatTensor<Self> {
+            Self::rms_norm_forward(x, weight, eps, offset).0
+        }
+
+        fn fused_glu(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: u32) -> FloatTensor<Self> {
+            Self::glu_forward(gate, up, act)
+        }
+
+        fn fused_cross_entropy(
+            hidden: FloatTensor<Self>,
+            head: FloatTensor<Self>,
+            targets: FloatTensor<Self>,
+            chunk: u32,
+            _keep_logits: bool,
+        ) -> FloatTensor<Self> {
+            cross_entropy::forward::<Self>(hidden, head, targets, chunk as usize, false).0
+        }
+
+        fn fused_attention(
+            q: FloatTensor<Self>,
+            k: FloatTensor<Self>,
+            v: FloatTensor<Self>,
+            aux: FloatTensor<Self>,
+            scale: f32,
+            window: u32,
+            rope: bool,
+        ) -> FloatTensor<Self> {
+            let shape = q.shape().dims::<4>();
+            attention::output::<Self>(Self::attention_forward(q, k, v, aux, scale, window, rope), shape)
+        }
+    }
+}
+
+impl FusedOps for Cube {
+    fn fused_cross_entropy(
+        hidden: FloatTensor<Self>,
+        head: FloatTensor<Self>,
+        targets: FloatTensor<Self>,
+        chunk: u32,
+        _keep_logits: bool,
+    ) -> FloatTensor<Self> {
+        cross_entropy::forward::<Self>(hidden, head, targets, chunk as usize, false).0
+    }
+
+    fn fused_rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f32, offset: f32) -> FloatTensor<Self> {
+        Self::rms_norm_forward(x, weight, eps, offset).0
+    }
+
+    fn fused_glu(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: u32) -> FloatTensor<Self> {
+        Self::glu_forward(gate, up, act)
+    }
+
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        aux: FloatTensor<Self>,
+        scale: f32,
+        window: u32,
+        rope: bool,
+    ) -> FloatTensor<Self> {
+        let shape = q.shape().dims::<4>();
+        attention::output::<Self>(Self::attention_forward(q, k, v, aux, scale, window, rope), shape)
+    }
+}
+
+impl<B: FusedKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn fused_cross_entropy(
+        hidden: FloatTensor<Self>,
+        head: FloatTensor<Self>,
+        targets: FloatTensor<Self>,
+        chunk: u32,
+        keep_logits: bool,
+    ) -> FloatTensor<Self> {
+        cross_entropy::autodiff::<B, C>(hidden, head, targets, chunk as usize, keep_logits)
+    }
+
+    fn fused_rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f32, offset: f32) -> FloatTensor<Self> {
+        rms_norm::autodiff::<B, C>(x, weight, eps, offset)
+    }
+
+    fn fused_glu(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: u32) -> FloatTensor<Self> {
+        glu::autodiff::<B, C>(gate, up, act)
+    }
+
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        aux: FloatTensor<Self>,
+        scale: f32,
+        window: u32,
+        rope: bool,
+    ) -> FloatTensor<Self> {
+        attention::autodiff::<B, C>(q, k, v, aux, scale, window, rope)
+    }
+}

@@ -1,0 +1,467 @@
+//! The fused kernels (`webtune::kernels`) against the composed tensor ops they replace: outputs and
+//! gradients within 1e-4 relative to their size (`assert_gradient_close`: elementwise
+//! `|d| ≤ 1e-4·max(1, |ref|)` and relative norm 1e-3; NaN fails). Run on the default device (the
+//! Flex CPU backend here) and with `WEBTUNE_DEVICE=gpu` (the CubeCL kernels through wgpu, Mesa
+//! lavapipe here).
+
+mod common;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use common::*;
+use webtune::kernels;
+use webtune::rng::Rng;
+
+/// Kernel counts are process-wide, so the tests of this file run one at a time.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Seeded values in `[-scale, scale)`.
+fn values<const D: usize>(shape: [usize; D], seed: u64, scale: f32, device: &Device) -> Tensor<D> {
+    let mut rng = Rng::new(seed);
+    let n = shape.iter().product();
+    let data: Vec<f32> = (0..n).map(|_| rng.uniform(-1.0, 1.0) as f32 * scale).collect();
+    Tensor::from_data(TensorData::new(data, shape), device)
+}
+
+fn tracked<const D: usize>(t: &Tensor<D>) -> Tensor<D> {
+    t.clone().autodiff().require_grad()
+}
+
+/// Compares two tensors of any rank with the gradient tolerances and prints the errors.
+fn close<const D: usize>(what: &str, got: Tensor<D>, expected: Tensor<D>) {
+    assert_eq!(got.dims(), expected.dims(), "{what}: shape");
+    let e = assert_gradient_close(what, &floats(got), &floats(expected));
+    println!("{what}: max scaled error {:.2e}, relative norm {:.2e}", e.max_abs, e.rel_norm);
+}
+
+/// `x / sqrt(mean(x²) + eps) · (offset + w)`, as `model::layers::RmsNorm` composes it.
+fn rms_norm_reference(x: Tensor<2>, w: Tensor<1>, eps: f64, offset: f64) -> Tensor<2> {
+    let inv_rms = (x.clone().square().mean_dim(1) + eps).sqrt().recip();
+    x * inv_rms * (w + offset).unsqueeze_dim(0)
+}
+
+#[test]
+fn rms_norm_forward_and_backward_match_composed_ops() {
+    let _serial = one_at_a_time();
+    let device = gpu();
+    for (rows, d, offset) in [(37, 300, 0.0), (130, 64, 1.0), (3, 1000, 0.0)] {
+        let x = values([rows, d], 1, 2.0, &device);
+        let w = values([d], 2, 1.0, &device);
+        let upstream = values([rows, d], 3, 1.0, &device).autodiff();
+        let (xf, wf) = (tracked(&x), tracked(&w));
+        let fused = kernels::rms_norm(xf.clone(), wf.clone(), 1e-5, offset as f32);
+        let grads = (fused.clone() * upstream.clone()).sum().backward();
+        let (xr, wr) = (tracked(&x), tracked(&w));
+        let reference = rms_norm_reference(xr.clone(), wr.clone(), 1e-5, offset);
+        let ref_grads = (reference.clone() * upstream).sum().backward();
+        let case = format!("rms_norm {rows}x{d} offset {offset}");
+        close(&format!("{case}: y"), fused.inner(), reference.inner());
+        close(&format!("{case}: dx"), xf.grad(&grads).unwrap(), xr.grad(&ref_grads).unwrap());
+        close(&format!("{case}: dw"), wf.grad(&grads).unwrap(), wr.grad(&ref_grads).unwrap());
+    }
+}
+
+/// The model's activation, except that GELU(erf) is composed from `erf`: burn's own `gelu`
+/// backward is the tanh approximation's derivative on the CubeCL backend (1.5e-3 off).
+fn activation_reference(x: Tensor<2>, act: webtune::model::config::Activation) -> Tensor<2> {
+    match act {
+        webtune::model::config::Activation::GeluErf => {
+            x.clone() * ((x * std::f64::consts::FRAC_1_SQRT_2).erf() + 1.0) * 0.5
+        }
+        act => webtune::model::layers::activate(x, act),
+    }
+}
+
+#[test]
+fn glu_forward_and_backward_match_composed_ops() {
+    let _serial = one_at_a_time();
+    use webtune::model::config::Activation;
+    let device = gpu();
+    for act in [Activation::Silu, Activation::GeluTanh, Activation::GeluErf] {
+        let (rows, cols) = (67, 150);
+        let gate = values([rows, cols], 4, 6.0, &device);
+        let up = values([rows, cols], 5, 2.0, &device);
+        let upstream = values([rows, cols], 6, 1.0, &device).autodiff();
+        let (gf, uf) = (tracked(&gate), tracked(&up));
+        let fused = kernels::glu(gf.clone(), uf.clone(), act);
+        let grads = (fused.clone() * upstream.clone()).sum().backward();
+        let (gr, ur) = (tracked(&gate), tracked(&up));
+        let reference = activation_reference(gr.clone(), act) * ur.clone();
+        let ref_grads = (reference.clone() * upstream).sum().backward();
+        let case = format!("glu {act:?}");
+        close(&format!("{case}: out"), fused.inner(), reference.inner());
+        close(&format!("{case}: dgate"), gf.grad(&grads).unwrap(), gr.grad(&ref_grads).unwrap());
+        close(&format!("{case}: dup"), uf.grad(&grads).unwrap(), ur.grad(&ref_grads).unwrap());
+    }
+}
+
+#[test]
+fn adamw_matches_the_torch_update_in_composed_ops() {
+    let _serial = one_at_a_time();
+    let device = gpu();
+    let n = 70_001;
+    let param = values([n], 7, 1.0, &device);
+    let grad = values([n], 8, 0.05, &device);
+    let m = values([n], 9, 0.01, &device);
+    let v = values([n], 10, 1e-4, &device).abs();
+    let (lr, beta1, beta2, eps, weight_decay, t) = (1e-2f64, 0.9f64, 0.999f64, 1e-8f64, 0.01f64, 3);
+    for clip in [0.0f32, 1.0, 100.0] {
+        let norm = grad.clone().square().sum().sqrt();
+        let step = kernels::AdamWStep {
+            decay: (1.0 - lr * weight_decay) as f32,
+            one_minus_beta1: (1.0 - beta1) as f32,
+            beta2: beta2 as f32,
+            one_minus_beta2: (1.0 - beta2) as f32,
+            bias2_sqrt: (1.0 - beta2.powi(t)).sqrt() as f32,
+            eps: eps as f32,
+            step_size: (lr / (1.0 - beta1.powi(t))) as f32,
+            clip,
+        };
+        let moments = Tensor::stack::<2>(vec![m.clone(), v.clone()], 0);
+        let fused = kernels::adamw(param.clone(), grad.clone(), moments, norm.clone(), step);
+        // torch.optim.AdamW, single-tensor path, after clip_grad_norm_ (train::optim's formulas).
+        let g = if clip > 0.0 {
+            grad.clone() * (norm + 1e-6).recip().mul_scalar(clip).clamp_max(1.0)
+        } else {
+            grad.clone()
+        };
+        let p = param.clone() * (1.0 - lr * weight_decay);
+        let m1 = m.clone() + (g.clone() - m.clone()) * (1.0 - beta1);
+        let v1 = v.clone() * beta2 + g.clone() * g * (1.0 - beta2);
+        let denom = v1.clone().sqrt() / (1.0 - beta2.powi(t)).sqrt() + eps;
+        let p1 = p - m1.clone() / denom * (lr / (1.0 - beta1.powi(t)));
+        let reference = Tensor::stack::<2>(vec![p1, m1, v1], 0);
+        close(&format!("adamw clip {clip}"), fused, reference);
+    }
+}
+
+/// RoPE tables `[len, d]` as transformers computes them (θ = 10,000): `cat(freqs, freqs)`.
+fn rope_tables(len: usize, d: usize) -> (Vec<f32>, Vec<f32>) {
+    let inv_freq: Vec<f32> = (0..d / 2).map(|i| 1.0 / 10_000f32.powf((2 * i) as f32 / d as f32)).collect();
+    let angles: Vec<f32> =
+        (0..len).flat_map(|p| (0..d).map(|c| p as f32 * inv_freq[c % (d / 2)]).collect::<Vec<_>>()).collect();
+    (angles.iter().map(|a| a.cos()).collect(), angles.iter().map(|a| a.sin()).collect())
+}
+
+/// Whether query `i` sees key `j`.
+fn sees(i: usize, j: usize, window: Option<usize>, key_real: bool) -> bool {
+    j <= i && window.is_none_or(|w| i - j < w) && key_real
+}
+
+/// Transformers' eager attention: RoPE (`x·cos + rotate_half(x)·sin`), `repeat_kv`, scores plus an
+/// additive `f32::MIN` mask, softmax, values. Token-major `[b, len, heads, d]` in and out.
+#[allow(clippy::too_many_arguments)]
+fn attention_reference(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    key_mask: &[u8],
+    rope: Option<&(Vec<f32>, Vec<f32>)>,
+    scale: f64,
+    window: Option<usize>,
+) -> Tensor<4> {
+    let [b, len, heads, d] = q.dims();
+    let kv_heads = k.dims()[2];
+    let device = q.device();
+    let (mut q, mut k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
+    if let Some((cos, sin)) = rope {
+        let table = |t: &Vec<f32>| Tensor::<4>::from_data(TensorData::new(t.clone(), [1, 1, len, d]), &device);
+        let (cos, sin) = (table(cos), table(sin));
+        let rotate = |x: Tensor<4>| {
+            let first = x.clone().narrow(3, 0, d / 2);
+            let second = x.clone().narrow(3, d / 2, d / 2);
+            x * cos.clone() + Tensor::cat(vec![second.neg(), first], 3) * sin.clone()
+        };
+        q = rotate(q);
+        k = rotate(k);
+    }
+    let repeat = |x: Tensor<4>| {
+        let groups = heads / kv_heads;
+        x.unsqueeze_dim::<5>(2).expand([b, kv_heads, groups, len, d]).reshape([b, heads, len, d])
+    };
+    let mut bias = Vec::with_capacity(b * len * len);
+    for row in 0..b {
+        for i in 0..len {
+            for j in 0..len {
+                bias.push(if sees(i, j, window, key_mask[row * len + j] != 0) { 0.0 } else { f32::MIN });
+            }
+        }
+    }
+    let bias = Tensor::<4>::from_data(TensorData::new(bias, [b, 1, len, len]), &device);
+    let scores = q.matmul(repeat(k).swap_dims(2, 3)) * scale + bias;
+    burn::tensor::activation::softmax(scores, 3).matmul(repeat(v)).swap_dims(1, 2)
+}
+
+struct AttentionCase {
+    batch: usize,
+    len: usize,
+    heads: usize,
+    kv_heads: usize,
+    d: usize,
+    rope: bool,
+    window: Option<usize>,
+    /// `key_mask[b][j]`.
+    padded: fn(usize, usize) -> bool,
+}
+
+#[test]
+fn attention_forward_and_backward_match_eager_attention() {
+    let _serial = one_at_a_time();
+    let device = gpu();
+    let cases = [
+        // Right padding, RoPE, grouped-query heads.
+        AttentionCase {
+            batch: 2,
+            len: 37,
+            heads: 4,
+            kv_heads: 2,
+            d: 16,
+            rope: true,
+            window: None,
+            padded: |b, j| b == 1 && j >= 27,
+        },
+        // Left padding (queries 0..5 of row 1 see no key) and a sliding window over a padded gap
+        // (queries 17..19 of row 0 see only padding).
+        AttentionCase {
+            batch: 2,
+            len: 40,
+            heads: 2,
+            kv_heads: 1,
+            d: 32,
+            rope: true,
+            window: Some(8),
+            padded: |b, j| (b == 1 && j < 5) || (b == 0 && (10..20).contains(&j)),
+        },
+        // Several tiles of keys and of queries, three query heads per kv head, no RoPE.
+        AttentionCase {
+            batch: 1,
+            len: 130,
+            heads: 3,
+            kv_heads: 1,
+            d: 64,
+            rope: false,
+            window: None,
+            padded: |_, _| false,
+        },
+        // Qwen3's and Gemma 3's head sizes.
+        AttentionCase {
+            batch: 1,
+            len: 33,
+            heads: 2,
+            kv_heads: 2,
+            d: 128,
+            rope: true,
+            window: Some(20),
+            padded: |_, j| j == 3,
+        },
+        AttentionCase {
+            batch: 1,
+            len: 20,
+            heads: 2,
+            kv_heads: 1,
+            d: 256,
+            rope: true,
+            window: None,
+            padded: |_, _| false,
+        },
+    ];
+    for (n, c) in cases.iter().enumerate() {
+        let name = format!(
+            "attention case {n} (b {} len {} heads {}/{} d {} rope {} window {:?})",
+            c.batch, c.len, c.heads, c.kv_heads, c.d, c.rope, c.window
+        );
+        let key_mask: Vec<u8> = (0..c.batch * c.len).map(|x| u8::from(!(c.padded)(x / c.len, x % c.len))).collect();
+        // Rows that see no key: eager attention gives them the uniform softmax and, through
+        // autodiff, spurious q/k gradients; the kernels give none. Compared separately below.
+        let blind: Vec<bool> = (0..c.batch * c.len)
+            .map(|x| !(0..c.len).any(|j| sees(x % c.len, j, c.window, key_mask[(x / c.len) * c.len + j] != 0)))
+            .collect();
+        let tables = c.rope.then(|| rope_tables(c.len, c.d));
+        let inputs = kernels::AttentionInputs::new(
+            c.batch,
+            c.len,
+            Some(&key_mask),
+            tables.as_ref().map(|(cos, sin)| (cos.as_slice(), sin.as_slice())),
+            &device,
+        );
+        let scale = 1.0 / (c.d as f64).sqrt();
+        let q = values([c.batch, c.len, c.heads, c.d], 20 + n as u64, 1.5, &device);
+        let k = values([c.batch, c.len, c.kv_heads, c.d], 30 + n as u64, 1.5, &device);
+        let v = values([c.batch, c.len, c.kv_heads, c.d], 40 + n as u64, 1.0, &device);
+        let upstream = values([c.batch, c.len, c.heads, c.d], 50 + n as u64, 1.0, &device);
+        let row_weights = |blind_rows: bool| {
+            let w: Vec<f32> = blind.iter().map(|&b| if b == blind_rows { 1.0 } else { 0.0 }).collect();
+            Tensor::<1>::from_data(TensorData::new(w, [c.batch * c.len]), &device).reshape([c.batch, c.len, 1, 1])
+        };
+        let run = |fused: bool, weights: Tensor<4>| {
+            let (qt, kt, vt) = (tracked(&q), tracked(&k), tracked(&v));
+            let out = if fused {
+                kernels::attention(qt.clone(), kt.clone(), vt.clone(), &inputs, scale, c.window)
+            } else {
+                attention_reference(qt.clone(), kt.clone(), vt.clone(), &key_mask, tables.as_ref(), scale, c.window)
+            };
+            let grads = (out.clone() * (upstream.clone() * weights).autodiff()).sum().backward();
+            let grad = |t: &Tensor<4>| t.grad(&grads).unwrap();
+            (out.inner(), grad(&qt), grad(&kt), grad(&vt))
+        };
+        let (out, dq, dk, dv) = run(true, row_weights(false));
+        let (ref_out, ref_dq, ref_dk, ref_dv) = run(false, row_weights(false));
+        close(&format!("{name}: out"), out, ref_out);
+        close(&format!("{name}: dq"), dq, ref_dq);
+        close(&format!("{name}: dk"), dk, ref_dk);
+        close(&format!("{name}: dv"), dv, ref_dv);
+        if blind.iter().any(|&b| b) {
+            let (_, dq, dk, dv) = run(true, row_weights(true));
+            let (_, _, _, ref_dv) = run(false, row_weights(true));
+            for (what, g) in [("dq", dq), ("dk", dk)] {
+                let worst = max_abs_diff(&floats(g.clone()), &vec![0.0; g.shape().num_elements()]);
+                println!("{name}: {what} from rows that see no key: max {worst:.1e}");
+                assert!(worst == 0.0, "{name}: rows that see no key passed {what} {worst}");
+            }
+            close(&format!("{name}: dv from rows that see no key"), dv, ref_dv);
+        }
+    }
+}
+
+#[test]
+fn chunked_cross_entropy_matches_log_softmax() {
+    let _serial = one_at_a_time();
+    let device = gpu();
+    for (rows, hidden, vocab, chunk, keep) in
+        [(37, 48, 3000, 1000, false), (37, 48, 3000, 1000, true), (20, 64, 2500, 1024, false), (5, 16, 700, 700, true)]
+    {
+        let h = values([rows, hidden], 60, 1.0, &device);
+        let head = values([vocab, hidden], 61, 0.5, &device);
+        let mut rng = Rng::new(62);
+        // Targets include the first and last id of a chunk.
+        let mut targets: Vec<u32> = (0..rows).map(|_| rng.below(vocab) as u32).collect();
+        targets[0] = 0;
+        targets[1] = (chunk - 1) as u32;
+        targets[2] = (vocab - 1) as u32;
+        let (hf, wf) = (tracked(&h), tracked(&head));
+        let fused = kernels::cross_entropy_sum_in_chunks(hf.clone(), wf.clone(), &targets, chunk, keep);
+        let grads = (fused.clone() * 0.37).backward();
+        let (hr, wr) = (tracked(&h), tracked(&head));
+        let ids = Tensor::<2, burn::tensor::Int>::from_data(
+            TensorData::new(targets.iter().map(|&t| t as i64).collect::<Vec<_>>(), [rows, 1]),
+            &device,
+        );
+        let log_probs = burn::tensor::activation::log_softmax(hr.clone().matmul(wr.clone().transpose()), 1);
+        let reference = log_probs.gather(1, ids.autodiff()).sum().neg();
+        let ref_grads = (reference.clone() * 0.37).backward();
+        let case = format!("cross-entropy {rows} rows, vocab {vocab} in chunks of {chunk}, logits kept {keep}");
+        close(&format!("{case}: loss"), fused.inner(), reference.inner());
+        close(&format!("{case}: dhidden"), hf.grad(&grads).unwrap(), hr.grad(&ref_grads).unwrap());
+        close(&format!("{case}: dhead"), wf.grad(&grads).unwrap(), wr.grad(&ref_grads).unwrap());
+    }
+}
+
+/// Kernel launches of a forward and backward pass (0 on the CPU backend, which launches none),
+/// less those of the test's own scaffolding: summing an output of the same shape and
+/// differentiating the sum.
+fn dispatches<const D: usize>(device: &Device, output: [usize; D], pass: impl FnOnce() -> Vec<Tensor<2>>) -> u64 {
+    let scaffold = webtune::profile::count_dispatches(device, || {
+        let out = Tensor::<D>::zeros(output, device).autodiff().require_grad();
+        let g = out.clone().sum().backward();
+        out.grad(&g).unwrap()
+    })
+    .unwrap()
+    .1;
+    webtune::profile::count_dispatches(device, pass).unwrap().1.saturating_sub(scaffold)
+}
+
+/// Dispatches of each fused operation (forward + backward) against the composed ops it replaces,
+/// at SmolLM2-135M's shapes (one row of 64 tokens; frozen norm weights, as in LoRA training).
+/// Figures; the bounds are the fused kernels' own launches.
+#[test]
+fn fused_operations_launch_few_kernels() {
+    let _serial = one_at_a_time();
+    use webtune::model::config::Activation;
+    let device = gpu();
+    let (tokens, hidden, heads, kv_heads, d, inter) = (64, 576, 9, 3, 64, 1536);
+    let flat = |t: Tensor<4>| {
+        let [a, b, c, e] = t.dims();
+        t.reshape([a * b, c * e])
+    };
+    let mut rows = Vec::new();
+    // RMSNorm.
+    let x = values([tokens, hidden], 70, 1.0, &device);
+    let w = values([hidden], 71, 1.0, &device);
+    let fused = dispatches(&device, [tokens, hidden], || {
+        let xt = tracked(&x);
+        let g = kernels::rms_norm(xt.clone(), w.clone(), 1e-5, 0.0).sum().backward();
+        vec![xt.grad(&g).unwrap()]
+    });
+    let composed = dispatches(&device, [tokens, hidden], || {
+        let xt = tracked(&x);
+        let g = rms_norm_reference(xt.clone(), w.clone(), 1e-5, 0.0).sum().backward();
+        vec![xt.grad(&g).unwrap()]
+    });
+    rows.push(("rms_norm", fused, composed, 2));
+    // SwiGLU.
+    let (gate, up) = (values([tokens, inter], 72, 2.0, &device), values([tokens, inter], 73, 1.0, &device));
+    let fused = dispatches(&device, [tokens, inter], || {
+        let (gt, ut) = (tracked(&gate), tracked(&up));
+        let g = kernels::glu(gt.clone(), ut.clone(), Activation::Silu).sum().backward();
+        vec![gt.grad(&g).unwrap(), ut.grad(&g).unwrap()]
+    });
+    let composed = dispatches(&device, [tokens, inter], || {
+        let (gt, ut) = (tracked(&gate), tracked(&up));
+        let g = (activation_reference(gt.clone(), Activation::Silu) * ut.clone()).sum().backward();
+        vec![gt.grad(&g).unwrap(), ut.grad(&g).unwrap()]
+    });
+    rows.push(("swiglu", fused, composed, 2));
+    // Attention with RoPE, GQA, padding.
+    let q = values([1, tokens, heads, d], 74, 1.0, &device);
+    let k = values([1, tokens, kv_heads, d], 75, 1.0, &device);
+    let v = values([1, tokens, kv_heads, d], 76, 1.0, &device);
+    let mask: Vec<u8> = (0..tokens).map(|j| u8::from(j < tokens - 5)).collect();
+    let tables = rope_tables(tokens, d);
+    let inputs = kernels::AttentionInputs::new(
+        1,
+        tokens,
+        Some(&mask),
+        Some((tables.0.as_slice(), tables.1.as_slice())),
+        &device,
+    );
+    let fused = dispatches(&device, [1, tokens, heads, d], || {
+        let (qt, kt, vt) = (tracked(&q), tracked(&k), tracked(&v));
+        let g = kernels::attention(qt.clone(), kt.clone(), vt.clone(), &inputs, 0.125, None).sum().backward();
+        vec![flat(qt.grad(&g).unwrap()), flat(kt.grad(&g).unwrap()), flat(vt.grad(&g).unwrap())]
+    });
+    let composed = dispatches(&device, [1, tokens, heads, d], || {
+        let (qt, kt, vt) = (tracked(&q), tracked(&k), tracked(&v));
+        let out = attention_reference(qt.clone(), kt.clone(), vt.clone(), &mask, Some(&tables), 0.125, None);
+        let g = out.sum().backward();
+        vec![flat(qt.grad(&g).unwrap()), flat(kt.grad(&g).unwrap()), flat(vt.grad(&g).unwrap())]
+    });
+    rows.push(("attention + rope", fused, composed, 3));
+    // Cross-entropy over a 49,152-token vocabulary.
+    let h = values([tokens, hidden], 77, 1.0, &device);
+    let head = values([49_152, hidden], 78, 0.1, &device);
+    let targets: Vec<u32> = (0..tokens as u32).map(|i| i * 700).collect();
+    let fused = dispatches(&device, [1], || {
+        let ht = tracked(&h);
+        let g = kernels::cross_entropy_sum(ht.clone(), head.clone(), &targets).backward();
+        vec![ht.grad(&g).unwrap()]
+    });
+    let composed = dispatches(&device, [1], || {
+        let ht = tracked(&h);
+        let ids = Tensor::<2, burn::tensor::Int>::from_data(
+            TensorData::new(targets.iter().map(|&t| t as i64).collect::<Vec<_>>(), [tokens, 1]),
+            &device,
+        );
+        let log_probs = burn::tensor::activation::log_softmax(ht.clone().matmul(head.clone().transpose()), 1);
+        let g = log_probs.gather(1, ids.autodiff()).sum().neg().backward();
+        vec![ht.grad(&g).unwrap()]
+    });
+    rows.push(("cross-entropy", fused, composed, 8));
+    for (name, fused, composed, bound) in &rows {
+        println!("{name}: {fused} dispatches fused, {composed} composed (forward and backward)");
+        if *composed > 0 {
+            assert!(fused <= bound, "{name}: {fused} dispatches, more than {bound}");
+        }
+    }
+}
