@@ -85,7 +85,7 @@ fn warming_the_shapes_up_changes_nothing_in_the_run() {
         batch_size: 3,
         max_steps: Some(3),
         shuffle: true,
-        ..TrainConfig::default()
+        ..webtune::options::DEFAULTS.train_config().unwrap()
     };
     let run = |warm: bool| {
         let mut trainer =
