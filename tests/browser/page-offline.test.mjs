@@ -29,6 +29,7 @@ function appCaches() {
 /** Requests that fail because the server is gone are expected; the service worker answers them. */
 function forgetOfflineFailures() {
   const expected = (e) => /ERR_CONNECTION_REFUSED|ERR_INTERNET_DISCONNECTED|ERR_FAILED/.test(e) || /Failed to load resource/.test(e);
+  console.log(`expected while the server is gone: ${page.errors.filter(expected).join(' | ') || 'none'}`);
   page.errors.splice(0, page.errors.length, ...page.errors.filter((e) => !expected(e)));
 }
 
@@ -80,10 +81,11 @@ test('a new build replaces the cache of the old one', { timeout: 300_000 }, asyn
   // The browser checks the service worker on navigation and installs the new one.
   await page.reload({ waitUntil: 'load' });
   await waitReady(page);
-  await page.waitForFunction(async (v) => {
-    const keys = (await caches.keys()).filter((k) => k.startsWith('webtune-app-'));
-    return keys.length === 1 && keys[0] === `webtune-app-${v}`;
-  }, next, { timeout: 120_000, polling: 500 });
+  const deadline = Date.now() + 120_000;
+  while (JSON.stringify(await appCaches()) !== JSON.stringify([`webtune-app-${next}`])) {
+    assert.ok(Date.now() < deadline, `caches: ${await appCaches()}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
   const cached = await page.evaluate(async (v) => {
     const cache = await caches.open(`webtune-app-${v}`);
     return (await cache.match(new URL('webtune/index.js', location.href).href))?.text();
