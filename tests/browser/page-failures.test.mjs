@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { startServer, launchBrowser, openPage } from './harness.mjs';
+import { startServer, launchBrowser, openPage, screenshot } from './harness.mjs';
 import { WWW, PAGE_ROOT, checkBuilt, openApp, waitData, section, setOption, trainButton, alert, alertsText } from './page-fixtures/lib.mjs';
 
 // www/js/errors.js is a browser module without DOM use; imported as source so that node does not
@@ -183,6 +183,7 @@ test('a model too large for the GPU’s limits is refused before it is loaded, a
   await section(page, 'Model').getByLabel('Choose files…').setInputFiles(['config.json', 'tokenizer.json', 'tokenizer_config.json', 'model.safetensors'].map((f) => path.join(dir, f)));
   assert.equal(await waitData(page, 'model', ['failed', 'loaded'], 120_000), 'failed');
   const text = await alert(page, 'error-model').innerText();
+  await screenshot(page, 'page-model-too-large', { fullPage: false });
   assert.match(text, /^This model is too large for this GPU\./, text);
   assert.match(text, /Choose a smaller model/);
   assert.match(text, /model\.embed_tokens\.weight in model\.safetensors \(\d+ × 1024\) needs [\d.]+ GiB as f32, over the GPU's limit of [\d.]+ GiB per buffer/);

@@ -4,7 +4,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser } from './harness.mjs';
+import { startServer, launchBrowser, screenshot } from './harness.mjs';
 import {
   PAGE_ROOT, checkBuilt, openApp, waitReady, waitData, setOption, trainButton, alert, exportFile, lossHistory, trainToEnd, readZip, readSafetensors,
   maxAbsDiff,
@@ -195,6 +195,7 @@ test('the GPU device lost mid-training: the page says so, the checkpoint is inta
   const kept = Number((await page.locator('#train-note').innerText()).match(/The checkpoint of step (\d+) is kept/)?.[1]);
   assert.ok(kept >= 2 && kept < STEPS, await page.locator('#train-note').innerText());
   assert.equal(await waitData(page, 'trainState', ['failed'], 60_000), 'failed');
+  await screenshot(page, 'page-device-lost', { fullPage: false });
 
   await error.getByRole('button', { name: 'Resume on a new GPU device' }).click();
   await waitData(page, 'engine', ['ready'], 120_000);

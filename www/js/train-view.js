@@ -1,11 +1,13 @@
 // What step 4 shows of a run: the statistics, the progress bar, the loss chart and the same
 // history as a table (for screen readers, and to read the figures), and the settings of the run.
 
-import { $, h, duration, loss, mark, setNote } from './format.js';
+import { $, h, duration, loss, mark, plural, setNote } from './format.js';
 import { LossChart } from './chart.js';
 
 /** @typedef {import('../webtune/index.js').StepMetrics} StepMetrics */
 /** @typedef {import('../webtune/index.js').TrainingConfig} TrainingConfig */
+/** @typedef {import('../webtune/index.js').TrainReport} TrainReport */
+/** @typedef {import('../webtune/index.js').TrainSummary} TrainSummary */
 /** @typedef {import('./store.js').MetricPoint} MetricPoint */
 
 /** The run's loss history, one point per step (step 0: the starting eval loss). @type {MetricPoint[]} */
@@ -96,4 +98,21 @@ export function showStats(m, total) {
 export function showRunSettings(config) {
   $('run-settings-json').textContent = JSON.stringify(config, null, 2);
   $('run-settings').hidden = false;
+}
+
+/** What a run trains on: "64 training examples, 16 evaluation examples (2 bad rows skipped: lines 4, 9)". @param {TrainReport} rep */
+export function examplesText(rep) {
+  const bad = rep.train.badRows;
+  const lines = `line${bad.length > 1 ? 's' : ''} ${bad.slice(0, 10).map((b) => b.line).join(', ')}${bad.length > 10 ? ', …' : ''}`;
+  return `${plural(rep.trainExamples, 'training example')}${rep.evalExamples ? `, ${plural(rep.evalExamples, 'evaluation example')}` : ', no evaluation'}` +
+    (bad.length ? ` (${plural(bad.length, 'bad row')} skipped: ${lines})` : '');
+}
+
+/** How a run ended: "Done after 6 steps, train loss 6.0749, eval loss 5.9935." @param {TrainSummary} s */
+export function summaryText(s) {
+  const parts = [`${s.state === 'done' ? 'Done' : 'Stopped'} after ${plural(s.steps, 'step')}`];
+  if (s.finalLoss !== undefined) parts.push(`train loss ${loss(s.finalLoss)}`);
+  if (s.evalLoss !== undefined) parts.push(`eval loss ${loss(s.evalLoss)}`);
+  if (s.bestEvalLoss !== undefined && s.stoppedEarly) parts.push(`best eval loss ${loss(s.bestEvalLoss)}`);
+  return `${parts.join(', ')}${s.stoppedEarly ? ' (stopped early; the best adapter is kept)' : ''}.`;
 }

@@ -8,7 +8,7 @@ import { errorCode } from './errors.js';
 import { badRows, dataOptions, evalMode, trainingData } from './data.js';
 import { config as settingsConfig, pageOptions, snapshot, validate } from './settings.js';
 import { estimateMemory } from './memory.js';
-import { addPoint, initTrainView, lossHistory, point, resetView, setHistory, showRunSettings, showStats } from './train-view.js';
+import { addPoint, examplesText, initTrainView, lossHistory, point, resetView, setHistory, showRunSettings, showStats, summaryText } from './train-view.js';
 import { beginRun, continueRun, saveCheckpoint, savedStep } from './checkpoints.js';
 import * as store from './store.js';
 import { session } from './session.js';
@@ -59,6 +59,22 @@ function checkInputs() {
 }
 
 /**
+ * The button that goes on after a lost device or a dead engine: a new engine, then the saved run
+ * from its checkpoint (if there is one).
+ * @param {unknown} error
+ * @returns {import('./alerts.js').AlertAction[]}
+ */
+function recoveryActions(error) {
+  const code = errorCode(error);
+  if (code === undefined || !RECOVERABLE.includes(code)) return [];
+  const saved = savedStep() > 0;
+  const label = code === 'DEVICE_LOST'
+    ? (saved ? 'Resume on a new GPU device' : 'Restart on a new GPU device')
+    : (saved ? 'Restart the engine and resume' : 'Restart the engine');
+  return [{ label, primary: true, onClick: recover }];
+}
+
+/**
  * Why a new trainer failed: a bad row is named from the preview's own list (line and reason), so
  * that the message needs no parsing.
  * @param {unknown} error @param {TrainingConfig} config
@@ -69,7 +85,7 @@ function showStartError(error, config) {
   if (errorCode(error) === 'INVALID_DATASET' && !config.skipBadRows && bad) {
     showError(error, 'data', { id: 'train', title: `Line ${bad.line} of ${name} cannot be used: ${bad.reason}` });
   } else {
-    showError(error, 'train', { id: 'train' });
+    showError(error, 'train', { id: 'train', actions: recoveryActions(error) });
   }
 }
 
@@ -143,9 +159,7 @@ export async function startTraining({ resume, train = true } = {}) {
   }
 
   const rep = t.report;
-  const examples = `${plural(rep.trainExamples, 'training example')}${rep.evalExamples ? `, ${plural(rep.evalExamples, 'evaluation example')}` : ', no evaluation'}`;
-  const bad = rep.train.badRows;
-  const skipped = bad.length ? ` (${plural(bad.length, 'bad row')} skipped: line${bad.length > 1 ? 's' : ''} ${bad.slice(0, 10).map((b) => b.line).join(', ')}${bad.length > 10 ? ', …' : ''})` : '';
+  const examples = examplesText(rep);
 
   if (!train && resume) {
     session.update({ busy: '' });
@@ -155,7 +169,7 @@ export async function startTraining({ resume, train = true } = {}) {
 
   // The starting point of the eval curve: the fresh adapter's eval loss at step 0.
   if (!resume && rep.evalExamples > 0 && !continueImported) {
-    setNote('train-note', `${examples}${skipped}. Measuring the starting eval loss…`);
+    setNote('train-note', `${examples}. Measuring the starting eval loss…`);
     try {
       const evalLoss = await t.evaluate();
       addPoint({ step: 0, evalLoss });
@@ -167,7 +181,7 @@ export async function startTraining({ resume, train = true } = {}) {
 
   stopping = false;
   session.update({ busy: '', run: 'running' });
-  setNote('train-note', `Training on ${examples}${skipped}: ${plural(t.totalSteps, 'step')}.`);
+  setNote('train-note', `Training on ${examples}: ${plural(t.totalSteps, 'step')}.`);
   $('train-progress-text').textContent = `Step ${t.stepsDone} of ${t.totalSteps}`;
   const poll = setInterval(pollTrainer, 250);
   try {
@@ -189,12 +203,7 @@ export async function startTraining({ resume, train = true } = {}) {
 function failRun(t, error) {
   mark('trainState', 'failed');
   const saved = savedStep();
-  const code = errorCode(error);
-  const canRecover = code !== undefined && RECOVERABLE.includes(code);
-  showError(error, 'train', {
-    id: 'train',
-    actions: canRecover ? [{ label: saved ? 'Resume on a new GPU device' : 'Restart on a new GPU device', primary: true, onClick: recover }] : [],
-  });
+  showError(error, 'train', { id: 'train', actions: recoveryActions(error) });
   setNote('train-note', `Training stopped at step ${t.stepsDone} because of an error.${saved ? ` The checkpoint of step ${saved} is kept in browser storage.` : ''}`, 'warn');
 }
 
@@ -224,11 +233,7 @@ function pollTrainer() {
 /** @param {Trainer} t @param {TrainSummary} summary */
 async function finishRun(t, summary) {
   session.update({ run: 'finishing' });
-  const parts = [`${summary.state === 'done' ? 'Done' : 'Stopped'} after ${plural(summary.steps, 'step')}`];
-  if (summary.finalLoss !== undefined) parts.push(`train loss ${loss(summary.finalLoss)}`);
-  if (summary.evalLoss !== undefined) parts.push(`eval loss ${loss(summary.evalLoss)}`);
-  if (summary.bestEvalLoss !== undefined && summary.stoppedEarly) parts.push(`best eval loss ${loss(summary.bestEvalLoss)}`);
-  setNote('train-note', `${parts.join(', ')}${summary.stoppedEarly ? ' (stopped early; the best adapter is kept)' : ''}. Try it in step 5, download it in step 6.`, 'ok');
+  setNote('train-note', `${summaryText(summary)} Try it in step 5, download it in step 6.`, 'ok');
   $('train-eta').textContent = '';
   // Keep the finished adapter in browser storage too, so that a reload can restore it.
   try {
