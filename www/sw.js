@@ -5,9 +5,11 @@
 // offline-manifest.js, written by scripts/build-npm.sh, names the files and the build's version (a
 // hash of their contents). A new build changes it, so the browser installs this worker again: it
 // fills a cache of the new version and deletes the caches of older ones.
-//   webtune/**   build outputs: from the cache (they change only with a build, i.e. a new cache)
-//   the rest     the page's own files: from the network when it answers (so that an edit shows on
-//                the next reload without a build), else from the cache
+//
+// Every file comes from the network while the server answers, so that a page never mixes two builds
+// (the package's JavaScript and its wasm must match), and from the cache when it does not. The
+// page's own files are cached again as they arrive (they change without a build); the build's files
+// (webtune/) are in this version's cache from the install on.
 // Requests for other files (models, the hub) pass through untouched.
 
 importScripts('offline-manifest.js'); // sets self.OFFLINE_MANIFEST = { version, files }
@@ -18,6 +20,7 @@ const CACHE = `${PREFIX}${manifest.version}`;
 const scope = new URL(self.registration.scope);
 const FILES = new Set(manifest.files.map((f) => new URL(f, scope).href));
 const INDEX = new URL('index.html', scope).href;
+const BUILD = new URL('webtune/', scope).href;
 
 self.addEventListener('install', (event) => {
   event.waitUntil((async () => {
@@ -44,11 +47,12 @@ function cacheKey(request) {
   return FILES.has(url.href) ? url.href : undefined;
 }
 
-async function networkFirst(request, key) {
+/** From the network (into the cache as well when `recache`), else from the cache. */
+async function fromNetworkOrCache(request, key, recache) {
   const cache = await caches.open(CACHE);
   try {
     const response = await fetch(request);
-    if (response.ok) await cache.put(key, response.clone());
+    if (recache && response.ok) await cache.put(key, response.clone());
     return response;
   } catch (error) {
     const cached = await cache.match(key);
@@ -57,14 +61,9 @@ async function networkFirst(request, key) {
   }
 }
 
-async function cacheFirst(request, key) {
-  const cached = await (await caches.open(CACHE)).match(key);
-  return cached ?? fetch(request);
-}
-
 self.addEventListener('fetch', (event) => {
   const key = cacheKey(event.request);
   if (!key) return;
-  const build = key.startsWith(new URL('webtune/', scope).href);
-  event.respondWith(build ? cacheFirst(event.request, key) : networkFirst(event.request, key));
+  const build = key.startsWith(BUILD);
+  event.respondWith(fromNetworkOrCache(event.request, key, !build));
 });

@@ -4,7 +4,7 @@
 
 import { WebtuneError } from './errors.js';
 
-export const NO_WEBGPU_HELP =
+const NO_WEBGPU_HELP =
   'webtune needs WebGPU: Chrome or Edge 113+ (Windows, macOS, ChromeOS; Android 12+ from Chrome 121), ' +
   'Safari 26+ (macOS, iOS, iPadOS) or Firefox 141+ (Windows). On Linux, Chrome needs WebGPU switched on: ' +
   'enable chrome://flags/#enable-unsafe-webgpu (or start it with --enable-unsafe-webgpu). ' +

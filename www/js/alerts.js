@@ -37,6 +37,8 @@ export function showAlert({ id, kind = 'info', title, body, detail, actions = []
       })),
       dismissible ? h('button', { type: 'button', class: 'alert-close', 'aria-label': 'Dismiss', text: '×', onclick: () => el.remove() }) : null));
   $('alerts').append(el);
+  // An error needs the user: bring it into view from wherever they are on the page.
+  if (kind === 'error') el.scrollIntoView({ block: 'nearest' });
   return el;
 }
 

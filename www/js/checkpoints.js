@@ -23,11 +23,6 @@ export function savedStep() {
   return saved;
 }
 
-/** The run being saved. */
-export function currentRun() {
-  return run;
-}
-
 /**
  * A new run: the previous saved run goes, the run's files are stored for a resume after a reload.
  * A failure is shown; training goes on without a resumable run.

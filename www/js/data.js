@@ -32,7 +32,7 @@ let previewTimer;
 const withKey = (d) => ({ ...d, key: `data-${fingerprint(d.data)}` });
 
 /** @param {NamedBytes | null} d @param {boolean} [keepSkip] */
-export function setTrainData(d, keepSkip = false) {
+function setTrainData(d, keepSkip = false) {
   train = d && withKey(d);
   $('data-file-name').textContent = d ? `${d.name} · ${bytes(d.data.length)}` : 'Drop a file here or choose one.';
   if (!keepSkip) input('opt-skipBadRows').checked = false;
@@ -41,13 +41,13 @@ export function setTrainData(d, keepSkip = false) {
 }
 
 /** @param {NamedBytes | null} d */
-export function setEvalData(d) {
+function setEvalData(d) {
   evalFile = d && withKey(d);
   $('eval-file-name').textContent = d ? `${d.name} · ${bytes(d.data.length)}` : 'none chosen';
 }
 
 /** @param {EvalMode} mode */
-export function setEvalMode(mode) {
+function setEvalMode(mode) {
   input(`eval-mode-${mode}`).checked = true;
 }
 
@@ -124,7 +124,7 @@ async function pick(files, which) {
 }
 
 /** Shows the preview again after `ms` (the latest request wins). */
-export function schedulePreview(ms = 250) {
+function schedulePreview(ms = 250) {
   clearTimeout(previewTimer);
   previewTimer = setTimeout(updatePreview, ms);
 }

@@ -6,7 +6,7 @@ const MODEL_FILE = /(^|\/)(config\.json|generation_config\.json|tokenizer\.json|
 /** A dropped file, with its path inside the dropped folder. @typedef {File & { relativePath?: string }} DroppedFile */
 
 /** The path of a picked or dropped file inside its folder ('SmolLM2/config.json'). @param {DroppedFile} file */
-export function filePath(file) {
+function filePath(file) {
   return file.relativePath || file.webkitRelativePath || file.name;
 }
 
@@ -53,7 +53,7 @@ async function walk(entry, prefix, out) {
 }
 
 /** Every file of a drop, descending into dropped folders. @param {DataTransfer} dataTransfer */
-export async function droppedFiles(dataTransfer) {
+async function droppedFiles(dataTransfer) {
   const items = [...dataTransfer.items].filter((i) => i.kind === 'file');
   const entries = items.map((i) => i.webkitGetAsEntry?.()).filter((e) => e !== null && e !== undefined);
   if (entries.length === 0) return [...dataTransfer.files];

@@ -129,20 +129,6 @@ export function download(blob, fileName) {
   setTimeout(() => URL.revokeObjectURL(url), 60_000);
 }
 
-/**
- * @template {unknown[]} A
- * @param {(...args: A) => void} fn @param {number} ms
- * @returns {(...args: A) => void}
- */
-export function debounce(fn, ms) {
-  /** @type {ReturnType<typeof setTimeout> | undefined} */
-  let timer;
-  return (...args) => {
-    clearTimeout(timer);
-    timer = setTimeout(() => fn(...args), ms);
-  };
-}
-
 /** Writes a status line: `kind` is '', 'ok', 'warn' or 'muted'. @param {string} id @param {string} text @param {string} [kind] */
 export function setNote(id, text, kind = '') {
   const el = $(id);

@@ -45,7 +45,7 @@ function progress(text, amount, fraction) {
  * @param {ModelIdentity | ((info: ModelInfo) => ModelIdentity)} identity
  * @param {string} label what the page calls it
  */
-export async function loadModel(source, identity, label) {
+async function loadModel(source, identity, label) {
   const engine = session.requireEngine();
   session.update({ busy: 'model' });
   dismissAlert('error-model');

@@ -8,7 +8,8 @@ import { restoreData, useDemoData } from './data.js';
 import { restartEngine } from './engine.js';
 import { loadDemoModel, loadModelOf, reloadModel, sameModel, selectTab } from './model.js';
 import { applySettings } from './settings.js';
-import { setRecovery, startTraining } from './train.js';
+import { startTraining } from './train.js';
+import { setRecovery } from './train-errors.js';
 import * as store from './store.js';
 import { session } from './session.js';
 

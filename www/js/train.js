@@ -4,12 +4,12 @@
 
 import { $, loss, mark, plural, setNote, setPill, button, input } from './format.js';
 import { dismissAlert, showAlert, showError } from './alerts.js';
-import { errorCode } from './errors.js';
-import { badRows, dataOptions, evalMode, trainingData } from './data.js';
+import { dataOptions, evalMode, trainingData } from './data.js';
 import { config as settingsConfig, pageOptions, snapshot, validate } from './settings.js';
 import { estimateMemory } from './memory.js';
 import { addPoint, examplesText, initTrainView, lossHistory, point, resetView, setHistory, showRunSettings, showStats, summaryText } from './train-view.js';
-import { beginRun, continueRun, saveCheckpoint, savedStep } from './checkpoints.js';
+import { beginRun, continueRun, saveCheckpoint } from './checkpoints.js';
+import { showRunError, showStartError } from './train-errors.js';
 import * as store from './store.js';
 import { session } from './session.js';
 
@@ -19,20 +19,9 @@ import { session } from './session.js';
 /** @typedef {import('../webtune/index.js').TrainingConfig} TrainingConfig */
 /** @typedef {import('./store.js').RunRecord} RunRecord */
 
-/** Failures after which a new engine (new worker, new GPU device) can go on from the checkpoint. */
-const RECOVERABLE = ['DEVICE_LOST', 'WORKER', 'WASM'];
-
 /** @type {Trainer | null} */
 let trainer = null;
 let stopping = false;
-/** Starts the engine again and resumes the saved run (resume.js). @type {() => void} */
-let recover = () => {};
-
-/** @param {() => void} fn */
-export function setRecovery(fn) {
-  recover = fn;
-}
-
 /** The options of the settings form and the data step. @returns {TrainingConfig} */
 function trainingConfig() {
   return { ...settingsConfig(), ...dataOptions() };
@@ -59,37 +48,6 @@ function checkInputs() {
 }
 
 /**
- * The button that goes on after a lost device or a dead engine: a new engine, then the saved run
- * from its checkpoint (if there is one).
- * @param {unknown} error
- * @returns {import('./alerts.js').AlertAction[]}
- */
-function recoveryActions(error) {
-  const code = errorCode(error);
-  if (code === undefined || !RECOVERABLE.includes(code)) return [];
-  const saved = savedStep() > 0;
-  const label = code === 'DEVICE_LOST'
-    ? (saved ? 'Resume on a new GPU device' : 'Restart on a new GPU device')
-    : (saved ? 'Restart the engine and resume' : 'Restart the engine');
-  return [{ label, primary: true, onClick: recover }];
-}
-
-/**
- * Why a new trainer failed: a bad row is named from the preview's own list (line and reason), so
- * that the message needs no parsing.
- * @param {unknown} error @param {TrainingConfig} config
- */
-function showStartError(error, config) {
-  const bad = badRows()[0];
-  const name = trainingData().train?.name ?? 'the file';
-  if (errorCode(error) === 'INVALID_DATASET' && !config.skipBadRows && bad) {
-    showError(error, 'data', { id: 'train', title: `Line ${bad.line} of ${name} cannot be used: ${bad.reason}` });
-  } else {
-    showError(error, 'train', { id: 'train', actions: recoveryActions(error) });
-  }
-}
-
-/**
  * Starts a run, or with `resume` (a saved record) continues one: the same model, data and config,
  * and the checkpoint's adapter and optimizer state. `train: false` only restores the adapter.
  * The caller has restored the model and data of `resume`.
@@ -97,7 +55,7 @@ function showStartError(error, config) {
  */
 export async function startTraining({ resume, train = true } = {}) {
   if (!resume && !checkInputs()) return;
-  for (const id of ['error-train', 'error-checkpoint', 'early-stop', 'resume', 'error-recover']) dismissAlert(id);
+  for (const id of ['error-train', 'error-checkpoint', 'early-stop', 'resume']) dismissAlert(id);
   const engine = session.requireEngine();
   const model = session.model;
   const data = trainingData();
@@ -192,19 +150,13 @@ export async function startTraining({ resume, train = true } = {}) {
     });
     await finishRun(t, summary);
   } catch (error) {
-    failRun(t, error);
+    mark('trainState', 'failed');
+    $('train-eta').textContent = '';
+    showRunError(error, t.stepsDone);
   } finally {
     clearInterval(poll);
     session.update({ run: 'idle' });
   }
-}
-
-/** @param {Trainer} t @param {unknown} error */
-function failRun(t, error) {
-  mark('trainState', 'failed');
-  const saved = savedStep();
-  showError(error, 'train', { id: 'train', actions: recoveryActions(error) });
-  setNote('train-note', `Training stopped at step ${t.stepsDone} because of an error.${saved ? ` The checkpoint of step ${saved} is kept in browser storage.` : ''}`, 'warn');
 }
 
 /** @param {StepMetrics} m */
