@@ -19,6 +19,20 @@ pub trait FileSource {
     fn read_text(&self, name: &str) -> Result<String> {
         String::from_utf8(self.read(name)?).map_err(|_| err!(InvalidConfig, "{name} is not UTF-8 text"))
     }
+
+    /// `len` bytes of the file from `offset`, for reading a large file piece by piece (merged
+    /// export streams the weights one tensor at a time). The default reads the whole file.
+    fn read_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        slice_range(name, &self.read(name)?, offset, len)
+    }
+}
+
+fn slice_range(name: &str, bytes: &[u8], offset: u64, len: usize) -> Result<Vec<u8>> {
+    usize::try_from(offset)
+        .ok()
+        .and_then(|start| bytes.get(start..start.checked_add(len)?))
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| err!(CorruptWeights, "{name} ends before byte {} (truncated?)", offset + len as u64))
 }
 
 /// Files held in memory, keyed by name (the page hands these over from the user's disk).
@@ -47,6 +61,11 @@ impl FileSource for MemoryFiles {
 
     fn read(&self, name: &str) -> Result<Vec<u8>> {
         self.files.get(name).cloned().ok_or_else(|| err!(FileMissing, "{}: {name} is missing", self.describe()))
+    }
+
+    fn read_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let bytes = self.files.get(name).ok_or_else(|| err!(FileMissing, "{}: {name} is missing", self.describe()))?;
+        slice_range(name, bytes, offset, len)
     }
 
     fn describe(&self) -> String {
@@ -91,6 +110,23 @@ mod native {
                 std::io::ErrorKind::NotFound => err!(FileMissing, "{} is missing", path.display()),
                 _ => err!(Io, "cannot read {}: {e}", path.display()),
             })
+        }
+
+        fn read_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+            use std::io::{Read, Seek, SeekFrom};
+            let path = self.root.join(name);
+            let io = |e: std::io::Error| match e.kind() {
+                std::io::ErrorKind::NotFound => err!(FileMissing, "{} is missing", path.display()),
+                std::io::ErrorKind::UnexpectedEof => {
+                    err!(CorruptWeights, "{} ends before byte {} (truncated?)", path.display(), offset + len as u64)
+                }
+                _ => err!(Io, "cannot read {}: {e}", path.display()),
+            };
+            let mut file = std::fs::File::open(&path).map_err(io)?;
+            file.seek(SeekFrom::Start(offset)).map_err(io)?;
+            let mut bytes = vec![0; len];
+            file.read_exact(&mut bytes).map_err(io)?;
+            Ok(bytes)
         }
 
         fn describe(&self) -> String {

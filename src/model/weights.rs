@@ -99,7 +99,7 @@ pub fn random_weights(spec: &WeightSpec, device: &Device) -> Weights {
 }
 
 /// The safetensors files of a model folder: the single file, or the shards of the index.
-fn weight_files(source: &dyn FileSource) -> Result<Vec<String>> {
+pub(crate) fn weight_files(source: &dyn FileSource) -> Result<Vec<String>> {
     if source.exists(SINGLE_FILE) {
         return Ok(vec![SINGLE_FILE.to_owned()]);
     }
