@@ -3,7 +3,6 @@
 // queue, so training steps, generated tokens and exports interleave instead of overlapping.
 
 import init, * as wasm from './wasm/webtune.js';
-import * as boundary from './boundary.js';
 import { Channel, makeGeneration } from './channel.js';
 import { WebtuneError, toWebtuneError } from './errors.js';
 import { checkTensorsFitGpu, safetensorsTensors } from './limits.js';
@@ -62,7 +61,8 @@ export async function createEngine(options = {}) {
   } catch (e) {
     throw toWebtuneError(e);
   }
-  const gpu = boundary.gpuInfo(started.result);
+  /** @type {GpuInfo} */
+  const gpu = started.result;
   return new MainEngine({ ...gpu, name: adapterName(gpu.name, adapterInfo) }, wasm.version(), started.watch);
 }
 
@@ -190,8 +190,13 @@ class MainEngine {
   async previewDataset(data, config, maxRows = 20) {
     const model = this.#requireModel();
     const { name, bytes } = await readDataset(data);
-    const r = await this.exclusive(() => model.previewDataset(name, bytes, plainObject(config, 'config'), maxRows));
-    return boundary.datasetPreview(r);
+    return this.exclusive(() => model.previewDataset(name, bytes, plainObject(config, 'config'), maxRows));
+  }
+
+  /** @type {Engine['runFacts']} */
+  async runFacts(config) {
+    const model = this.#requireModel();
+    return this.exclusive(() => model.runFacts(plainObject(config, 'config')));
   }
 
   /** @type {Engine['createTrainer']} */

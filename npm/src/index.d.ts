@@ -315,7 +315,7 @@ export interface TrainReport {
   facts: RunFacts;
 }
 
-/** What a run will train and need: `model.runFacts(config)` before any data is loaded (the
+/** What a run will train and need: `engine.runFacts(config)` before any data is loaded (the
  * largest workload the config allows), and `Trainer.report.facts` for the loaded data. */
 export interface RunFacts {
   trainableParameters: number;
@@ -459,6 +459,10 @@ export interface Engine {
   loadModel(source: ModelSource, options?: LoadModelOptions): Promise<ModelInfo>;
   /** How the first `maxRows` (default 20) rows will be seen, and the whole file's report. */
   previewDataset(data: DatasetSource, config?: TrainingConfig, maxRows?: number): Promise<DatasetPreview>;
+  /** What training the loaded model with `config` would train and need (trainable parameters,
+   * adapted layers, a GPU memory estimate), before any data is loaded: the largest workload the
+   * config allows. `Trainer.report.facts` has the same for the loaded data. */
+  runFacts(config?: TrainingConfig): Promise<RunFacts>;
   /** Prepares a training run on the loaded model; its adapter becomes the engine's "tuned" one. */
   createTrainer(options: CreateTrainerOptions): Promise<Trainer>;
   /** Makes a PEFT adapter the engine's "tuned" adapter (to try it, evaluate or re-export it). */

@@ -1,7 +1,6 @@
 // A training run on the calling thread: steps the wasm `WebTrainer` through the engine's queue,
 // with pause, resume, stop, checkpoints, step metrics and timings (index.d.ts `Trainer`).
 
-import * as boundary from './boundary.js';
 import { Broadcast } from './channel.js';
 import { WebtuneError, toWebtuneError } from './errors.js';
 
@@ -55,7 +54,7 @@ export class TrainerImpl {
     this.#stepsDone = wt.stepsDone;
     this.#totalSteps = wt.totalSteps;
     this.#isDone = wt.isDone;
-    this.#report = boundary.trainReport(wt.report());
+    this.#report = wt.report();
   }
 
   get state() {
@@ -117,7 +116,8 @@ export class TrainerImpl {
     const t0 = now();
     const { raw, stepsDone, isDone, best } = await this.#engine.exclusive(async () => {
       const wt = this.#live();
-      const raw = boundary.stepMetrics(await wt.step());
+      /** @type {Omit<StepMetrics, 'tokensPerSecond' | 'elapsedMs' | 'etaMs'>} */
+      const raw = await wt.step();
       return { raw, stepsDone: wt.stepsDone, isDone: wt.isDone, best: wt.bestEvalLoss };
     });
     this.#stepsDone = stepsDone;

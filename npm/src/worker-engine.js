@@ -274,6 +274,11 @@ class WorkerEngine {
     return this.#rpc.call('previewDataset', [dataSource(data), config, maxRows]);
   }
 
+  /** @type {Engine['runFacts']} */
+  runFacts(config) {
+    return this.#rpc.call('runFacts', [config]);
+  }
+
   /** @type {Engine['createTrainer']} */
   async createTrainer(options) {
     const o = /** @type {any} */ (options ?? {});

@@ -85,6 +85,7 @@ const methods = {
     return requireEngine().loadModel(source, { name, onProgress, signal: controller.signal });
   },
   previewDataset: (id, [data, config, maxRows]) => requireEngine().previewDataset(data, config, maxRows),
+  runFacts: (id, [config]) => requireEngine().runFacts(config),
   loadAdapter: (id, [files]) => requireEngine().loadAdapter(files),
   evaluate: (id, [data, options]) => requireEngine().evaluate(data, options),
   exportAdapter: (id, [options]) => requireEngine().exportAdapter(options),

@@ -6,7 +6,7 @@ import { $, bytes, count, fact, mark, setPill, button, input } from './format.js
 import { dismissAlert, showAlert, showError } from './alerts.js';
 import { dropZone, folderName, modelFiles, onPick } from './files.js';
 import { hubChoice, suggestionRows } from './hub.js';
-import { estimateMemory } from './memory.js';
+import { limitProblems, runFacts } from './memory.js';
 import { defaultConfig } from './settings-fields.js';
 import { pkg } from './engine.js';
 import { session } from './session.js';
@@ -137,13 +137,24 @@ function renderModel() {
     fact('Context', `${count(i.maxPositions)} tokens`),
     fact('Chat template', i.hasChatTemplate ? 'yes' : 'no'),
   );
-  const est = estimateMemory(i, defaultConfig(i), session.engine?.gpu ?? null);
-  const fit = $('model-fit');
-  fit.className = `fit ${est.fits ? 'ok' : 'warn'}`;
-  fit.textContent = est.fits
-    ? `Weights take ${bytes(est.weights)} of GPU memory (f32); training with the default settings needs about ${bytes(est.total)}.`
-    : `Training this model with the default settings will not fit this GPU: ${est.problems.join('; ')}.`;
   $('model-info').hidden = false;
+  showFit(m);
+}
+
+/** What training `m` with the default settings needs, as the core estimates it. @param {import('./session.js').LoadedModel} m */
+async function showFit(m) {
+  const facts = await runFacts(defaultConfig(m.info));
+  const gpu = session.engine?.gpu;
+  const fit = $('model-fit');
+  if (!facts || !gpu || session.model !== m) {
+    if (session.model === m) fit.textContent = '';
+    return;
+  }
+  const problems = limitProblems(facts.memory.largestBuffer, gpu);
+  fit.className = `fit ${problems.length ? 'warn' : 'ok'}`;
+  fit.textContent = problems.length
+    ? `Training this model with the default settings will not fit this GPU: ${problems.join('; ')}.`
+    : `Weights take ${bytes(facts.memory.weights)} of GPU memory (f32); training with the default settings needs about ${bytes(facts.memory.total)}.`;
 }
 
 /** Selects a tab of the model sources. @type {(id: string) => void} */

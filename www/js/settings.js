@@ -32,7 +32,7 @@ export function onSettingsChange(fn) {
 
 /** @param {string} what */
 function changed(what) {
-  renderMemory(session.model?.info ?? null, config(), session.engine?.gpu ?? null);
+  renderMemory(config());
   for (const fn of listeners) fn(what);
 }
 

@@ -6,7 +6,7 @@ import { $, loss, mark, plural, setNote, setPill, button, input } from './format
 import { dismissAlert, showAlert, showError } from './alerts.js';
 import { dataOptions, evalMode, trainingData } from './data.js';
 import { config as settingsConfig, pageOptions, snapshot, validate } from './settings.js';
-import { estimateMemory } from './memory.js';
+import { limitProblems, runFacts } from './memory.js';
 import { addPoint, examplesText, initTrainView, lossHistory, point, resetView, setHistory, showRunSettings, showStats, summaryText } from './train-view.js';
 import { beginRun, continueRun, saveCheckpoint } from './checkpoints.js';
 import { showRunError, showStartError } from './train-errors.js';
@@ -37,14 +37,19 @@ function checkInputs() {
     return false;
   }
   dismissAlert('error-settings');
-  const model = session.model;
-  const est = model && estimateMemory(model.info, trainingConfig(), session.engine?.gpu ?? null);
-  if (est && !est.fits) {
-    showAlert({ id: 'memory', kind: 'warn', title: 'This run may not fit the GPU.', body: `${est.problems.join('; ')}. Training starts anyway; if it fails, your checkpoint is kept.` });
+  return true;
+}
+
+/** Warns (and starts anyway) when the core's estimate of the run is over the GPU's limits. @param {TrainingConfig} config */
+async function warnIfTooLarge(config) {
+  const facts = await runFacts(config);
+  const gpu = session.engine?.gpu;
+  const problems = facts && gpu ? limitProblems(facts.memory.largestBuffer, gpu) : [];
+  if (problems.length) {
+    showAlert({ id: 'memory', kind: 'warn', title: 'This run may not fit the GPU.', body: `${problems.join('; ')}. Training starts anyway; if it fails, your checkpoint is kept.` });
   } else {
     dismissAlert('memory');
   }
-  return true;
 }
 
 /**
@@ -69,6 +74,7 @@ export async function startTraining({ resume, train = true } = {}) {
   session.update({ busy: 'start' });
   setNote('train-note', resume ? `Restoring the checkpoint of step ${resume.step}…` : 'Preparing the data and the adapter…');
   mark('trainState', 'starting');
+  if (!resume) await warnIfTooLarge(config);
   try {
     trainer = await engine.createTrainer({
       data: { name: data.train.name, data: data.train.data },

@@ -357,7 +357,7 @@ export function cliArgs(config) {
   flag('eval-split', config.evalSplit);
   flag('early-stopping-patience', config.earlyStoppingPatience);
   flag('early-stopping-threshold', config.earlyStoppingThreshold);
-  if (config.shuffle === false) args.push('--no-shuffle');
+  if (config.shuffle === false) args.push('--shuffle', 'false');
   flag('seed', config.seed);
   flag('template', config.template);
   if (config.skipBadRows) args.push('--skip-bad-rows');
