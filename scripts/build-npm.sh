@@ -2,7 +2,7 @@
 # Assembles the npm package in npm/dist/ from the hand-written npm/src/ and the wasm-bindgen output
 # in www/pkg/ (run scripts/build-wasm.sh first), then copies it to www/webtune/ for the page.
 #
-#   scripts/build-npm.sh            # npm/dist/ + www/webtune/ (+ www/demo/ if missing)
+#   scripts/build-npm.sh            # npm/dist/ + www/webtune/ + www/offline-manifest.js
 #   cd npm/dist && npm pack         # webtune-<version>.tgz
 #
 # Layout of the package (= npm/dist/):
@@ -45,6 +45,8 @@ cp www/demo/{config.json,model.safetensors,tokenizer.json,tokenizer_config.json,
 # The page imports ./webtune/index.js: the same files as the package.
 rm -rf www/webtune
 cp -r "$DIST" www/webtune
+# What the page's service worker keeps for offline use, with this build's version.
+node scripts/offline-manifest.mjs www
 
 size() { stat -c %s "$1"; }
 wasm=$DIST/wasm/webtune_bg.wasm

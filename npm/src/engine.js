@@ -3,31 +3,28 @@
 // queue, so training steps, generated tokens and exports interleave instead of overlapping.
 
 import init, * as wasm from './wasm/webtune.js';
-import { Broadcast, Channel, makeGeneration } from './channel.js';
+import { Channel, makeGeneration } from './channel.js';
 import { WebtuneError, toWebtuneError } from './errors.js';
+import { checkTensorsFitGpu, safetensorsTensors } from './limits.js';
 import { loadModelFiles, readAdapterFiles, readDataset, toBytes } from './sources.js';
+import { TrainerImpl } from './trainer.js';
+import { DeviceWatch, adapterName, initWatchingDevice, requireAdapterInfo } from './webgpu.js';
 
 /** @typedef {import('./index.js').Engine} Engine */
-/** @typedef {import('./index.js').Trainer} Trainer */
-/** @typedef {import('./index.js').StepMetrics} StepMetrics */
-/** @typedef {import('./index.js').TrainerState} TrainerState */
-
-/** Hook for the worker host: `trainer[observe](fn)` calls `fn({state, stepsDone, metrics?, error?})`. */
-export const observe = Symbol('webtune.observe');
-
-export const NO_WEBGPU_HELP =
-  'webtune needs WebGPU: Chrome or Edge 113+ (Windows, macOS, ChromeOS; Android 12+ from Chrome 121), ' +
-  'Safari 26+ (macOS, iOS, iPadOS) or Firefox 141+ (Windows). On Linux, Chrome needs WebGPU switched on: ' +
-  'enable chrome://flags/#enable-unsafe-webgpu (or start it with --enable-unsafe-webgpu). ' +
-  'Check that hardware acceleration is on in the browser settings.';
+/** @typedef {import('./index.js').GpuInfo} GpuInfo */
+/** @typedef {import('./index.js').ModelInfo} ModelInfo */
+/** @typedef {import('./index.js').GenerationResult} GenerationResult */
 
 /** @type {Promise<unknown> | undefined} */
 let wasmReady;
 
-/** Instantiates the wasm module once per thread. */
+/**
+ * Instantiates the wasm module once per thread.
+ * @param {string | URL | undefined} wasmUrl
+ */
 function loadWasm(wasmUrl) {
   const url = wasmUrl ?? new URL('./wasm/webtune_bg.wasm', import.meta.url);
-  wasmReady ??= init({ module_or_path: url }).catch((e) => {
+  wasmReady ??= init({ module_or_path: url }).catch((/** @type {any} */ e) => {
     wasmReady = undefined;
     throw new WebtuneError(
       'WASM',
@@ -37,28 +34,6 @@ function loadWasm(wasmUrl) {
     );
   });
   return wasmReady;
-}
-
-/** Checks WebGPU and returns the browser's adapter info (wgpu only sees its often empty description). */
-async function requireWebGpu() {
-  if (globalThis.isSecureContext === false) {
-    throw new WebtuneError('NO_WEBGPU', 'WebGPU only works in secure contexts: serve the page over https:// (or from http://localhost while developing)');
-  }
-  const gpu = /** @type {any} */ (globalThis.navigator)?.gpu;
-  if (!gpu) throw new WebtuneError('NO_WEBGPU', `this browser does not expose WebGPU (navigator.gpu). ${NO_WEBGPU_HELP}`);
-  let adapter = null;
-  try {
-    adapter = await gpu.requestAdapter();
-  } catch {
-    // treated like "no adapter"
-  }
-  if (!adapter) {
-    throw new WebtuneError(
-      'NO_WEBGPU',
-      `this browser has WebGPU but no usable GPU adapter (the GPU may be blocklisted, or hardware acceleration is off). ${NO_WEBGPU_HELP}`,
-    );
-  }
-  return adapter.info ?? {};
 }
 
 /**
@@ -71,31 +46,6 @@ function plainObject(object, what) {
   return object;
 }
 
-const now = () => performance.now();
-
-/** @returns {import('./index.js').DatasetReport} */
-function mapReport(r) {
-  return {
-    rows: r.rows,
-    badRows: r.bad_rows,
-    truncated: r.truncated,
-    noSupervisedTokens: r.no_supervised_tokens,
-    minTokens: r.min_tokens,
-    meanTokens: r.mean_tokens,
-    maxTokens: r.max_tokens,
-    supervisedTokens: r.supervised_tokens,
-  };
-}
-
-/** A call on a wasm object, with its error turned into a WebtuneError. */
-async function guard(fn) {
-  try {
-    return await fn();
-  } catch (e) {
-    throw toWebtuneError(e);
-  }
-}
-
 /**
  * Creates an engine on this thread (page or worker). Rejects with `NO_WEBGPU` when the browser has
  * no usable WebGPU, `WASM` when the wasm file cannot be loaded.
@@ -103,33 +53,35 @@ async function guard(fn) {
  * @returns {Promise<Engine>}
  */
 export async function createEngine(options = {}) {
-  const adapterInfo = await requireWebGpu();
+  const adapterInfo = await requireAdapterInfo();
   await loadWasm(options.wasmUrl);
-  const gpu = await guard(() => wasm.init());
-  const described = [adapterInfo.vendor, adapterInfo.architecture, adapterInfo.description].filter(Boolean).join(' ');
-  return new MainEngine(
-    {
-      name: gpu.name || described || 'WebGPU adapter',
-      backend: gpu.backend,
-      maxStorageBufferBindingSize: gpu.max_storage_buffer_binding_size,
-      maxBufferSize: gpu.max_buffer_size,
-    },
-    wasm.version(),
-  );
+  let started;
+  try {
+    started = await initWatchingDevice(() => wasm.init());
+  } catch (e) {
+    throw toWebtuneError(e);
+  }
+  /** @type {GpuInfo} */
+  const gpu = started.result;
+  return new MainEngine({ ...gpu, name: adapterName(gpu.name, adapterInfo) }, wasm.version(), started.watch);
 }
 
+/** @implements {Engine} */
 class MainEngine {
-  /** @type {any} */ #model = null;
-  /** @type {import('./index.js').ModelInfo | null} */ #info = null;
-  /** The tuned adapter: a trainer's live adapter or a loaded one. @type {null | {trainer: TrainerImpl} | {adapter: any}} */
+  /** @type {wasm.WebModel | null} */ #model = null;
+  /** @type {ModelInfo | null} */ #info = null;
+  /** The tuned adapter: a trainer's live adapter or a loaded one. @type {null | {trainer: TrainerImpl} | {adapter: wasm.WebAdapter}} */
   #tuned = null;
   /** @type {Set<TrainerImpl>} */ #trainers = new Set();
   /** @type {Promise<unknown>} */ #queue = Promise.resolve();
   #disposed = false;
+  #device;
 
-  constructor(gpu, version) {
+  /** @param {GpuInfo} gpu @param {string} version @param {DeviceWatch} device */
+  constructor(gpu, version, device) {
     /** @readonly */ this.gpu = gpu;
     /** @readonly */ this.version = version;
+    this.#device = device;
   }
 
   get model() {
@@ -138,6 +90,18 @@ class MainEngine {
 
   #checkAlive() {
     if (this.#disposed) throw new WebtuneError('ENGINE_DISPOSED', 'this engine was disposed: create a new one with createEngine()');
+    this.#device.check();
+  }
+
+  /**
+   * A failed wasm call as a WebtuneError: `DEVICE_LOST` when the GPU device went away, whatever
+   * the wasm side made of that (a failed read-back, a panic).
+   * @param {unknown} e
+   */
+  async #failure(e) {
+    const error = toWebtuneError(e);
+    if ((error.code === 'GPU' || error.code === 'INTERNAL') && (await this.#device.isLost(250))) return this.#device.error();
+    return error;
   }
 
   /**
@@ -145,15 +109,22 @@ class MainEngine {
    * @template T @param {() => T | Promise<T>} fn @returns {Promise<T>}
    */
   exclusive(fn) {
-    const run = this.#queue.then(() => {
+    const run = this.#queue.then(async () => {
       this.#checkAlive();
-      return guard(fn);
+      try {
+        return await fn();
+      } catch (e) {
+        throw await this.#failure(e);
+      }
     });
     this.#queue = run.catch(() => {});
     return run;
   }
 
-  /** Frees wasm objects once everything queued so far is done (also after dispose()). */
+  /**
+   * Frees wasm objects once everything queued so far is done (also after dispose()).
+   * @param {...({ free(): void } | null | undefined)} objects
+   */
   release(...objects) {
     this.#queue = this.#queue.then(() => {
       for (const o of objects) {
@@ -172,6 +143,7 @@ class MainEngine {
     return this.#model;
   }
 
+  /** @param {string} action */
   #requireIdle(action) {
     for (const t of this.#trainers) {
       if (t.state === 'running' || t.state === 'paused') {
@@ -180,17 +152,21 @@ class MainEngine {
     }
   }
 
+  /** @param {null | {trainer: TrainerImpl} | {adapter: wasm.WebAdapter}} tuned */
   #setTuned(tuned) {
     const old = this.#tuned;
     this.#tuned = tuned;
     if (old && 'adapter' in old) this.release(old.adapter);
   }
 
+  /** @type {Engine['loadModel']} */
   async loadModel(source, options = {}) {
     this.#checkAlive();
     this.#requireIdle('loading another model');
     const { onProgress, signal } = options;
-    const { files, name } = await loadModelFiles(source, { onProgress, signal });
+    /** @param {string} file @param {Blob | Uint8Array} weights */
+    const checkWeights = async (file, weights) => checkTensorsFitGpu(await safetensorsTensors(weights), this.gpu, file);
+    const { files, name } = await loadModelFiles(source, { onProgress, signal, checkWeights });
     if (signal?.aborted) throw new WebtuneError('ABORTED', 'loading the model was aborted');
     onProgress?.({ phase: 'load', loaded: 0, total: 1 });
     const model = await this.exclusive(() => wasm.WebModel.load(files));
@@ -207,25 +183,23 @@ class MainEngine {
     this.#model = model;
     this.#info = { name: options.name ?? name ?? 'model', ...model.info() };
     onProgress?.({ phase: 'load', loaded: 1, total: 1 });
-    return { ...this.#info };
+    return { .../** @type {ModelInfo} */ (this.#info) };
   }
 
+  /** @type {Engine['previewDataset']} */
   async previewDataset(data, config, maxRows = 20) {
     const model = this.#requireModel();
     const { name, bytes } = await readDataset(data);
-    const r = await this.exclusive(() => model.previewDataset(name, bytes, plainObject(config, 'config'), maxRows));
-    return {
-      rows: r.rows.map((row) => ({
-        line: row.line,
-        segments: row.segments,
-        tokens: row.tokens,
-        truncated: row.truncated,
-        ...(row.error != null ? { error: row.error } : {}),
-      })),
-      report: r.report ? mapReport(r.report) : null,
-    };
+    return this.exclusive(() => model.previewDataset(name, bytes, plainObject(config, 'config'), maxRows));
   }
 
+  /** @type {Engine['runFacts']} */
+  async runFacts(config) {
+    const model = this.#requireModel();
+    return this.exclusive(() => model.runFacts(plainObject(config, 'config')));
+  }
+
+  /** @type {Engine['createTrainer']} */
   async createTrainer(options) {
     const model = this.#requireModel();
     this.#requireIdle('creating another trainer');
@@ -255,16 +229,16 @@ class MainEngine {
     return trainer;
   }
 
-  /** @internal */
+  /** @internal the trainer is disposed: its adapter stays the tuned one. @param {TrainerImpl} trainer */
   forgetTrainer(trainer) {
     this.#trainers.delete(trainer);
     if (this.#tuned && 'trainer' in this.#tuned && this.#tuned.trainer === trainer) {
-      // Keep its adapter as the tuned one.
       const adapter = trainer.takeAdapter();
       this.#tuned = adapter ? { adapter } : null;
     }
   }
 
+  /** @type {Engine['loadAdapter']} */
   async loadAdapter(files) {
     const model = this.#requireModel();
     this.#requireIdle('loading an adapter');
@@ -275,7 +249,13 @@ class MainEngine {
     return { peftType: info.peftType, trainableParameters: info.trainableParameters };
   }
 
-  /** Runs `fn` with the chosen adapter (inside `exclusive`). */
+  /**
+   * Runs `fn` with the chosen adapter (inside `exclusive`).
+   * @template T
+   * @param {'tuned' | 'base' | undefined} which
+   * @param {(adapter: wasm.WebAdapter) => T | Promise<T>} fn
+   * @returns {Promise<T>}
+   */
   async #withAdapter(which, fn) {
     const model = this.#requireModel();
     const choice = which ?? (this.#tuned ? 'tuned' : 'base');
@@ -299,32 +279,36 @@ class MainEngine {
     }
   }
 
+  /** @type {Engine['generate']} */
   generate(prompt, options = {}) {
     const { adapter, chat, signal, ...sampling } = options;
+    /** @type {Channel<string>} */
     const chunks = new Channel();
     const result = (async () => {
+      /** @type {wasm.WebGeneration | undefined} */
       let generation;
       try {
         const model = this.#requireModel();
         if (signal?.aborted) return { text: '', finishReason: /** @type {const} */ ('aborted') };
-        generation = await this.exclusive(() =>
+        const started = await this.exclusive(() =>
           this.#withAdapter(adapter, (a) => model.generate(chat ? model.chatPrompt(String(prompt)) : String(prompt), a, plainObject(sampling, 'generate options'))),
         );
-        /** @type {'eos' | 'length' | 'context' | 'aborted'} */
+        generation = started;
+        /** @type {GenerationResult['finishReason']} */
         let finishReason;
         for (;;) {
           if (signal?.aborted) {
             finishReason = 'aborted';
             break;
           }
-          const token = await this.exclusive(() => generation.next());
+          const token = await this.exclusive(() => started.next());
           if (token === null) {
-            finishReason = generation.finishReason;
+            finishReason = started.finishReason;
             break;
           }
           if (token.text) chunks.push(token.text);
         }
-        return { text: generation.text(), finishReason };
+        return { text: started.text(), finishReason };
       } catch (e) {
         throw toWebtuneError(e);
       } finally {
@@ -338,6 +322,7 @@ class MainEngine {
     return makeGeneration(chunks, result);
   }
 
+  /** @type {Engine['evaluate']} */
   async evaluate(data, options = {}) {
     this.#requireModel();
     const { name, bytes } = await readDataset(data);
@@ -346,6 +331,7 @@ class MainEngine {
     return { loss, perplexity: Math.exp(loss) };
   }
 
+  /** @type {Engine['exportAdapter']} */
   async exportAdapter(options) {
     this.#requireModel();
     const format = options?.format;
@@ -384,253 +370,4 @@ class MainEngine {
   }
 }
 
-const FINAL = new Set(['done', 'failed']);
-
-class TrainerImpl {
-  /** @type {any} */ #wt;
-  /** @type {MainEngine} */ #engine;
-  /** @type {TrainerState} */ #state = 'idle';
-  #pauseRequested = false;
-  #stopRequested = false;
-  /** @type {(() => void) | null} */ #wake = null;
-  #stepsDone;
-  #totalSteps;
-  #isDone;
-  #report;
-  #datasetName;
-  /** @type {Broadcast<StepMetrics>} */ #metrics = new Broadcast();
-  /** @type {Set<(update: any) => void>} */ #observers = new Set();
-  // Timing over all train() calls of this trainer (pauses excluded).
-  #elapsedMs = 0;
-  #tokens = 0;
-  #stepsTimed = 0;
-  /** @type {number | undefined} */ #finalLoss;
-  /** @type {number | undefined} */ #evalLoss;
-  /** @type {number | undefined} */ #bestEvalLoss;
-  #stoppedEarly = false;
-  #disposed = false;
-
-  constructor(engine, wt, datasetName) {
-    this.#engine = engine;
-    this.#wt = wt;
-    this.#datasetName = datasetName;
-    this.#stepsDone = wt.stepsDone;
-    this.#totalSteps = wt.totalSteps;
-    this.#isDone = wt.isDone;
-    const r = wt.report();
-    this.#report = {
-      train: mapReport(r.train),
-      eval: r.eval ? mapReport(r.eval) : null,
-      trainExamples: r.trainExamples,
-      evalExamples: r.evalExamples,
-    };
-  }
-
-  get state() {
-    return this.#state;
-  }
-  get stepsDone() {
-    return this.#stepsDone;
-  }
-  get totalSteps() {
-    return this.#totalSteps;
-  }
-  get report() {
-    return this.#report;
-  }
-
-  #checkAlive() {
-    if (this.#disposed) throw new WebtuneError('INVALID_STATE', 'this trainer was disposed (or replaced by a newer one)');
-  }
-
-  /** The wasm trainer, if not freed. */
-  #live() {
-    if (!this.#wt) throw new WebtuneError('INVALID_STATE', 'this trainer was disposed (or replaced by a newer one)');
-    return this.#wt;
-  }
-
-  /** @param {TrainerState} state @param {StepMetrics} [metrics] @param {unknown} [error] */
-  #emit(state, metrics, error) {
-    this.#state = state;
-    if (metrics) this.#metrics.push(metrics);
-    if (FINAL.has(state) || state === 'stopped') this.#metrics.close(state === 'failed' ? error : undefined);
-    for (const fn of this.#observers) fn({ state, stepsDone: this.#stepsDone, metrics, error });
-  }
-
-  [observe](fn) {
-    this.#observers.add(fn);
-  }
-
-  #summary() {
-    return {
-      steps: this.#stepsDone,
-      finalLoss: this.#finalLoss,
-      evalLoss: this.#evalLoss,
-      bestEvalLoss: this.#bestEvalLoss,
-      stoppedEarly: this.#stoppedEarly,
-      state: /** @type {'done' | 'stopped'} */ (this.#state),
-    };
-  }
-
-  async #checkpointTo(onCheckpoint) {
-    const bytes = await this.#engine.exclusive(() => this.#live().checkpoint());
-    await onCheckpoint(bytes, this.#stepsDone);
-  }
-
-  async train(options = {}) {
-    this.#checkAlive();
-    const { onProgress, checkpointEvery, onCheckpoint } = options;
-    if (this.#state === 'running' || this.#state === 'paused') {
-      throw new WebtuneError('INVALID_STATE', 'this trainer is already training: use pause(), resume() or stop()');
-    }
-    if (this.#state === 'failed') throw new WebtuneError('INVALID_STATE', 'training failed earlier: create a new trainer (from a checkpoint to continue)');
-    if (this.#state === 'done' || this.#isDone) {
-      if (this.#state !== 'done') this.#emit('done');
-      return this.#summary();
-    }
-    if (checkpointEvery !== undefined && !(Number.isInteger(checkpointEvery) && checkpointEvery > 0)) {
-      throw new WebtuneError('INVALID_OPTIONS', `checkpointEvery must be a positive whole number of steps, not ${checkpointEvery}`);
-    }
-    this.#stopRequested = false;
-    this.#emit('running');
-    try {
-      for (;;) {
-        if (this.#stopRequested || this.#disposed) {
-          this.#emit('stopped');
-          break;
-        }
-        if (this.#pauseRequested) {
-          this.#emit('paused');
-          if (onCheckpoint) await this.#checkpointTo(onCheckpoint);
-          if (this.#pauseRequested && !this.#stopRequested && !this.#disposed) {
-            await new Promise((resolve) => (this.#wake = /** @type {() => void} */ (resolve)));
-          }
-          this.#wake = null;
-          if (!this.#stopRequested && !this.#disposed) this.#emit('running');
-          continue;
-        }
-        if (this.#isDone) {
-          this.#emit('done');
-          break;
-        }
-        const t0 = now();
-        const { raw, stepsDone, isDone, best } = await this.#engine.exclusive(async () => {
-          const wt = this.#live();
-          const raw = await wt.step();
-          return { raw, stepsDone: wt.stepsDone, isDone: wt.isDone, best: wt.bestEvalLoss };
-        });
-        const dt = now() - t0;
-        this.#stepsDone = stepsDone;
-        this.#isDone = isDone;
-        this.#bestEvalLoss = best ?? undefined;
-        this.#elapsedMs += dt;
-        this.#tokens += raw.tokens;
-        this.#stepsTimed++;
-        this.#finalLoss = raw.loss;
-        if (raw.eval_loss !== undefined && raw.eval_loss !== null) this.#evalLoss = raw.eval_loss;
-        if (raw.early_stopped) this.#stoppedEarly = true;
-        const perStep = this.#elapsedMs / this.#stepsTimed;
-        /** @type {StepMetrics} */
-        const metrics = {
-          step: raw.step,
-          totalSteps: this.#totalSteps,
-          epoch: raw.epoch,
-          loss: raw.loss,
-          lr: raw.lr,
-          gradNorm: raw.grad_norm,
-          tokens: raw.tokens,
-          supervisedTokens: raw.supervised_tokens,
-          ...(raw.eval_loss != null ? { evalLoss: raw.eval_loss } : {}),
-          ...(raw.early_stopped ? { earlyStopped: true } : {}),
-          tokensPerSecond: this.#elapsedMs > 0 ? (this.#tokens * 1000) / this.#elapsedMs : 0,
-          elapsedMs: this.#elapsedMs,
-          etaMs: this.#isDone ? 0 : perStep * Math.max(0, this.#totalSteps - this.#stepsDone),
-        };
-        this.#emit('running', metrics);
-        onProgress?.(metrics);
-        if (onCheckpoint && checkpointEvery && this.#stepsDone % checkpointEvery === 0) await this.#checkpointTo(onCheckpoint);
-      }
-    } catch (e) {
-      const error = toWebtuneError(e);
-      this.#emit('failed', undefined, error);
-      throw error;
-    }
-    return this.#summary();
-  }
-
-  metrics() {
-    return this.#metrics.iterator(FINAL.has(this.#state));
-  }
-
-  pause() {
-    if (this.#state === 'running') this.#pauseRequested = true;
-  }
-
-  resume() {
-    this.#pauseRequested = false;
-    this.#wake?.();
-  }
-
-  stop() {
-    if (this.#state === 'running' || this.#state === 'paused') {
-      this.#stopRequested = true;
-      this.#pauseRequested = false;
-      this.#wake?.();
-    }
-  }
-
-  async evaluate() {
-    this.#checkAlive();
-    return this.#engine.exclusive(() => this.#live().evaluate());
-  }
-
-  async checkpoint() {
-    this.#checkAlive();
-    return this.#engine.exclusive(() => this.#live().checkpoint());
-  }
-
-  dispose() {
-    if (this.#disposed) return;
-    this.halt();
-    this.#engine.forgetTrainer(this);
-    this.release();
-  }
-
-  // --- for the engine ------------------------------------------------------------------------
-
-  /** Marks the trainer disposed and lets a running train() end with state "stopped". */
-  halt() {
-    this.#disposed = true;
-    this.#stopRequested = true;
-    this.#pauseRequested = false;
-    this.#wake?.();
-    if (this.#state !== 'running' && this.#state !== 'paused') this.#metrics.close();
-  }
-
-  /** Frees the wasm trainer after the queued work (a running step) is done. */
-  release() {
-    const wt = this.#wt;
-    this.#wt = null;
-    this.#engine.release(wt);
-  }
-
-  /** A WebAdapter snapshot of the current adapter (caller frees it). Call inside `exclusive`. */
-  snapshot() {
-    if (!this.#wt) throw new WebtuneError('NO_ADAPTER', 'the trainer holding the tuned adapter was disposed');
-    return this.#wt.adapter();
-  }
-
-  /** The adapter as a standalone WebAdapter before the trainer goes (sync; null if it cannot). */
-  takeAdapter() {
-    try {
-      return this.#wt ? this.#wt.adapter() : null;
-    } catch {
-      return null; // a step is running: the adapter goes with the trainer
-    }
-  }
-
-  /** What the exported model card says about the run. */
-  card() {
-    return { steps: this.#stepsDone, finalLoss: this.#finalLoss, evalLoss: this.#evalLoss, dataset: this.#datasetName };
-  }
-}
+/** @typedef {MainEngine} EngineImpl the engine a trainer runs on */

@@ -39,7 +39,10 @@ export function toWebtuneError(e, fallback = 'INTERNAL') {
   return new WebtuneError(fallback, message, { cause: e });
 }
 
-/** Plain-object form of an error for postMessage (custom properties do not survive cloning). */
+/**
+ * Plain-object form of an error for postMessage (custom properties do not survive cloning).
+ * @param {unknown} e
+ */
 export function serializeError(e) {
   const err = toWebtuneError(e);
   return { code: err.code, message: err.message };

@@ -30,8 +30,13 @@ export type ErrorCode =
   | "INVALID_ADAPTER"
   /** Unknown or out-of-range option (unknown keys of a config object are rejected). */
   | "INVALID_OPTIONS"
-  /** The GPU failed (device lost, out of memory). */
+  /** The GPU failed: out of memory, a buffer over the device's limits, or a model too large for
+   * them (found from the weight files' headers before anything is loaded). */
   | "GPU"
+  /** The GPU device was lost (driver reset, GPU removed, or taken back by the browser): the
+   * engine cannot use it any more. `dispose()` it and create a new engine, which gets a new
+   * device; continue from the last checkpoint (`createTrainer({checkpoint})`). */
+  | "DEVICE_LOST"
   /** No model is loaded yet: call `loadModel()` first. */
   | "NO_MODEL"
   /** The operation needs a tuned adapter: train one or `loadAdapter()` first. */
@@ -63,11 +68,17 @@ export interface WorkerEngineOptions extends EngineOptions {
   workerUrl?: string | URL;
   /** A module worker you started yourself whose code does `import "webtune/worker"`. */
   worker?: Worker;
+  /** Start the worker from a same-origin `blob:` URL that imports worker.js, so that it inherits
+   * the page's Content-Security-Policy (a policy in a `<meta>` tag does not reach a worker loaded
+   * from its own URL); the policy must allow `worker-src blob:`. Default false. */
+  inheritCsp?: boolean;
 }
 
-/** An engine on the calling thread. Rejects with `NO_WEBGPU` or `WASM`. */
+/** An engine on the calling thread. Rejects with `NO_WEBGPU`, `WASM` or `GPU` (the browser
+ * refused a device). */
 export declare function createEngine(options?: EngineOptions): Promise<Engine>;
-/** An engine in a module Web Worker, so the page stays responsive. Same API as `createEngine`. */
+/** An engine in a module Web Worker, so the page stays responsive. Same API as `createEngine`.
+ * Without WebGPU on the calling thread it rejects with `NO_WEBGPU` before starting the worker. */
 export declare function createWorkerEngine(options?: WorkerEngineOptions): Promise<Engine>;
 
 /** The GPU the engine trains on. */
@@ -304,7 +315,7 @@ export interface TrainReport {
   facts: RunFacts;
 }
 
-/** What a run will train and need: `model.runFacts(config)` before any data is loaded (the
+/** What a run will train and need: `engine.runFacts(config)` before any data is loaded (the
  * largest workload the config allows), and `Trainer.report.facts` for the loaded data. */
 export interface RunFacts {
   trainableParameters: number;
@@ -443,10 +454,15 @@ export interface Engine {
   readonly version: string;
   /** The loaded model, or null. */
   readonly model: ModelInfo | null;
-  /** Loads a model (replacing any loaded one). */
+  /** Loads a model (replacing any loaded one). Rejects with `GPU` before reading the weights when
+   * a tensor is over the GPU's buffer limits (`gpu`). */
   loadModel(source: ModelSource, options?: LoadModelOptions): Promise<ModelInfo>;
   /** How the first `maxRows` (default 20) rows will be seen, and the whole file's report. */
   previewDataset(data: DatasetSource, config?: TrainingConfig, maxRows?: number): Promise<DatasetPreview>;
+  /** What training the loaded model with `config` would train and need (trainable parameters,
+   * adapted layers, a GPU memory estimate), before any data is loaded: the largest workload the
+   * config allows. `Trainer.report.facts` has the same for the loaded data. */
+  runFacts(config?: TrainingConfig): Promise<RunFacts>;
   /** Prepares a training run on the loaded model; its adapter becomes the engine's "tuned" one. */
   createTrainer(options: CreateTrainerOptions): Promise<Trainer>;
   /** Makes a PEFT adapter the engine's "tuned" adapter (to try it, evaluate or re-export it). */

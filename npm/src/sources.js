@@ -20,7 +20,7 @@ const NOT_FOUND = Symbol('not found');
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** `a/b/config.json` → `config.json` */
+/** `a/b/config.json` → `config.json` @param {string} path */
 export function baseName(path) {
   return String(path).split(/[\\/]/).pop() ?? '';
 }
@@ -74,13 +74,13 @@ function fileEntries(files, what) {
   return { entries, folder };
 }
 
-/** A URL string resolved against the document (or worker) location. */
+/** A URL string resolved against the document (or worker) location. @param {string | URL} url */
 export function absoluteUrl(url) {
   const base = typeof location !== 'undefined' ? location.href : undefined;
   return new URL(String(url), base).href;
 }
 
-/** Whether the download cache holds `url` (false when storage is unavailable). */
+/** Whether the download cache holds `url` (false when storage is unavailable). @param {string} url */
 async function isCached(url) {
   if (typeof caches === 'undefined' || !/^https?:/.test(url)) return false;
   try {
@@ -196,18 +196,26 @@ async function download(url, file, { cache, onProgress, signal }) {
 }
 
 /**
- * The files of a model, as `{fileName: bytes}`, plus a name for it.
+ * The files of a model, as `{fileName: bytes}`, plus a name for it. `checkWeights` sees each
+ * safetensors file before its bytes are read (picked files) or right after its download, and may
+ * reject it (e.g. a tensor over the GPU's limits).
  * @param {ModelSource} source
- * @param {{ onProgress?: (p: LoadProgress) => void, signal?: AbortSignal }} options
+ * @param {{ onProgress?: (p: LoadProgress) => void, signal?: AbortSignal, checkWeights?: (file: string, weights: Blob | Uint8Array) => Promise<void> }} options
  * @returns {Promise<{ files: Record<string, Uint8Array>, name: string | undefined }>}
  */
-export async function loadModelFiles(source, { onProgress, signal } = {}) {
+export async function loadModelFiles(source, { onProgress, signal, checkWeights } = {}) {
   const s = /** @type {any} */ (source);
   if (!s || typeof s !== 'object') {
     throw new WebtuneError('INVALID_OPTIONS', 'the model source must be {files}, {hub}, {url} or {urls}');
   }
   if ('files' in s) {
     const { entries, folder } = fileEntries(s.files, 'model files');
+    if (checkWeights) {
+      for (const [name, value] of entries) {
+        if (!name.endsWith('.safetensors')) continue;
+        await checkWeights(name, typeof Blob !== 'undefined' && value instanceof Blob ? value : await toBytes(value, `model file ${name}`));
+      }
+    }
     /** @type {Record<string, Uint8Array>} */
     const files = {};
     let loaded = 0;
@@ -256,6 +264,7 @@ export async function loadModelFiles(source, { onProgress, signal } = {}) {
       if (optional) return false;
       throw new WebtuneError('FILE_MISSING', `${file} was not found at ${url} (HTTP 404): check the model id or URL and the revision`);
     }
+    if (checkWeights && file.endsWith('.safetensors')) await checkWeights(file, bytes);
     files[file] = bytes;
     return true;
   };

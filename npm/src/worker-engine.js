@@ -5,8 +5,17 @@
 import { Broadcast, Channel, makeGeneration } from './channel.js';
 import { WebtuneError, deserializeError, serializeError } from './errors.js';
 import { absoluteUrl } from './sources.js';
+import { requireWebGpuApi } from './webgpu.js';
 
 /** @typedef {import('./index.js').StepMetrics} StepMetrics */
+/** @typedef {import('./index.js').Engine} Engine */
+/** @typedef {import('./index.js').Trainer} Trainer */
+/** @typedef {import('./index.js').TrainerState} TrainerState */
+/** @typedef {import('./index.js').TrainReport} TrainReport */
+/** @typedef {import('./index.js').GpuInfo} GpuInfo */
+/** @typedef {import('./index.js').ModelInfo} ModelInfo */
+/** A trainer's state as the worker reports it. @typedef {{ state: TrainerState, stepsDone?: number, metrics?: StepMetrics, error?: { code: any, message: string } }} TrainerUpdate */
+/** What the worker's createTrainer returns. @typedef {{ handle: number, state: TrainerState, stepsDone: number, totalSteps: number, report: TrainReport }} TrainerInfo */
 
 class Rpc {
   /** @type {Map<number, {resolve: (v: any) => void, reject: (e: unknown) => void, onEvent?: (name: string, data: any) => void, callbacks?: Record<string, Function | undefined>}>} */
@@ -34,7 +43,7 @@ class Rpc {
     worker.addEventListener('messageerror', () => this.kill(new WebtuneError('WORKER', 'a message from the webtune worker could not be read')));
   }
 
-  /** Rejects everything pending and every later call with `error`. */
+  /** Rejects everything pending and every later call with `error`. @param {WebtuneError} error */
   kill(error) {
     if (this.#dead) return;
     this.#dead = error;
@@ -69,11 +78,12 @@ class Rpc {
     });
   }
 
-  /** A fire-and-forget request (pause, resume, stop). */
+  /** A fire-and-forget request (pause, resume, stop). @param {string} method @param {unknown[]} args */
   send(method, args) {
     this.call(method, args).catch(() => {});
   }
 
+  /** @param {any} msg */
   #onMessage(msg) {
     if (!msg || typeof msg !== 'object') return;
     switch (msg.type) {
@@ -105,7 +115,10 @@ class Rpc {
   }
 }
 
-/** URLs (objects or relative strings) become absolute strings: the worker has another base URL. */
+/**
+ * URLs (objects or relative strings) become absolute strings: the worker has another base URL.
+ * @param {import('./index.js').ModelSource} source
+ */
 function modelSource(source) {
   const s = /** @type {any} */ (source);
   if (!s || typeof s !== 'object') return s;
@@ -115,6 +128,7 @@ function modelSource(source) {
   return s;
 }
 
+/** @param {import('./index.js').DatasetSource} source */
 function dataSource(source) {
   const s = /** @type {any} */ (source);
   if (s instanceof URL) return { url: s.href };
@@ -122,17 +136,19 @@ function dataSource(source) {
   return s;
 }
 
+/** @implements {Trainer} */
 class WorkerTrainer {
-  #rpc;
-  #handle;
-  #state;
-  #stepsDone;
-  #totalSteps;
-  #report;
+  /** @type {Rpc} */ #rpc;
+  /** @type {number} */ #handle;
+  /** @type {TrainerState} */ #state;
+  /** @type {number} */ #stepsDone;
+  /** @type {number} */ #totalSteps;
+  /** @type {TrainReport} */ #report;
   /** @type {Broadcast<StepMetrics>} */ #metrics = new Broadcast();
   /** @type {((m: StepMetrics) => void) | undefined} */ #onProgress;
   #disposed = false;
 
+  /** @param {Rpc} rpc @param {TrainerInfo} info */
   constructor(rpc, info) {
     this.#rpc = rpc;
     this.#handle = info.handle;
@@ -156,7 +172,7 @@ class WorkerTrainer {
     return this.#report;
   }
 
-  /** @internal state updates from the worker */
+  /** @internal state updates from the worker @param {TrainerUpdate} u */
   _update(u) {
     if (u.stepsDone !== undefined) this.#stepsDone = u.stepsDone;
     this.#state = u.state;
@@ -175,6 +191,7 @@ class WorkerTrainer {
     this.#metrics.close();
   }
 
+  /** @type {Trainer['train']} */
   async train(options = {}) {
     const { onProgress, checkpointEvery, onCheckpoint } = options;
     if (this.#state === 'running' || this.#state === 'paused') {
@@ -221,11 +238,13 @@ class WorkerTrainer {
   }
 }
 
+/** @implements {Engine} */
 class WorkerEngine {
-  #rpc;
-  /** @type {import('./index.js').ModelInfo | null} */ #info = null;
+  /** @type {Rpc} */ #rpc;
+  /** @type {ModelInfo | null} */ #info = null;
   #disposed = false;
 
+  /** @param {Rpc} rpc @param {GpuInfo} gpu @param {string} version */
   constructor(rpc, gpu, version) {
     this.#rpc = rpc;
     /** @readonly */ this.gpu = gpu;
@@ -236,21 +255,31 @@ class WorkerEngine {
     return this.#info ? { ...this.#info } : null;
   }
 
+  /** @type {Engine['loadModel']} */
   async loadModel(source, options = {}) {
     const { name, onProgress, signal } = options;
     if (signal?.aborted) throw new WebtuneError('ABORTED', 'loading the model was aborted');
     const info = await this.#rpc.call('loadModel', [modelSource(source), { name, progress: !!onProgress }], {
-      onEvent: (event, data) => event === 'progress' && onProgress?.(data),
+      onEvent: (event, data) => {
+        if (event === 'progress') onProgress?.(data);
+      },
       signal,
     });
     this.#info = info;
     return { ...info };
   }
 
+  /** @type {Engine['previewDataset']} */
   previewDataset(data, config, maxRows) {
     return this.#rpc.call('previewDataset', [dataSource(data), config, maxRows]);
   }
 
+  /** @type {Engine['runFacts']} */
+  runFacts(config) {
+    return this.#rpc.call('runFacts', [config]);
+  }
+
+  /** @type {Engine['createTrainer']} */
   async createTrainer(options) {
     const o = /** @type {any} */ (options ?? {});
     const info = await this.#rpc.call('createTrainer', [
@@ -268,15 +297,20 @@ class WorkerEngine {
     return new WorkerTrainer(this.#rpc, info);
   }
 
+  /** @type {Engine['loadAdapter']} */
   loadAdapter(files) {
     return this.#rpc.call('loadAdapter', [files]);
   }
 
+  /** @type {Engine['generate']} */
   generate(prompt, options = {}) {
     const { signal, ...rest } = options;
+    /** @type {Channel<string>} */
     const chunks = new Channel();
     const result = this.#rpc.call('generate', [prompt, rest], {
-      onEvent: (event, data) => event === 'chunk' && chunks.push(data),
+      onEvent: (event, data) => {
+        if (event === 'chunk') chunks.push(data);
+      },
       signal,
     });
     result.then(
@@ -286,10 +320,12 @@ class WorkerEngine {
     return makeGeneration(chunks, result);
   }
 
+  /** @type {Engine['evaluate']} */
   evaluate(data, options = {}) {
     return this.#rpc.call('evaluate', [dataSource(data), options]);
   }
 
+  /** @type {Engine['exportAdapter']} */
   exportAdapter(options) {
     return this.#rpc.call('exportAdapter', [options]);
   }
@@ -304,28 +340,32 @@ class WorkerEngine {
 
 /**
  * A module worker running `url`. Browsers only start same-origin worker scripts, so a cross-origin
- * one (webtune imported from a CDN) runs through a same-origin blob that imports it.
- * @param {string} url
+ * one (webtune imported from a CDN) runs through a same-origin blob that imports it; so does one
+ * that should inherit the page's Content-Security-Policy (`inheritCsp`).
+ * @param {string} url @param {boolean} viaBlob
  */
-function startWorker(url) {
-  if (new URL(url).origin === globalThis.location?.origin) return new Worker(url, { type: 'module' });
+function startWorker(url, viaBlob) {
+  if (!viaBlob && new URL(url).origin === globalThis.location?.origin) return new Worker(url, { type: 'module' });
   const blob = new Blob([`import ${JSON.stringify(url)};\n`], { type: 'text/javascript' });
   return new Worker(URL.createObjectURL(blob), { type: 'module' });
 }
 
 /**
  * Starts a module worker running worker.js and an engine in it; resolves when its GPU is ready.
+ * Without WebGPU on this thread it rejects at once (no worker, no download).
  * @param {import('./index.js').WorkerEngineOptions} [options]
  * @returns {Promise<import('./index.js').Engine>}
  */
 export async function createWorkerEngine(options = {}) {
   if (typeof Worker === 'undefined') throw new WebtuneError('WORKER', 'this environment has no Web Workers: use createEngine() instead');
+  requireWebGpuApi();
   /** @type {Worker} */
   let worker;
   try {
+    const sameOrigin = new URL(import.meta.url).origin === globalThis.location?.origin;
     if (options.worker) worker = options.worker;
-    else if (options.workerUrl !== undefined) worker = startWorker(absoluteUrl(options.workerUrl));
-    else if (new URL(import.meta.url).origin !== globalThis.location?.origin) worker = startWorker(import.meta.url.replace(/[^/]*$/, 'worker.js'));
+    else if (options.workerUrl !== undefined) worker = startWorker(absoluteUrl(options.workerUrl), !!options.inheritCsp);
+    else if (!sameOrigin || options.inheritCsp) worker = startWorker(new URL('./worker.js', import.meta.url).href, true);
     // Written out so that bundlers (Vite, webpack) see the worker and bundle it.
     else worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
   } catch (e) {

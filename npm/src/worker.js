@@ -11,14 +11,19 @@
 //                  {type: 'callback', cb, id, name, args} calls the page's onCheckpoint of request `id`
 // Results are transferred (their ArrayBuffers move to the page); inputs are copied.
 
-import { createEngine, observe } from './engine.js';
+import { createEngine } from './engine.js';
 import { WebtuneError, deserializeError, serializeError } from './errors.js';
+import { observe } from './trainer.js';
 
-const scope = /** @type {any} */ (globalThis);
+const scope = /** @type {DedicatedWorkerGlobalScope} */ (/** @type {unknown} */ (globalThis));
 
-/** @type {import('./index.js').Engine | null} */
+/** @typedef {import('./index.js').Engine} Engine */
+/** @typedef {import('./trainer.js').TrainerImpl} TrainerImpl */
+/** @typedef {import('./trainer.js').TrainerUpdate} TrainerUpdate */
+
+/** @type {Engine | null} */
 let engine = null;
-/** @type {Map<number, any>} */
+/** The engine's trainers (TrainerImpl: the worker runs the engine of engine.js). @type {Map<number, TrainerImpl>} */
 const trainers = new Map();
 let nextHandle = 1;
 /** @type {Map<number, AbortController>} */
@@ -27,7 +32,11 @@ const aborts = new Map();
 const callbacks = new Map();
 let nextCallback = 1;
 
-/** The ArrayBuffers of the Uint8Arrays in a result that can be moved to the page. */
+/**
+ * The ArrayBuffers of the Uint8Arrays in a result that can be moved to the page.
+ * @param {unknown} value @param {Set<ArrayBuffer>} [out]
+ * @returns {ArrayBuffer[]}
+ */
 function transferables(value, out = new Set()) {
   if (value instanceof Uint8Array) {
     if (value.byteOffset === 0 && value.byteLength === value.buffer.byteLength && value.buffer instanceof ArrayBuffer) out.add(value.buffer);
@@ -37,7 +46,10 @@ function transferables(value, out = new Set()) {
   return [...out];
 }
 
-/** Asks the page to run one of the callbacks of request `id`; resolves when it has. */
+/**
+ * Asks the page to run one of the callbacks of request `id`; resolves when it has.
+ * @param {number} id @param {string} name @param {unknown[]} args @param {Transferable[]} [transfer]
+ */
 function callPage(id, name, args, transfer = []) {
   const cb = nextCallback++;
   return new Promise((resolve, reject) => {
@@ -51,12 +63,16 @@ function requireEngine() {
   return engine;
 }
 
+/** @param {number} handle */
 function trainer(handle) {
   const t = trainers.get(handle);
   if (!t) throw new WebtuneError('INVALID_STATE', 'this trainer was disposed');
   return t;
 }
 
+/** A request of the page: `id` names it, `args` are the method's arguments. @typedef {(id: number, args: any[]) => unknown} Method */
+
+/** @type {Record<string, Method>} */
 const methods = {
   async init(id, [options]) {
     engine = await createEngine(options);
@@ -65,19 +81,20 @@ const methods = {
   loadModel(id, [source, { name, progress }]) {
     const controller = new AbortController();
     aborts.set(id, controller);
-    const onProgress = progress ? (data) => scope.postMessage({ type: 'event', id, name: 'progress', data }) : undefined;
+    const onProgress = progress ? (/** @type {unknown} */ data) => scope.postMessage({ type: 'event', id, name: 'progress', data }) : undefined;
     return requireEngine().loadModel(source, { name, onProgress, signal: controller.signal });
   },
   previewDataset: (id, [data, config, maxRows]) => requireEngine().previewDataset(data, config, maxRows),
+  runFacts: (id, [config]) => requireEngine().runFacts(config),
   loadAdapter: (id, [files]) => requireEngine().loadAdapter(files),
   evaluate: (id, [data, options]) => requireEngine().evaluate(data, options),
   exportAdapter: (id, [options]) => requireEngine().exportAdapter(options),
   async createTrainer(id, [options]) {
-    const t = await requireEngine().createTrainer(options);
+    const t = /** @type {TrainerImpl} */ (await requireEngine().createTrainer(options));
     const handle = nextHandle++;
     for (const [h, old] of trainers) if (old !== t) trainers.delete(h); // replaced trainers are disposed
     trainers.set(handle, t);
-    t[observe]((/** @type {any} */ u) =>
+    t[observe]((u) =>
       scope.postMessage({
         type: 'trainer',
         handle,
@@ -90,7 +107,9 @@ const methods = {
     return { handle, totalSteps: t.totalSteps, stepsDone: t.stepsDone, state: t.state, report: t.report };
   },
   'trainer.train'(id, [handle, { checkpointEvery, checkpoint }]) {
-    const onCheckpoint = checkpoint ? (bytes, step) => callPage(id, 'checkpoint', [bytes, step], transferables(bytes)) : undefined;
+    const onCheckpoint = checkpoint
+      ? (/** @type {Uint8Array} */ bytes, /** @type {number} */ step) => callPage(id, 'checkpoint', [bytes, step], transferables(bytes)).then(() => {})
+      : undefined;
     return trainer(handle).train({ checkpointEvery, onCheckpoint });
   },
   'trainer.pause': (id, [handle]) => trainer(handle).pause(),
@@ -116,7 +135,7 @@ const methods = {
   },
 };
 
-scope.addEventListener('message', async (/** @type {MessageEvent} */ event) => {
+scope.addEventListener('message', async (event) => {
   const msg = event.data;
   if (!msg || typeof msg !== 'object') return;
   if (msg.type === 'abort') {
@@ -133,7 +152,7 @@ scope.addEventListener('message', async (/** @type {MessageEvent} */ event) => {
   if (msg.type !== 'call') return;
   const { id, method, args } = msg;
   try {
-    const fn = /** @type {any} */ (methods)[method];
+    const fn = methods[method];
     if (!fn) throw new WebtuneError('INTERNAL', `the worker does not know the method ${method}: the page and worker.js are from different webtune versions`);
     const value = await fn(id, args);
     scope.postMessage({ type: 'result', id, ok: true, value }, transferables(value));

@@ -18,16 +18,17 @@ import { createServer } from '../../scripts/serve.mjs';
 
 /**
  * Starts the static server of scripts/serve.mjs (same MIME types, COOP/COEP and no-cache headers)
- * on an ephemeral port of 127.0.0.1.
+ * on 127.0.0.1, on an ephemeral port unless `options.port` names one (to serve the same origin
+ * again after close()).
  * Returns { url, origin, port, requests, close() }: `url` ends with '/', `requests` is the list
  * of every request path (req.url, e.g. '/pkg/webtune_bg.wasm') the server saw, in order.
  */
-export async function startServer(root = 'www') {
+export async function startServer(root = 'www', options = {}) {
   const requests = [];
   const server = createServer(root, { onRequest: (req) => requests.push(req.url) });
   await new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
+    server.listen(options.port ?? 0, '127.0.0.1', resolve);
   });
   const { port } = server.address();
   const origin = `http://127.0.0.1:${port}`;

@@ -280,6 +280,15 @@ test('the worker engine runs the whole API in the built app', { timeout: 400_000
   assert.equal(r.report.trainExamples, 64);
   assert.equal(r.report.evalExamples, 16);
 
+  // The core's run facts before any data (the largest workload the config allows) and for the
+  // loaded data: PEFT's default targets (q_proj, v_proj) of 2 layers at rank 8.
+  assert.equal(r.facts.trainableParameters, 3584);
+  assert.deepEqual(r.facts.layers.map((l) => l.path), ['model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.v_proj', 'model.layers.1.self_attn.q_proj', 'model.layers.1.self_attn.v_proj']);
+  assert.equal(r.facts.memory.weights, 4 * 125_248);
+  assert.ok(r.facts.memory.total > r.facts.memory.weights && r.facts.memory.largestBuffer > 0, JSON.stringify(r.facts.memory));
+  assert.equal(r.report.facts.trainableParameters, 3584);
+  assert.ok(r.report.facts.memory.total <= r.facts.memory.total, 'the loaded data need at most the planned workload');
+
   // Progress, metrics iterator, pause (with its checkpoint) and resume.
   assert.deepEqual(r.progress.map((m) => m.step), [1, 2, 3]);
   assert.deepEqual(r.iterated, [1, 2, 3]);

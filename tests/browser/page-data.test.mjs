@@ -8,7 +8,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { startServer, launchBrowser } from './harness.mjs';
-import { PAGE_ROOT, FIXTURES, checkBuilt, openApp, waitData, setOption, alertsText, exportFile, readZip } from './page-fixtures/lib.mjs';
+import {
+  PAGE_ROOT, FIXTURES, checkBuilt, openApp, waitData, section, setOption, trainButton, stepsDone, alert, alertsText, exportFile, readZip,
+} from './page-fixtures/lib.mjs';
 
 const BAD_LINES = [4, 9, 15];
 
@@ -34,7 +36,7 @@ after(async () => {
 
 async function pickData(file) {
   await page.evaluate(() => { document.body.dataset.preview = 'waiting'; });
-  await page.setInputFiles('#data-file', file);
+  await section(page, 'Data').getByLabel('Choose a file…').setInputFiles(file);
   return waitData(page, 'preview', ['ready', 'failed'], 120_000);
 }
 
@@ -54,83 +56,91 @@ test('bad rows are listed with their line numbers', { timeout: 180_000 }, async 
 });
 
 test('training refuses bad rows in plain words, then trains on the good rows when chosen', { timeout: 600_000 }, async () => {
-  await setOption(page, 'steps', 2);
-  await setOption(page, 'evalEvery', 2);
-  await page.click('#train-start');
+  await setOption(page, 'Steps', 2);
+  await setOption(page, 'Evaluate every (steps)', 2);
+  await trainButton(page, 'Start training');
   await waitData(page, 'trainState', ['failed', 'running', 'done'], 120_000);
-  const alert = page.locator('[data-alert-id="error-train"]');
-  await alert.waitFor({ timeout: 60_000 });
-  const text = await alert.innerText();
+  const error = alert(page, 'error-train');
+  await error.waitFor({ timeout: 60_000 });
+  const text = await error.innerText();
   assert.match(text, /^Line 4 of bad-rows\.jsonl cannot be used: invalid JSON/, text);
   assert.match(text, /Skip these rows and train on the good ones/);
 
-  await page.check('#opt-skipBadRows');
-  await page.click('#train-start');
+  await section(page, 'Data').getByLabel(/^Skip these 3 rows/).check();
+  const notes = [];
+  await page.exposeFunction('__trainNote', (t) => notes.push(t));
+  await page.evaluate(() => {
+    const note = document.getElementById('train-note');
+    new MutationObserver(() => window.__trainNote(note.textContent)).observe(note, { childList: true, characterData: true, subtree: true });
+  });
+  await trainButton(page, 'Start training');
   assert.equal(await waitData(page, 'trainState', ['done', 'failed'], 600_000), 'done', await alertsText(page));
-  const report = await page.evaluate(() => window.webtunePage.state.trainer.report);
-  assert.equal(report.trainExamples, 17);
-  assert.deepEqual(report.train.badRows.map((b) => b.line), BAD_LINES);
+  const started = notes.find((t) => t.startsWith('Training on'));
+  assert.match(started ?? notes.join(' | '), /^Training on 17 training examples, 16 evaluation examples \(3 bad rows skipped: lines 4, 9, 15\): 2 steps\./);
   assert.match(await page.locator('#train-note').innerText(), /^Done after 2 steps/);
-  assert.equal(await page.locator('[data-alert-id="error-train"]').count(), 0, 'the old error is gone');
+  assert.equal(await alert(page, 'error-train').count(), 0, 'the old error is gone');
   page.assertClean();
 });
 
 test('early stopping is announced and keeps the best adapter', { timeout: 600_000 }, async () => {
   // Patience 1 with a threshold no eval loss can beat: the second evaluation ends the run.
-  await setOption(page, 'steps', 6);
-  await setOption(page, 'evalEvery', 1);
-  await setOption(page, 'earlyStoppingPatience', 1);
-  await setOption(page, 'earlyStoppingThreshold', 10);
-  await page.click('#train-start');
+  await setOption(page, 'Steps', 6);
+  await setOption(page, 'Evaluate every (steps)', 1);
+  await setOption(page, 'Early-stopping patience', 1);
+  await setOption(page, 'Early-stopping threshold', 10);
+  await trainButton(page, 'Start training');
   assert.equal(await waitData(page, 'trainState', ['done', 'failed'], 600_000), 'done', await alertsText(page));
-  assert.equal(await page.evaluate(() => window.webtunePage.state.trainer.stepsDone), 2);
-  const alert = await page.locator('[data-alert-id="early-stop"]').innerText();
-  assert.match(alert, /^Early stopping at step 2/);
-  assert.match(alert, /best eval loss is kept/);
+  assert.equal(await stepsDone(page), 2);
+  const text = await alert(page, 'early-stop').innerText();
+  assert.match(text, /^Early stopping at step 2/);
+  assert.match(text, /best eval loss is kept/);
   assert.match(await page.locator('#train-note').innerText(), /^Done after 2 steps.*stopped early; the best adapter is kept/);
-  await setOption(page, 'earlyStoppingPatience', '');
-  await setOption(page, 'earlyStoppingThreshold', 0);
+  await setOption(page, 'Early-stopping patience', '');
+  await setOption(page, 'Early-stopping threshold', 0);
   page.assertClean();
 });
 
 test('every method trains from the settings form and exports: LoRA+PiSSA, prompt tuning', { timeout: 600_000 }, async () => {
-  await page.click('#data-demo');
+  const settings = section(page, 'Settings');
+  await page.evaluate(() => { document.body.dataset.preview = 'waiting'; });
+  await section(page, 'Data').getByRole('button', { name: 'Use the demo data' }).click();
   await waitData(page, 'preview', ['ready'], 60_000);
-  await page.check('#eval-mode-none');
-  await setOption(page, 'steps', 1);
-  await setOption(page, 'evalEvery', '');
+  await section(page, 'Data').getByLabel('No evaluation').check();
+  await setOption(page, 'Steps', 1);
+  await setOption(page, 'Evaluate every (steps)', '');
 
   // LoRA with PiSSA init: the exported PEFT adapter is the plain rank-2r LoRA for the original base.
-  await page.check('input[name="method"][value="pissa"]');
-  assert.equal(await page.inputValue('#opt-init'), 'pissa_niter_4');
-  await page.click('#train-start');
+  await settings.getByRole('radio', { name: 'LoRA, PiSSA init' }).check();
+  assert.equal(await settings.getByLabel('Initialisation').inputValue(), 'pissa_niter_4');
+  await trainButton(page, 'Start training');
   assert.equal(await waitData(page, 'trainState', ['done', 'failed'], 300_000), 'done', await alertsText(page));
-  assert.equal(await page.isVisible('#pissa-row'), true, 'the PiSSA export choice is offered');
+  assert.equal(await section(page, 'Export').getByLabel('Write PiSSA as a plain LoRA for the original base model').isVisible(), true, 'the PiSSA export choice is offered');
   let zip = readZip((await exportFile(page, 'peft')).bytes);
   let config = JSON.parse(zip['adapter_config.json']);
   assert.equal(config.peft_type, 'LORA');
   assert.equal(config.r, 16, 'PiSSA exported as a rank-2r LoRA');
-  assert.equal(await page.isEnabled('#export-gguf'), true);
+  const gguf = section(page, 'Export').getByRole('button', { name: 'Download GGUF LoRA' });
+  assert.equal(await gguf.isEnabled(), true);
 
   // Prompt tuning: its own learning rate default, no GGUF (llama.cpp has no such adapters).
-  await page.check('input[name="method"][value="prompt-tuning"]');
-  assert.equal(await page.inputValue('#opt-lr'), '0.03');
-  assert.equal(await page.isVisible('[data-field="r"]'), false);
-  assert.equal(await page.isVisible('[data-field="virtualTokens"]'), true);
-  await page.selectOption('#opt-init', 'text');
-  assert.equal(await page.isVisible('[data-field="initText"]'), true);
-  await page.fill('#opt-initText', 'Reverse the word:');
-  await page.click('#train-start');
+  await settings.getByRole('radio', { name: 'Prompt tuning' }).check();
+  assert.equal(await settings.getByLabel('Learning rate').inputValue(), '0.03');
+  assert.equal(await settings.getByLabel('Rank r').isVisible(), false);
+  assert.equal(await settings.getByLabel('Virtual tokens').isVisible(), true);
+  await settings.getByLabel('Initialisation').selectOption('text');
+  assert.equal(await settings.getByLabel('Init text').isVisible(), true);
+  await settings.getByLabel('Init text').fill('Reverse the word:');
+  await trainButton(page, 'Start training');
   assert.equal(await waitData(page, 'trainState', ['done', 'failed'], 300_000), 'done', await alertsText(page));
   zip = readZip((await exportFile(page, 'peft')).bytes);
   config = JSON.parse(zip['adapter_config.json']);
   assert.equal(config.peft_type, 'PROMPT_TUNING');
   assert.equal(config.num_virtual_tokens, 8);
   assert.equal(config.prompt_tuning_init, 'TEXT');
-  assert.equal(await page.isDisabled('#export-gguf'), true);
+  assert.equal(await gguf.isDisabled(), true);
 
-  await page.check('input[name="method"][value="lora"]');
-  assert.equal(await page.inputValue('#opt-lr'), '0.01', 'the LoRA default comes back');
+  await settings.getByRole('radio', { name: 'LoRA', exact: true }).check();
+  assert.equal(await settings.getByLabel('Learning rate').inputValue(), '0.01', 'the LoRA default comes back');
   page.assertClean();
 });
 

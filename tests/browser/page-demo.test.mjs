@@ -12,8 +12,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { startServer, launchBrowser, screenshot } from './harness.mjs';
 import {
-  WWW, PAGE_ROOT, checkBuilt, openApp, waitData, setOption, exportFile, readZip, readSafetensors, readGguf, maxAbsDiff,
-  findCli, cliArgs, run,
+  WWW, PAGE_ROOT, checkBuilt, openApp, waitData, section, setOption, trainButton, stepsDone, stat, lossHistory, runSettings, exportFile,
+  readZip, readSafetensors, readGguf, maxAbsDiff, findCli, cliArgs, run,
 } from './page-fixtures/lib.mjs';
 
 const STEPS = 6;
@@ -59,49 +59,50 @@ test('the page starts: version, GPU, CSP, demo loaded, dataset preview', { timeo
   assert.ok(workers.length >= 1, 'no Web Worker was started');
 
   assert.equal(await page.locator('#model-pill').innerText(), 'loaded');
-  assert.match(await page.locator('#model-facts').innerText(), /125 K/);
+  assert.match(await section(page, 'Model').innerText(), /Parameters\s+125 K/i);
   assert.match(await page.locator('#data-pill').innerText(), /64 rows/);
-  const preview = page.locator('#data-preview li');
+  const preview = section(page, 'Data').getByRole('listitem').filter({ hasText: /^line \d+/ });
   assert.ok(await preview.count() >= 3);
   const first = preview.first();
   assert.match(await first.innerText(), /line 1/);
   assert.match(await first.locator('mark.sup').first().innerText(), /bszcad/, 'the completion is highlighted as supervised');
   assert.equal(await first.locator('mark.sup').first().innerText().then((t) => t.includes('Reverse')), false, 'the prompt is not supervised');
-  assert.ok(await page.isChecked('#eval-mode-file'), 'the demo uses its eval file');
+  assert.ok(await section(page, 'Data').getByLabel('A separate file').isChecked(), 'the demo uses its eval file');
   page.assertClean();
 });
 
 test('demo: train offline with pause and resume; the chart updates and the eval loss falls', { timeout: 600_000 }, async () => {
-  await setOption(page, 'steps', STEPS);
-  await setOption(page, 'evalEvery', EVAL_EVERY);
-  await setOption(page, 'checkpointEvery', EVAL_EVERY);
+  await setOption(page, 'Steps', STEPS);
+  await setOption(page, 'Evaluate every (steps)', EVAL_EVERY);
+  await setOption(page, 'Checkpoint every (steps)', EVAL_EVERY);
   await screenshot(page, 'page-before-training');
 
   // Everything is loaded: no network is needed from here on.
   await page.context().setOffline(true);
   const requestsBefore = page.requests.length;
 
-  await page.click('#train-start');
+  await trainButton(page, 'Start training');
   await waitData(page, 'trainState', 'running', 120_000);
   await page.waitForFunction(() => Number(document.body.dataset.step ?? 0) >= 1, null, { timeout: 180_000 });
   const pointsEarly = Number(await page.getAttribute('#loss-chart', 'data-points'));
   assert.ok(pointsEarly >= 2, `chart points after step 1: ${pointsEarly}`);
 
-  await page.click('#train-pause');
+  await trainButton(page, 'Pause');
   await waitData(page, 'trainState', 'paused', 180_000);
-  const pausedAt = Number(await page.evaluate(() => window.webtunePage.state.trainer.stepsDone));
+  await section(page, 'Train').getByText(/^Paused after step \d+/).waitFor({ timeout: 60_000 });
+  const pausedAt = await stepsDone(page);
   assert.ok(pausedAt >= 1 && pausedAt < STEPS, `paused at step ${pausedAt}`);
   await page.waitForFunction((s) => Number(document.body.dataset.checkpointStep ?? 0) >= s, pausedAt, { timeout: 60_000 });
   await new Promise((r) => setTimeout(r, 1500));
-  assert.equal(await page.evaluate(() => window.webtunePage.state.trainer.stepsDone), pausedAt, 'no step while paused');
-  assert.match(await page.locator('#train-note').innerText(), /Paused after step/);
-  assert.equal(await page.isEnabled('#train-resume'), true);
+  assert.equal(await stepsDone(page), pausedAt, 'no step while paused');
+  assert.match(await page.locator('#train-note').innerText(), new RegExp(`Paused after step ${pausedAt}\\.`));
+  assert.equal(await section(page, 'Train').getByRole('button', { name: 'Resume', exact: true }).isEnabled(), true);
 
-  await page.click('#train-resume');
+  await trainButton(page, 'Resume');
   const end = await waitData(page, 'trainState', ['done', 'failed'], 600_000);
   assert.equal(end, 'done', await page.locator('#alerts').innerText());
 
-  const metrics = await page.evaluate(() => window.webtunePage.state.metrics);
+  const metrics = await lossHistory(page);
   const steps = metrics.filter((m) => Number.isFinite(m.loss)).map((m) => m.step);
   assert.deepEqual(steps, Array.from({ length: STEPS }, (_, i) => i + 1), 'one train-loss point per step');
   const evals = metrics.filter((m) => Number.isFinite(m.evalLoss));
@@ -110,17 +111,18 @@ test('demo: train offline with pause and resume; the chart updates and the eval 
   assert.ok(evals.some((m) => m.step === STEPS), 'eval at the end');
   assert.ok(evals.at(-1).evalLoss < evals[0].evalLoss, 'the eval loss falls');
   assert.equal(Number(await page.getAttribute('#loss-chart', 'data-points')), STEPS + 1);
-  assert.equal(await page.locator('#stat-step').innerText(), `${STEPS} / ${STEPS}`);
+  assert.equal(await stat(page, 'Step'), `${STEPS} / ${STEPS}`);
   assert.match(await page.locator('#train-note').innerText(), /^Done after 6 steps/);
   assert.equal(page.requests.length, requestsBefore, `requests while offline: ${page.requests.slice(requestsBefore)}`);
   page.assertClean();
 });
 
 test('demo: try the base and the tuned model side by side (streamed)', { timeout: 300_000 }, async () => {
-  await page.fill('#try-prompt', 'Reverse: hello ->');
-  await page.fill('#try-temperature', '0');
-  await page.fill('#try-max', '6');
-  await page.click('#try-go');
+  const tryIt = section(page, 'Try it');
+  await tryIt.getByLabel('Prompt').fill('Reverse: hello ->');
+  await tryIt.getByLabel('Temperature').fill('0');
+  await tryIt.getByLabel('Max tokens').fill('6');
+  await tryIt.getByRole('button', { name: 'Generate' }).click();
   assert.equal(await waitData(page, 'generate', ['done', 'failed'], 240_000), 'done', await page.locator('#alerts').innerText());
   const base = await page.locator('#out-base').innerText();
   const tuned = await page.locator('#out-tuned').innerText();
@@ -133,7 +135,7 @@ test('demo: try the base and the tuned model side by side (streamed)', { timeout
 });
 
 test('demo: the PEFT download equals the native CLI adapter; the GGUF has the adapter metadata and tensors', { timeout: 600_000 }, async () => {
-  const config = await page.evaluate(() => window.webtunePage.state.run.config);
+  const config = await runSettings(page);
   const peft = await exportFile(page, 'peft');
   exportedZip = path.join(tmp, 'adapter.zip');
   fs.writeFileSync(exportedZip, peft.bytes);
@@ -224,15 +226,16 @@ test('demo: the PEFT download equals the native CLI adapter; the GGUF has the ad
 
 test('demo: import the downloaded adapter and continue training it', { timeout: 300_000 }, async () => {
   assert.ok(exportedZip, 'the export test failed');
-  await page.setInputFiles('#adapter-files', exportedZip);
+  await section(page, 'Export').getByLabel('Choose…').setInputFiles(exportedZip);
   await waitData(page, 'adapter', ['imported'], 60_000);
   assert.match(await page.locator('#adapter-import-name').innerText(), /Imported: LORA, 7,168 parameters|Imported: LORA, 7\.2 K parameters/);
-  assert.equal(await page.isVisible('#continue-adapter-row'), true);
-  assert.equal(await page.isChecked('#continue-adapter'), true);
+  const continueBox = section(page, 'Train').getByLabel('Start from the imported adapter');
+  assert.equal(await continueBox.isVisible(), true);
+  assert.equal(await continueBox.isChecked(), true);
   const before = readSafetensors(readZip(fs.readFileSync(exportedZip))['adapter_model.safetensors']);
 
-  await setOption(page, 'steps', 1);
-  await page.click('#train-start');
+  await setOption(page, 'Steps', 1);
+  await trainButton(page, 'Start training');
   assert.equal(await waitData(page, 'trainState', ['done', 'failed'], 300_000), 'done', await page.locator('#alerts').innerText());
   const after = readSafetensors(readZip((await exportFile(page, 'peft')).bytes)['adapter_model.safetensors']);
   // One more step from the imported adapter: AdamW's first step (fresh optimizer state) moves each
@@ -240,22 +243,22 @@ test('demo: import the downloaded adapter and continue training it', { timeout: 
   // the whole first run (6 steps).
   let moved = 0;
   for (const n of Object.keys(before).filter((k) => k !== '__metadata__')) moved = Math.max(moved, maxAbsDiff(before[n].data, after[n].data));
-  const lr = (await page.evaluate(() => window.webtunePage.state.run.config.lr));
+  const { lr } = await runSettings(page);
   console.log(`continued training moved the imported adapter by at most ${moved} (lr ${lr})`);
   assert.ok(moved > 0 && moved <= lr * 1.01, `one step moved the adapter by ${moved}`);
   page.assertClean();
 });
 
 test('demo: a second run can be stopped', { timeout: 300_000 }, async () => {
-  await setOption(page, 'steps', 20);
-  await page.click('#train-start');
+  await setOption(page, 'Steps', 20);
+  await trainButton(page, 'Start training');
   await page.waitForFunction(() => document.body.dataset.trainState === 'running' && Number(document.body.dataset.step ?? 0) >= 1, null, { timeout: 180_000 });
-  await page.click('#train-stop');
+  await trainButton(page, 'Stop');
   assert.equal(await waitData(page, 'trainState', ['stopped', 'done', 'failed'], 180_000), 'stopped');
-  const done = await page.evaluate(() => window.webtunePage.state.trainer.stepsDone);
+  const done = await stepsDone(page);
   assert.ok(done >= 1 && done < 20, `stopped after ${done} steps`);
-  assert.match(await page.locator('#train-note').innerText(), /^Stopped after/);
-  assert.equal(await page.isEnabled('#export-peft'), true, 'the stopped run’s adapter can be exported');
-  assert.equal(await page.isEnabled('#train-start'), true);
+  assert.match(await page.locator('#train-note').innerText(), new RegExp(`^Stopped after ${done} steps?`));
+  assert.equal(await section(page, 'Export').getByRole('button', { name: 'Download PEFT adapter (.zip)' }).isEnabled(), true, 'the stopped run’s adapter can be exported');
+  assert.equal(await section(page, 'Train').getByRole('button', { name: 'Start training' }).isEnabled(), true);
   page.assertClean();
 });

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { startServer, launchBrowser } from './harness.mjs';
-import { WWW, PAGE_ROOT, checkBuilt, openApp, waitReady, alertsText, readSafetensors, writeSafetensors } from './page-fixtures/lib.mjs';
+import { WWW, PAGE_ROOT, checkBuilt, openApp, waitReady, section, alert, alertsText, readSafetensors, writeSafetensors } from './page-fixtures/lib.mjs';
 
 const HUB_ID = 'webtune-test/tiny-llama';
 const HUB_SHARDED = 'webtune-test/tiny-llama-sharded';
@@ -70,17 +70,18 @@ after(async () => {
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-async function waitModel(page, check) {
-  await page.waitForFunction(check, null, { timeout: 180_000 });
-  const state = await page.evaluate(() => document.body.dataset.model);
-  if (state !== 'loaded') throw new Error(`model load failed: ${await alertsText(page)}`);
+/** Waits until step 1 names the model `name`, or fails with the page's error. */
+async function waitModel(page, name) {
+  const facts = section(page, 'Model').getByRole('definition').filter({ hasText: name });
+  await facts.or(alert(page, 'error-model')).first().waitFor({ timeout: 180_000 });
+  if (!(await facts.count())) throw new Error(`model load failed: ${await alertsText(page)}`);
 }
 
 test('a local model folder with sharded safetensors, by the folder picker', { timeout: 300_000 }, async () => {
   const page = await openApp(browser, server.url);
-  await page.click('#tab-files');
-  await page.setInputFiles('#model-folder', shardedDir);
-  await waitModel(page, () => window.webtunePage.state.model?.identity?.kind === 'files' && ['loaded', 'failed'].includes(document.body.dataset.model));
+  await page.getByRole('tab', { name: 'Your files' }).click();
+  await section(page, 'Model').getByLabel('Choose a folder…').setInputFiles(shardedDir);
+  await waitModel(page, 'tiny-llama-sharded');
   const facts = await page.locator('#model-facts').innerText();
   assert.match(facts, /tiny-llama-sharded/);
   assert.match(facts, /125 K/);
@@ -95,7 +96,7 @@ test('a local model folder with sharded safetensors, by the folder picker', { ti
 
 test('model files dropped on the drop zone', { timeout: 300_000 }, async () => {
   const page = await openApp(browser, server.url);
-  await page.click('#tab-files');
+  await page.getByRole('tab', { name: 'Your files' }).click();
   await page.evaluate(async (names) => {
     const dt = new DataTransfer();
     for (const name of names) {
@@ -106,7 +107,7 @@ test('model files dropped on the drop zone', { timeout: 300_000 }, async () => {
     zone.dispatchEvent(new DragEvent('dragenter', { dataTransfer: dt, bubbles: true, cancelable: true }));
     zone.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
   }, ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
-  await waitModel(page, () => window.webtunePage.state.model?.identity?.kind === 'files' && ['loaded', 'failed'].includes(document.body.dataset.model));
+  await waitModel(page, 'local model');
   assert.match(await page.locator('#model-facts').innerText(), /local model/);
   page.assertClean();
   await page.close();
@@ -114,14 +115,13 @@ test('model files dropped on the drop zone', { timeout: 300_000 }, async () => {
 
 /** Loads `id` from the test server's hub tree through the Hugging Face tab. */
 async function loadFromHub(page, id) {
-  await page.click('#tab-hub');
-  await page.fill('#hub-id', id);
-  await page.fill('#hub-base', `${server.origin}/hub`);
-  assert.equal(await page.isChecked('#hub-cache'), true, 'caching is on by default');
-  await page.evaluate(() => { document.body.dataset.model = 'waiting'; });
-  await page.click('#hub-load');
-  await waitModel(page, () => ['loaded', 'failed'].includes(document.body.dataset.model));
-  assert.match(await page.locator('#model-facts').innerText(), new RegExp(id));
+  const model = section(page, 'Model');
+  await page.getByRole('tab', { name: 'Hugging Face hub' }).click();
+  await model.getByLabel('Model id or URL').fill(id);
+  await model.getByLabel('Hub address').fill(`${server.origin}/hub`);
+  assert.equal(await model.getByLabel(/^Keep the files in browser storage/).isChecked(), true, 'caching is on by default');
+  await model.getByRole('button', { name: 'Download and load' }).click();
+  await waitModel(page, id);
 }
 
 test('a hub-layout URL: download with progress, then a reload reads the browser cache', { timeout: 300_000 }, async () => {

@@ -3,21 +3,28 @@
 
 import uPlot from '../vendor/uplot/uPlot.esm.js';
 
+/** A point of the loss history. @typedef {{ step: number, loss?: number, evalLoss?: number }} LossPoint */
+
+/** @param {string} name @param {string} fallback */
 function cssVar(name, fallback) {
   return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || fallback;
 }
 
+/** @param {number | undefined} x */
+const finite = (x) => (x !== undefined && Number.isFinite(x) ? x : null);
+
 export class LossChart {
+  /** @type {number[]} */ steps = [];
+  /** @type {Array<number | null>} */ train = [];
+  /** @type {Array<number | null>} */ eval = [];
+  /** @type {uPlot | undefined} */ plot;
+  pending = false;
+
+  /** @param {HTMLElement} container @param {HTMLElement} emptyNote */
   constructor(container, emptyNote) {
     this.container = container;
     this.emptyNote = emptyNote;
-    this.steps = [];
-    this.train = [];
-    this.eval = [];
-    this.plot = undefined;
-    this.pending = false;
-    this.resizeObserver = new ResizeObserver(() => this.resize());
-    this.resizeObserver.observe(container);
+    new ResizeObserver(() => this.resize()).observe(container);
   }
 
   width() {
@@ -29,6 +36,7 @@ export class LossChart {
     const grid = cssVar('--border', '#e1e5ee');
     const trainColor = cssVar('--series-train', '#4338ca');
     const evalColor = cssVar('--series-eval', '#d97706');
+    /** @param {uPlot} u @param {number | null} v */
     const fmt = (u, v) => (v == null ? '–' : v.toFixed(4));
     this.plot = new uPlot({
       width: this.width(),
@@ -47,11 +55,12 @@ export class LossChart {
     }, this.data(), this.container);
   }
 
+  /** @returns {uPlot.AlignedData} */
   data() {
     return [this.steps, this.train, this.eval];
   }
 
-  /** Replaces the whole history: an array of {step, loss?, evalLoss?}. */
+  /** Replaces the whole history. @param {LossPoint[]} points */
   setHistory(points) {
     this.steps = [];
     this.train = [];
@@ -60,26 +69,18 @@ export class LossChart {
     this.render();
   }
 
-  clear() {
-    this.setHistory([]);
-  }
-
-  /** Adds a point; a second point for the same step merges into it (e.g. eval at step 0). */
+  /** Adds a point; a second point for the same step merges into it (e.g. eval at step 0). @param {LossPoint} point @param {boolean} [render] */
   add({ step, loss, evalLoss }, render = true) {
     const last = this.steps.length - 1;
     if (last >= 0 && this.steps[last] === step) {
-      if (Number.isFinite(loss)) this.train[last] = loss;
-      if (Number.isFinite(evalLoss)) this.eval[last] = evalLoss;
+      this.train[last] = finite(loss) ?? this.train[last];
+      this.eval[last] = finite(evalLoss) ?? this.eval[last];
     } else {
       this.steps.push(step);
-      this.train.push(Number.isFinite(loss) ? loss : null);
-      this.eval.push(Number.isFinite(evalLoss) ? evalLoss : null);
+      this.train.push(finite(loss));
+      this.eval.push(finite(evalLoss));
     }
     if (render) this.render();
-  }
-
-  get points() {
-    return this.steps.length;
   }
 
   /** Redraws at most once per animation frame. */
@@ -96,6 +97,6 @@ export class LossChart {
   }
 
   resize() {
-    if (this.plot) this.plot.setSize({ width: this.width(), height: 280 });
+    this.plot?.setSize({ width: this.width(), height: 280 });
   }
 }

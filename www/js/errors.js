@@ -1,63 +1,70 @@
-// Plain-words explanations of what went wrong and what to do, from the engine's WebtuneError codes
-// (npm/src/index.d.ts) and the browser's own errors (storage quota, no WebGPU).
-
-export const WEBGPU_HELP =
-  'Use a browser with WebGPU: Chrome or Edge 113 or newer on Windows, macOS or ChromeOS (Chrome 121+ on Android), ' +
-  'Safari 26 or newer, or Firefox 141+ on Windows. On Linux, Chrome needs chrome://flags/#enable-unsafe-webgpu ' +
-  '(or the command-line switch --enable-unsafe-webgpu); in other Firefox versions set dom.webgpu.enabled in about:config.';
-
-function isQuota(error) {
-  return error?.name === 'QuotaExceededError' || /quota|disk (is )?full|no space/i.test(String(error?.message ?? ''));
-}
+// Plain-words explanations of what went wrong and what to do. The kind of failure comes from the
+// error's stable code only: the engine's WebtuneError codes (npm/src/index.d.ts), the page's
+// storage codes (store.js) and the name of a browser DOMException. Messages are shown, never
+// parsed.
 
 /**
- * Returns {title, action, detail, code} for an error in `context`: 'engine' (starting),
- * 'model' (loading), 'data', 'train', 'generate', 'export', 'adapter', 'checkpoint'.
+ * Where the error happened: starting the engine, loading a model, reading data, training,
+ * generating, exporting, importing an adapter, or saving a checkpoint.
+ * @typedef {'engine' | 'model' | 'data' | 'train' | 'generate' | 'export' | 'adapter' | 'checkpoint'} ErrorContext
  */
-export function explain(error, context = '') {
-  // DOMExceptions have a numeric legacy `code` (22 for a full quota): only string codes are ours.
-  const code = typeof error?.code === 'string' ? error.code : isQuota(error) ? 'QUOTA' : undefined;
-  const message = String(error?.message ?? error ?? 'unknown error');
-  const r = (title, action) => ({ title, action, detail: message, code });
+/**
+ * What the page knows about the browser: whether it exposes WebGPU and is a secure context.
+ * @typedef {{ webgpu?: boolean, secure?: boolean }} Browser
+ */
+/** @typedef {{ title: string, action: string, detail: string, code: string | undefined }} Explanation */
+
+/**
+ * The error's code: a string `code` (DOMExceptions have a numeric legacy one), or `QUOTA` for the
+ * browser's QuotaExceededError.
+ * @param {unknown} error
+ */
+export function errorCode(error) {
+  const e = /** @type {{ code?: unknown, name?: unknown } | null | undefined} */ (error);
+  if (typeof e?.code === 'string') return e.code;
+  if (e?.name === 'QuotaExceededError') return 'QUOTA';
+  return undefined;
+}
+
+const CHECKPOINT_SAFE = 'The last checkpoint is safe in browser storage';
+
+/**
+ * @param {unknown} error
+ * @param {ErrorContext} context
+ * @param {Browser} [browser]
+ * @returns {Explanation}
+ */
+export function explain(error, context, browser = {}) {
+  const code = errorCode(error);
+  const message = String(/** @type {{ message?: unknown } | null} */ (error)?.message ?? error ?? 'unknown error');
+  /** @param {string} title @param {string} action @param {string} [detail] */
+  const r = (title, action, detail = message) => ({ title, action, detail, code });
 
   switch (code) {
     case 'NO_WEBGPU':
-      if (/no usable GPU adapter|requestAdapter|blocklist/i.test(message)) {
-        return r('The browser refused to give this page a GPU adapter.',
-          'WebGPU is there, but the GPU is blocklisted or hardware acceleration is off. Turn on hardware acceleration in the browser settings and update the graphics driver; ' +
-          'on Linux, start Chrome with --enable-unsafe-webgpu (or enable chrome://flags/#enable-unsafe-webgpu). ' + WEBGPU_HELP);
+      // The engine's message names the browsers, flags and settings that work: it is the action.
+      if (browser.secure === false) return r('WebGPU needs a secure page.', message, '');
+      if (browser.webgpu) return r('The browser refused to give this page a GPU adapter.', message, '');
+      return r('This browser has no WebGPU, which webtune needs to train on your GPU.', message, '');
+    case 'GPU':
+      switch (context) {
+        case 'engine':
+          return r('The browser refused to give this page a GPU.',
+            'WebGPU is there, but no GPU device was granted (blocklisted or disabled GPU). Update the graphics driver, turn on hardware acceleration in the browser settings, or on Linux start Chrome with --enable-unsafe-webgpu.');
+        case 'model':
+          return r('This model is too large for this GPU.',
+            'Choose a smaller model (the suggestions under “Hugging Face hub” say what fits), or use a browser and GPU with larger limits.');
+        case 'train':
+          return r('The GPU ran out of memory or hit one of its limits.',
+            `${CHECKPOINT_SAFE}: lower the batch size or the maximum length (or raise gradient accumulation instead), then start again or resume.`);
+        default:
+          return r('The GPU reported an error.', 'Try again; if it keeps happening, reload the page (your last checkpoint is kept).');
       }
-      if (/secure context/i.test(message)) {
-        return r('WebGPU needs a secure page.', 'Open the page over https://, or from http://localhost while developing.');
-      }
-      return r('This browser has no WebGPU, which webtune needs to train on your GPU.', WEBGPU_HELP);
-    case 'GPU': {
-      if (context === 'engine') {
-        return r('The browser refused to give this page a GPU.',
-          'WebGPU is present but the adapter request was refused (blocklisted or disabled GPU). ' +
-          'Update the graphics driver, enable hardware acceleration in the browser settings, or on Linux start Chrome with --enable-unsafe-webgpu. ' +
-          WEBGPU_HELP);
-      }
-      if (/limit|binding size|maxBuffer|max_buffer|maxStorage|too large|exceeds/i.test(message)) {
-        return r('The GPU’s limits are too small for this model with these settings.',
-          'Lower the batch size or the maximum length (the biggest buffer is batch × length × vocabulary), or choose a smaller model.');
-      }
-      if (/lost|destroy/i.test(message)) {
-        return r('The GPU device was lost.',
-          context === 'train'
-            ? 'Training stopped, but the last checkpoint is safe in browser storage: reload the page and choose “Resume”. If it happens again, lower the batch size or maximum length.'
-            : 'Reload the page. If it happens again, close other GPU-heavy tabs or lower the batch size.');
-      }
-      if (/memory|OOM|allocat/i.test(message)) {
-        return r('The GPU ran out of memory.',
-          context === 'train'
-            ? 'The last checkpoint is safe in browser storage: reload the page, lower the batch size or maximum length (or raise gradient accumulation instead), then choose “Resume”.'
-            : 'Lower the batch size or maximum length, close other GPU-heavy tabs, or choose a smaller model.');
-      }
-      return r('The GPU reported an error.', context === 'train'
-        ? 'The last checkpoint is safe in browser storage: reload the page and choose “Resume”.'
-        : 'Reload the page and try again.');
-    }
+    case 'DEVICE_LOST':
+      return r('The GPU device was lost.',
+        context === 'train'
+          ? `Training stopped; ${CHECKPOINT_SAFE.toLowerCase()}. “Resume on a new GPU device” starts the engine again and continues from it.`
+          : 'The browser or the driver took the GPU away. “Restart on a new GPU device” starts the engine again; your last checkpoint is kept.');
     case 'FILE_MISSING':
       return r('A file the model needs is missing.',
         'A model folder needs config.json, model.safetensors (or model.safetensors.index.json and all its shards), tokenizer.json and tokenizer_config.json.');
@@ -79,12 +86,9 @@ export function explain(error, context = '') {
       return r('A weight has a different shape than config.json says.', 'Check that config.json belongs to these weights.');
     case 'INVALID_TOKENIZER':
       return r('The tokenizer cannot be read.', 'A model needs the tokenizer.json and tokenizer_config.json of the Hugging Face tokenizers library.');
-    case 'INVALID_DATASET': {
-      // The core names the place as `file:line: reason`.
-      const at = message.match(/^(.+?):(\d+): ([\s\S]*)$/);
-      return r(at ? `Line ${at[2]} of ${at[1]} cannot be used: ${at[3]}` : 'The dataset cannot be used as it is.',
+    case 'INVALID_DATASET':
+      return r('A row of the dataset cannot be used.',
         'Fix that row in the file, or tick “Skip these rows and train on the good ones” in step 2 to train on the rows that are fine.');
-    }
     case 'INVALID_ADAPTER':
       return r('This adapter does not fit the loaded model.', 'Import an adapter trained for this base model (PEFT adapter_config.json + adapter_model.safetensors).');
     case 'INVALID_OPTIONS':
@@ -93,7 +97,7 @@ export function explain(error, context = '') {
     case 'WASM':
       if (context !== 'engine') {
         return r('The training engine stopped unexpectedly.',
-          'The browser may have run out of memory for this tab. Your last checkpoint is safe in browser storage: reload the page and choose “Resume” (with a smaller batch size or maximum length if it happens again).');
+          `The browser may have run out of memory for this tab. ${CHECKPOINT_SAFE}: start the engine again and resume (with a smaller batch size or maximum length if it happens again).`);
       }
       return r('The training engine could not start.',
         'Its files (www/webtune/: worker.js and wasm/webtune_bg.wasm) could not be loaded. Rebuild them with bash scripts/build-npm.sh, check that the server serves .wasm files, then reload.');
@@ -112,6 +116,11 @@ export function explain(error, context = '') {
         context === 'checkpoint'
           ? 'This checkpoint was not saved; training continues and the previous checkpoint is kept. Free space (delete site data of other sites, or cached models here) or export the adapter now.'
           : 'Free some space (site data of other sites, or cached models), then try again.');
+    case 'STORAGE':
+      return r('Browser storage did not save this.',
+        context === 'checkpoint'
+          ? 'The write was interrupted, so this checkpoint was not saved; training continues and the previous checkpoint is kept.'
+          : 'Browser storage refused the write (private browsing, or site data turned off): try again, or export the adapter now.');
     default:
       if (context === 'engine') {
         return r('The training engine could not start.',

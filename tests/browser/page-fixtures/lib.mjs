@@ -51,24 +51,64 @@ export async function waitReady(page, { demo = true } = {}) {
   }
 }
 
-/** Waits until body[data-<key>] is one of `values`; returns it. */
+/** Waits until body[data-<key>] is one of `values` (the page's progress marks); returns it. */
 export async function waitData(page, key, values, timeout = 300_000) {
   const list = Array.isArray(values) ? values : [values];
   await page.waitForFunction(([k, vs]) => vs.includes(document.body.dataset[k]), [key, list], { timeout });
   return page.evaluate((k) => document.body.dataset[k], key);
 }
 
-/** Sets a settings field (`opt-<name>`) and fires its events. */
-export async function setOption(page, name, value) {
-  await page.fill(`#opt-${name}`, String(value));
+/** A step of the page by its heading: 'Model', 'Data', 'Settings', 'Train', 'Try it', 'Export'. */
+export function section(page, name) {
+  return page.getByRole('region', { name, exact: true });
 }
 
-/** Trains to the end with the current settings; returns the page's metrics. */
+/** Sets a settings field by its label (e.g. 'Steps', 'Evaluate every (steps)'). */
+export async function setOption(page, label, value) {
+  await section(page, 'Settings').getByLabel(label, { exact: true }).fill(String(value));
+}
+
+/** Clicks a button of step 4 (Train): 'Start training', 'Pause', 'Resume', 'Stop'. */
+export async function trainButton(page, name) {
+  await section(page, 'Train').getByRole('button', { name, exact: true }).click();
+}
+
+/** The value of a statistic of step 4 ('Step', 'Train loss', ...). */
+export async function stat(page, name) {
+  const term = page.locator('dt', { hasText: new RegExp(`^${name}$`) });
+  return section(page, 'Train').locator('#train-stats > div', { has: term }).locator('dd').innerText();
+}
+
+/** The steps done, from step 4's "Step k / n". */
+export async function stepsDone(page) {
+  return Number((await stat(page, 'Step')).split('/')[0]);
+}
+
+/** The run's loss history as the page's table shows it: [{step, loss?, evalLoss?}]. */
+export async function lossHistory(page) {
+  const train = section(page, 'Train');
+  const details = train.locator('details', { has: page.getByText('Loss per step (table)') });
+  if (!(await details.evaluate((d) => d.open))) await train.getByText('Loss per step (table)').click();
+  const rows = await train.getByRole('table', { name: 'Loss per step (table)' }).locator('tbody tr').evaluateAll((trs) =>
+    trs.map((tr) => [...tr.children].map((c) => c.textContent)));
+  return rows.map(([step, loss, evalLoss]) => ({
+    step: Number(step),
+    ...(loss !== '–' ? { loss: Number(loss) } : {}),
+    ...(evalLoss !== '–' ? { evalLoss: Number(evalLoss) } : {}),
+  }));
+}
+
+/** The training options of the last run, from step 4's "Settings of this run". */
+export async function runSettings(page) {
+  return JSON.parse(await section(page, 'Train').locator('#run-settings pre').textContent());
+}
+
+/** Trains to the end with the current settings; returns the loss history. */
 export async function trainToEnd(page, timeout = 600_000) {
-  await page.click('#train-start');
+  await trainButton(page, 'Start training');
   const end = await waitData(page, 'trainState', ['done', 'stopped', 'failed'], timeout);
   if (end === 'failed') throw new Error(`training failed: ${await page.locator('#alerts').innerText()}`);
-  return page.evaluate(() => window.webtunePage.state.metrics);
+  return lossHistory(page);
 }
 
 /** Clicks an export button and returns the downloaded file {name, bytes}. */
@@ -77,7 +117,7 @@ export async function exportFile(page, format) {
   try {
     [download] = await Promise.all([
       page.waitForEvent('download', { timeout: 120_000 }),
-      page.click(format === 'gguf' ? '#export-gguf' : '#export-peft'),
+      section(page, 'Export').getByRole('button', { name: format === 'gguf' ? 'Download GGUF LoRA' : 'Download PEFT adapter (.zip)' }).click(),
     ]);
   } catch (error) {
     // Say what the page shows, so a failure in CI can be understood from the log alone.
@@ -93,6 +133,11 @@ export async function exportFile(page, format) {
 /** The visible text of the alerts area. */
 export async function alertsText(page) {
   return page.locator('#alerts').innerText();
+}
+
+/** The alert with this id (e.g. 'error-train', 'resume'). */
+export function alert(page, id) {
+  return page.locator(`[data-alert-id="${id}"]`);
 }
 
 // --- zip (store-only, as webtune writes it; deflate is refused) ------------------------------------
@@ -312,7 +357,7 @@ export function cliArgs(config) {
   flag('eval-split', config.evalSplit);
   flag('early-stopping-patience', config.earlyStoppingPatience);
   flag('early-stopping-threshold', config.earlyStoppingThreshold);
-  if (config.shuffle === false) args.push('--no-shuffle');
+  if (config.shuffle === false) args.push('--shuffle', 'false');
   flag('seed', config.seed);
   flag('template', config.template);
   if (config.skipBadRows) args.push('--skip-bad-rows');

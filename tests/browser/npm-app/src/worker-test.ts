@@ -17,6 +17,7 @@ async function run(engine: Engine) {
   out.phases = [...phases];
 
   const config = { steps: 3, lr: 1e-2, batchSize: 4 };
+  out.facts = await engine.runFacts(config);
   const trainer = await engine.createTrainer({ data: demo.train, evalData: demo.eval, config });
   out.report = trainer.report;
   out.totalSteps = trainer.totalSteps;
