@@ -100,7 +100,7 @@ impl Default for TrainingOptions {
 /// PEFT's default LoRA targets per architecture (`TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`).
 pub fn default_targets(architecture: Architecture) -> Vec<String> {
     let names: &[&str] = match architecture {
-        Architecture::Llama | Architecture::Qwen2 => &["q_proj", "v_proj"],
+        Architecture::Llama | Architecture::Qwen2 | Architecture::Qwen3 | Architecture::Gemma3 => &["q_proj", "v_proj"],
         Architecture::Gpt2 => &["c_attn"],
     };
     names.iter().map(|s| s.to_string()).collect()

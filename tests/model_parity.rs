@@ -12,7 +12,7 @@ const TOLERANCE: f32 = 1e-4;
 #[test]
 fn base_logits_match_transformers() {
     let device = gpu();
-    for name in MODELS {
+    for name in MODELS.into_iter().chain(WAVE2_MODELS) {
         let model = Model::load(&Folder::new(fixtures().join(name).join("base")).unwrap(), &device).unwrap();
         let reference = read_reference(&fixtures().join(name).join("base_logits.safetensors"));
         for i in 0..2 {
@@ -29,13 +29,19 @@ fn base_logits_match_transformers() {
 
 #[test]
 fn parameter_counts_match_transformers() {
-    // manifest.json holds transformers' `num_parameters()` for each fixture model.
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).unwrap()).unwrap();
+    // The manifests hold transformers' `num_parameters()` for each fixture model.
+    let read = |file: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join(file)).unwrap()).unwrap()
+    };
+    let (wave1, wave2) = (read("manifest.json"), read("manifest_wave2.json"));
     let device = gpu();
-    for name in MODELS {
+    let counts = MODELS
+        .map(|name| (name, &wave1[name]))
+        .into_iter()
+        .chain(WAVE2_MODELS.map(|name| (name, &wave2["models"][name])));
+    for (name, entry) in counts {
         let model = Model::load(&Folder::new(fixtures().join(name).join("base")).unwrap(), &device).unwrap();
-        assert_eq!(model.lm.parameter_count() as u64, manifest[name]["n_params"].as_u64().unwrap(), "{name}");
+        assert_eq!(model.lm.parameter_count() as u64, entry["n_params"].as_u64().unwrap(), "{name}");
     }
 }
 

@@ -19,6 +19,26 @@ pub trait FileSource {
     fn read_text(&self, name: &str) -> Result<String> {
         String::from_utf8(self.read(name)?).map_err(|_| err!(InvalidConfig, "{name} is not UTF-8 text"))
     }
+
+    /// The file's size in bytes. Sources that can tell without reading the file override this.
+    fn size(&self, name: &str) -> Result<u64> {
+        Ok(self.read(name)?.len() as u64)
+    }
+
+    /// `len` bytes from byte `start` (a safetensors header, then one tensor at a time). Sources
+    /// that can read part of a file override this; the default reads it whole.
+    fn read_range(&self, name: &str, start: u64, len: usize) -> Result<Vec<u8>> {
+        let bytes = self.read(name)?;
+        slice_range(name, &bytes, start, len).map(<[u8]>::to_vec)
+    }
+}
+
+/// `bytes[start .. start + len]`, or an error that names the file as truncated.
+fn slice_range<'a>(name: &str, bytes: &'a [u8], start: u64, len: usize) -> Result<&'a [u8]> {
+    usize::try_from(start)
+        .ok()
+        .and_then(|start| bytes.get(start..start.checked_add(len)?))
+        .ok_or_else(|| err!(CorruptWeights, "{name} is shorter than its header says: the file is truncated"))
 }
 
 /// Files held in memory, keyed by name (the page hands these over from the user's disk).
@@ -51,6 +71,18 @@ impl FileSource for MemoryFiles {
 
     fn describe(&self) -> String {
         self.label.clone()
+    }
+
+    fn size(&self, name: &str) -> Result<u64> {
+        self.files
+            .get(name)
+            .map(|b| b.len() as u64)
+            .ok_or_else(|| err!(FileMissing, "{}: {name} is missing", self.describe()))
+    }
+
+    fn read_range(&self, name: &str, start: u64, len: usize) -> Result<Vec<u8>> {
+        let bytes = self.files.get(name).ok_or_else(|| err!(FileMissing, "{}: {name} is missing", self.describe()))?;
+        slice_range(name, bytes, start, len).map(<[u8]>::to_vec)
     }
 }
 
@@ -87,14 +119,43 @@ mod native {
 
         fn read(&self, name: &str) -> Result<Vec<u8>> {
             let path = self.root.join(name);
-            std::fs::read(&path).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => err!(FileMissing, "{} is missing", path.display()),
-                _ => err!(Io, "cannot read {}: {e}", path.display()),
-            })
+            std::fs::read(&path).map_err(|e| io_error(&path, e))
         }
 
         fn describe(&self) -> String {
             format!("model folder {}", self.root.display())
+        }
+
+        fn size(&self, name: &str) -> Result<u64> {
+            let path = self.root.join(name);
+            std::fs::metadata(&path).map(|m| m.len()).map_err(|e| io_error(&path, e))
+        }
+
+        fn read_range(&self, name: &str, start: u64, len: usize) -> Result<Vec<u8>> {
+            use std::io::{Read, Seek, SeekFrom};
+            let path = self.root.join(name);
+            let mut file = std::fs::File::open(&path).map_err(|e| io_error(&path, e))?;
+            let mut bytes = vec![0; len];
+            file.seek(SeekFrom::Start(start)).and_then(|_| file.read_exact(&mut bytes)).map_err(|e| {
+                match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof => {
+                        err!(
+                            CorruptWeights,
+                            "{} is shorter than its header says: the file is truncated",
+                            path.display()
+                        )
+                    }
+                    _ => io_error(&path, e),
+                }
+            })?;
+            Ok(bytes)
+        }
+    }
+
+    fn io_error(path: &Path, e: std::io::Error) -> crate::Error {
+        match e.kind() {
+            std::io::ErrorKind::NotFound => err!(FileMissing, "{} is missing", path.display()),
+            _ => err!(Io, "cannot read {}: {e}", path.display()),
         }
     }
 }

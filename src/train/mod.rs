@@ -8,7 +8,7 @@ pub mod schedule;
 
 use std::sync::Arc;
 
-use burn::tensor::{Int, Tensor, TensorData, activation};
+use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::data::{Batch, Example, IGNORE_INDEX};
 use crate::err;
@@ -119,12 +119,10 @@ pub fn loss_sum(lm: &CausalLm, adapter: &Adapter, batch: &Batch) -> Result<Optio
     if let Some(bad) = targets.iter().find(|&&t| t < 0 || t >= vocab) {
         return Err(err!(InvalidDataset, "label {bad} is outside the vocabulary of {vocab}"));
     }
-    let device = lm.device();
     let hidden = adapter.hidden(lm, &batch.input_ids, b, Some(&batch.attention_mask), None)?;
-    let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [count]), device);
-    let targets = Tensor::<2, Int>::from_data(TensorData::new(targets, [count, 1]), device);
-    let log_probs = activation::log_softmax(lm.logits(hidden.select(0, rows)), 1);
-    Ok(Some((log_probs.gather(1, targets).sum().neg(), count)))
+    let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [count]), lm.device());
+    let targets: Vec<u32> = targets.into_iter().map(|t| t as u32).collect();
+    Ok(Some((lm.target_log_probs(hidden.select(0, rows), &targets).sum().neg(), count)))
 }
 
 /// Mean token loss of `adapter` on `examples` (eval batches of `batch_size` in order).
