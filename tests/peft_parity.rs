@@ -225,3 +225,24 @@ fn loss_ignores_unsupervised_positions() {
     assert!(loss_sum(&model.lm, &adapter, &batch).unwrap().is_none());
     assert!(count > 0);
 }
+
+#[test]
+fn qwen3_lora() {
+    parity("qwen3", "lora");
+}
+
+#[test]
+fn qwen3_prompt_tuning_random() {
+    parity("qwen3", "prompt_tuning_random");
+}
+
+#[test]
+fn gemma3_lora() {
+    parity("gemma3", "lora");
+}
+
+/// The virtual tokens go in unscaled while the real tokens pass Gemma's sqrt(hidden) scale.
+#[test]
+fn gemma3_prompt_tuning_random() {
+    parity("gemma3", "prompt_tuning_random");
+}
