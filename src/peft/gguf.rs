@@ -589,6 +589,10 @@ mod tests {
         assert_eq!(name(Architecture::Llama, "model.layers.11.self_attn.o_proj"), "blk.11.attn_output.weight");
         assert_eq!(name(Architecture::Qwen2, "model.layers.3.mlp.gate_proj"), "blk.3.ffn_gate.weight");
         assert_eq!(name(Architecture::Qwen2, "model.layers.3.mlp.down_proj"), "blk.3.ffn_down.weight");
+        assert_eq!(name(Architecture::Qwen3, "model.layers.2.self_attn.k_proj"), "blk.2.attn_k.weight");
+        assert_eq!(name(Architecture::Gemma3, "model.layers.1.mlp.up_proj"), "blk.1.ffn_up.weight");
+        assert_eq!(llama_cpp_architecture(Architecture::Qwen3), "qwen3");
+        assert_eq!(llama_cpp_architecture(Architecture::Gemma3), "gemma3");
         assert_eq!(name(Architecture::Gpt2, "transformer.h.1.attn.c_attn"), "blk.1.attn_qkv.weight");
         assert_eq!(name(Architecture::Gpt2, "transformer.h.1.attn.c_proj"), "blk.1.attn_output.weight");
         assert_eq!(name(Architecture::Gpt2, "transformer.h.1.mlp.c_fc"), "blk.1.ffn_up.weight");
