@@ -29,6 +29,11 @@ impl KvCache {
         self.len == 0
     }
 
+    /// Positions whose keys `layer` still holds (fewer than [`KvCache::len`] in a sliding layer).
+    pub fn kept(&self, layer: usize) -> usize {
+        self.layers.get(layer).and_then(Option::as_ref).map_or(0, |c| c.k.dims()[2])
+    }
+
     /// Appends this step's keys/values for `layer` and returns the keys to attend to with the
     /// position of the first. With a `window`, only the last `window - 1` keys are kept: a later
     /// query at position `p` sees keys `> p - window`.
