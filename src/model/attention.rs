@@ -62,6 +62,9 @@ impl KvCache {
     }
 }
 
+/// What an additive mask depends on besides the batch: the window and the first key's position.
+type MaskKey = (Option<usize>, usize);
+
 /// Per-forward attention context: which keys each query may see, and the cache to extend.
 pub struct AttentionContext<'a> {
     pub cache: Option<&'a mut KvCache>,
@@ -72,7 +75,7 @@ pub struct AttentionContext<'a> {
     /// `[batch, past + q_len]`, 1 for a real token; `None` when nothing is padded.
     key_mask: Option<Vec<u8>>,
     /// Additive masks built so far, by (window, first key position).
-    biases: Vec<((Option<usize>, usize), Option<Tensor<4>>)>,
+    biases: Vec<(MaskKey, Option<Tensor<4>>)>,
     device: Device,
 }
 

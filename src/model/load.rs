@@ -145,10 +145,10 @@ pub fn check_fits(plan: &StoragePlan, info: &GpuInfo, tensors: &[(&str, &TensorH
         let unit =
             if table { header.shape.iter().skip(1).product::<usize>() as u64 * 4 } else { header.elements() * 4 };
         if unit > limit {
-            let what = if table { "one row of" } else { "" };
+            let what = if table { format!("one row of tensor \"{name}\"") } else { format!("tensor \"{name}\"") };
             return Err(err!(
                 Gpu,
-                "{}: {what} tensor \"{name}\" needs {:.1} MiB in one GPU buffer, more than this device's limit of {:.1} MiB (maxStorageBufferBindingSize / maxBufferSize of {}); use a smaller model or a GPU with larger limits",
+                "{}: {what} needs {:.2} MiB in one GPU buffer, more than this device allows ({:.2} MiB: the smaller of maxStorageBufferBindingSize and maxBufferSize of {}); use a smaller model or a GPU with larger limits",
                 header.file,
                 mb(unit),
                 mb(limit),
