@@ -40,7 +40,7 @@ pub fn run(args: Args) -> webtune::Result<()> {
     let model = Model::load_with(&folder, &device, &options)?;
     let report = &model.lm.report;
     eprintln!(
-        "weights: {} checkpoint stored as {} ({}), {:.1} MiB on the device",
+        "weights: {} checkpoint stored as {} ({}): {:.1} MiB on the device",
         report.checkpoint_dtype,
         report.weights_dtype,
         report.reason,

@@ -617,6 +617,35 @@ mod tests {
         assert!(e.message.contains("mamba") && e.message.contains("config.json"), "{e}");
     }
 
+    /// A hub Gemma 3 config as transformers 4.x wrote it: RoPE bases at the top level, scaling for
+    /// the full layers only, layer types from the pattern.
+    #[test]
+    fn gemma3_hub_style_config() {
+        let c = ModelConfig::from_json(
+            r#"{"model_type":"gemma3_text","vocab_size":10,"hidden_size":8,"intermediate_size":16,
+                "num_hidden_layers":7,"num_attention_heads":2,"num_key_value_heads":1,"head_dim":4,
+                "rope_theta":1000000.0,"rope_local_base_freq":10000.0,"sliding_window_pattern":6,
+                "rope_scaling":{"rope_type":"linear","factor":8.0},"sliding_window":512}"#,
+        )
+        .unwrap();
+        use LayerAttention::{Full, Sliding};
+        assert_eq!(c.layer_types, [Sliding, Sliding, Sliding, Sliding, Sliding, Full, Sliding]);
+        assert_eq!(c.rope, Some(RopeConfig { theta: 1e6, scaling: RopeScaling::Linear { factor: 8.0 } }));
+        assert_eq!(c.local_rope, Some(RopeConfig { theta: 1e4, scaling: RopeScaling::Default }));
+        assert_eq!((c.sliding_window, c.query_pre_attn_scalar, c.qk_norm), (Some(512), Some(256.0), true));
+        assert!(c.tie_word_embeddings);
+    }
+
+    #[test]
+    fn qwen3_head_dim_need_not_divide_hidden() {
+        let c = ModelConfig::from_json(
+            r#"{"model_type":"qwen3","vocab_size":10,"hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,
+                "num_attention_heads":4,"num_key_value_heads":2,"head_dim":6}"#,
+        )
+        .unwrap();
+        assert_eq!((c.head_dim, c.qk_norm, c.qkv_bias), (6, true, false));
+    }
+
     #[test]
     fn llama3_rope_scaling() {
         let c = ModelConfig::from_json(

@@ -56,7 +56,8 @@ pub struct LoadOptions {
 pub struct LoadReport {
     /// `"f16"` or `"f32"`: how the frozen matrices are stored on the device.
     pub weights_dtype: &'static str,
-    /// Why that width, in words.
+    /// Why that width, in words ("the checkpoint is F32", "… cannot compute in f16 (no
+    /// shader-f16) …").
     pub reason: String,
     /// The checkpoint's dtype (of its embedding table): `F32`, `F16`, `BF16`, `F64`.
     pub checkpoint_dtype: String,
@@ -111,7 +112,7 @@ pub fn effective_device(options: &LoadOptions, device: &burn::tensor::Device) ->
 pub fn plan(options: &LoadOptions, info: &GpuInfo, checkpoint: Dtype) -> Result<StoragePlan> {
     let half = matches!(checkpoint, Dtype::F16 | Dtype::BF16);
     let (f16, reason) = match options.weights_dtype {
-        WeightsDtype::F32 => (false, "f32 as asked (weightsDtype \"f32\")".to_owned()),
+        WeightsDtype::F32 => (false, "weightsDtype \"f32\" asked for it".to_owned()),
         WeightsDtype::F16 if !info.shader_f16 => {
             return Err(err!(
                 InvalidOptions,
@@ -119,13 +120,15 @@ pub fn plan(options: &LoadOptions, info: &GpuInfo, checkpoint: Dtype) -> Result<
                 info.name
             ));
         }
-        WeightsDtype::F16 => (true, "f16 as asked (weightsDtype \"f16\")".to_owned()),
-        WeightsDtype::Auto if !half => (false, format!("f32: the checkpoint is {checkpoint:?}")),
-        WeightsDtype::Auto if info.shader_f16 => (true, format!("f16: the checkpoint is {checkpoint:?}")),
+        WeightsDtype::F16 => (true, "weightsDtype \"f16\" asked for it".to_owned()),
+        WeightsDtype::Auto if !half => (false, format!("the checkpoint is {checkpoint:?}")),
+        WeightsDtype::Auto if info.shader_f16 => {
+            (true, format!("the checkpoint is {checkpoint:?} and {} computes in f16", info.name))
+        }
         WeightsDtype::Auto => (
             false,
             format!(
-                "f32, twice the checkpoint's size: the checkpoint is {checkpoint:?} but {} cannot compute in f16 (no shader-f16)",
+                "{} cannot compute in f16 (no shader-f16), so the {checkpoint:?} checkpoint takes twice its size",
                 info.name
             ),
         ),
@@ -162,7 +165,7 @@ pub fn check_fits(plan: &StoragePlan, info: &GpuInfo, tensors: &[(&str, &TensorH
     {
         return Err(err!(
             Gpu,
-            "the weights need {:.2} GiB stored as {} ({}), more than the {:.2} GiB this device has ({}); use a smaller model{}",
+            "the weights need {:.2} GiB stored as {} ({}), more than the {:.2} GiB of {}; use a smaller model{}",
             total as f64 / (1u64 << 30) as f64,
             if plan.f16 { "f16" } else { "f32" },
             plan.reason,
