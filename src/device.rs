@@ -29,6 +29,11 @@ pub struct GpuInfo {
 }
 
 impl GpuInfo {
+    /// The device as messages name it (browsers may report an empty adapter name).
+    pub fn label(&self) -> String {
+        if self.name.is_empty() { format!("this GPU ({})", self.backend) } else { self.name.clone() }
+    }
+
     fn of(setup: &WgpuSetup, device: &Device) -> Self {
         let info = setup.adapter.get_info();
         let limits = setup.device.limits();

@@ -1,7 +1,11 @@
 //! Building blocks shared by the architectures. Activations travel as 2-D `[tokens, features]`
 //! f32 tensors between blocks (tokens = batch × sequence); only attention reshapes to 4-D. The
 //! frozen matrices may be stored in f16 ([`crate::model::LoadOptions`]): each is cast to f32
-//! where it is used, so activations, adapters, gradients and every sum stay f32.
+//! where it is used, so activations, adapters, gradients and every sum stay f32. burn 0.22 has no
+//! mixed-dtype matmul to do better with: Flex asserts equal dtypes, CubeCL's unfused kernel reads
+//! the right operand with the left one's dtype, and only its fused path reads each in its own. The
+//! cast is transient in inference; under autodiff the matmul keeps it for the backward pass of
+//! every layer whose input is tracked, so a training step's peak still holds f32 copies.
 
 use burn::tensor::{Device, FloatDType, Tensor, TensorData, activation};
 

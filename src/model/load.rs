@@ -117,19 +117,19 @@ pub fn plan(options: &LoadOptions, info: &GpuInfo, checkpoint: Dtype) -> Result<
             return Err(err!(
                 InvalidOptions,
                 "weightsDtype \"f16\": {} cannot compute in f16 (no shader-f16); use \"auto\" or \"f32\"",
-                info.name
+                info.label()
             ));
         }
         WeightsDtype::F16 => (true, "weightsDtype \"f16\" asked for it".to_owned()),
         WeightsDtype::Auto if !half => (false, format!("the checkpoint is {checkpoint:?}")),
         WeightsDtype::Auto if info.shader_f16 => {
-            (true, format!("the checkpoint is {checkpoint:?} and {} computes in f16", info.name))
+            (true, format!("the checkpoint is {checkpoint:?} and {} computes in f16", info.label()))
         }
         WeightsDtype::Auto => (
             false,
             format!(
                 "{} cannot compute in f16 (no shader-f16), so the {checkpoint:?} checkpoint takes twice its size",
-                info.name
+                info.label()
             ),
         ),
     };
@@ -155,7 +155,7 @@ pub fn check_fits(plan: &StoragePlan, info: &GpuInfo, tensors: &[(&str, &TensorH
                 header.file,
                 mb(unit),
                 mb(limit),
-                info.name
+                info.label()
             ));
         }
     }
@@ -170,7 +170,7 @@ pub fn check_fits(plan: &StoragePlan, info: &GpuInfo, tensors: &[(&str, &TensorH
             if plan.f16 { "f16" } else { "f32" },
             plan.reason,
             memory as f64 / (1u64 << 30) as f64,
-            info.name,
+            info.label(),
             if plan.f16 { "" } else { " or a device with shader-f16" }
         ));
     }
