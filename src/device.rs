@@ -13,6 +13,7 @@ use crate::error::Result;
 
 /// What the page and the CLI show about the device training runs on.
 #[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct GpuInfo {
     pub name: String,
     /// `Vulkan`, `Metal`, `Dx12`, `BrowserWebGpu`, or `Cpu` for the CPU backend.

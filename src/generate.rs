@@ -45,6 +45,7 @@ pub enum FinishReason {
 /// One streamed step: the token and the text it completes (may be empty while a multi-byte
 /// character is still incomplete).
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Token {
     pub id: u32,
     pub text: String,

@@ -1,6 +1,7 @@
-//! webtune: parameter-efficient fine-tuning (LoRA, PiSSA, prompt tuning) of small causal language
-//! models on WebGPU, in the browser or natively. The core here is platform-neutral; `web` is only
-//! the wasm-bindgen surface over it.
+//! webtune: parameter-efficient fine-tuning (LoRA, PiSSA, DoRA, IA3, prompt tuning, bottleneck adapters) of small
+//! causal language models on WebGPU, in the browser or natively. The core here is platform-neutral: `session` sets up
+//! runs, evaluations and exports for both front ends, `web` (the wasm-bindgen surface) and the `webtune` command line
+//! (`src/cli/`). `docs/ARCHITECTURE.md` describes the layers.
 
 pub mod data;
 pub mod device;
@@ -11,6 +12,7 @@ pub mod options;
 pub mod peft;
 pub mod readback;
 pub mod rng;
+pub mod session;
 pub mod train;
 pub mod zip;
 

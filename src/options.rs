@@ -1,6 +1,7 @@
-//! Every user-facing training option in one place, with its default. The CLI maps its flags onto
-//! this struct and the JS API passes it as a plain object (camelCase keys), so both mean the same
-//! thing by each name.
+//! Every user-facing training option in one place, with its default: the JS API passes it as a
+//! plain object (camelCase keys, `npm/src/index.d.ts`'s `TrainingConfig`), and the CLI derives its
+//! `webtune train` flags from the same struct (kebab-case: `gradAccum` is `--grad-accum`), so each
+//! name, default and help text exists once.
 
 use std::collections::BTreeMap;
 
@@ -10,100 +11,184 @@ use crate::data::DataOptions;
 use crate::err;
 use crate::error::Result;
 use crate::model::{Architecture, Model};
-use crate::peft::{Adapter, LoraAdapter, LoraConfig, LoraInit, PromptAdapter, PromptConfig, PromptInit};
+use crate::peft::{
+    Adapter, LoraAdapter, LoraConfig, LoraInit, PromptAdapter, PromptConfig, PromptInit, default_targets,
+};
 use crate::train::{AdamWConfig, EarlyStopping, Schedule, TrainConfig};
 
+/// The fine-tuning method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
+    /// LoRA (and PiSSA, a LoRA initialisation).
     Lora,
+    /// Trainable virtual tokens in front of every sequence.
     PromptTuning,
 }
 
+/// Every default, in one place: `TrainingOptions::default()`, the CLI's `--help` and the
+/// documented defaults of `index.d.ts` (a test compares them) are these.
+pub const DEFAULTS: TrainingOptions = TrainingOptions {
+    method: Method::Lora,
+    init: None,
+    init_text: None,
+    r: 8,
+    alpha: 16.0,
+    dropout: 0.0,
+    targets: None,
+    rslora: false,
+    rank_pattern: BTreeMap::new(),
+    alpha_pattern: BTreeMap::new(),
+    virtual_tokens: 20,
+    lr: None,
+    weight_decay: 0.0,
+    schedule: Schedule::Linear,
+    warmup_steps: 0,
+    batch_size: 4,
+    grad_accum: 1,
+    clip: 1.0,
+    steps: None,
+    epochs: 1,
+    max_len: 512,
+    eval_every: None,
+    early_stopping_patience: None,
+    early_stopping_threshold: 0.0,
+    shuffle: true,
+    seed: 42,
+    template: None,
+    skip_bad_rows: false,
+    eval_split: 0.0,
+};
+
+// The `arg` attributes make the CLI's flags (clap, native builds only) and the doc comments are
+// its help text. Booleans take an optional value: `--rslora` means `--rslora true`; `--shuffle false`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::Args))]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct TrainingOptions {
+    /// The fine-tuning method.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_enum, default_value_t = DEFAULTS.method))]
     pub method: Method,
-    /// LoRA: `default`, `gaussian`, `pissa`, `pissa_niter_K`; prompt tuning: `random`, `text`,
-    /// `sample-vocab`. `None` picks `default` / `random` (or `text` when `init_text` is set).
+    /// LoRA: default | gaussian | pissa | pissa_niter_K; prompt tuning: random | text | sample-vocab
+    /// (default: default / random, or text when an init text is given).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long))]
     pub init: Option<String>,
+    /// Prompt tuning: the text whose token embeddings start the virtual tokens (implies init text).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long))]
     pub init_text: Option<String>,
+    /// LoRA rank.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = DEFAULTS.r))]
     pub r: usize,
+    /// LoRA alpha: the update is scaled by alpha / r.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = DEFAULTS.alpha))]
     pub alpha: f64,
+    /// LoRA dropout on the adapted layers' inputs.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = DEFAULTS.dropout))]
     pub dropout: f64,
-    /// Module-name suffixes; `None` = PEFT's defaults for the architecture.
+    /// LoRA target module-name suffixes, comma separated (default: PEFT's for the architecture).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_delimiter = ','))]
     pub targets: Option<Vec<String>>,
+    /// rsLoRA: scale by alpha / sqrt(r).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, action = clap::ArgAction::Set, num_args = 0..=1,
+        default_missing_value = "true", default_value_t = DEFAULTS.rslora))]
     pub rslora: bool,
+    /// Per-module ranks, as PEFT's rank_pattern: q_proj=4,v_proj=16 (a pattern matches the end of
+    /// a module path).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_parser = patterns::<usize>, default_value = "",
+        hide_default_value = true))]
     pub rank_pattern: BTreeMap<String, usize>,
+    /// Per-module alphas, as PEFT's alpha_pattern: o_proj=4.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_parser = patterns::<f64>, default_value = "",
+        hide_default_value = true))]
     pub alpha_pattern: BTreeMap<String, f64>,
+    /// Prompt tuning: number of virtual tokens.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = DEFAULTS.virtual_tokens))]
     pub virtual_tokens: usize,
-    /// `None` = 2e-4 for LoRA, 3e-2 for prompt tuning.
+    /// Learning rate (default 2e-4 for LoRA, 3e-2 for prompt tuning).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long))]
     pub lr: Option<f64>,
+    /// AdamW weight decay.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = DEFAULTS.weight_decay))]
     pub weight_decay: f64,
+    /// Learning-rate schedule after the warmup.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_enum, default_value_t = DEFAULTS.schedule))]
     pub schedule: Schedule,
+    /// Steps of linear warmup from 0.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = DEFAULTS.warmup_steps))]
     pub warmup_steps: usize,
+    /// Examples per forward pass (training and evaluation).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = DEFAULTS.batch_size))]
     pub batch_size: usize,
+    /// Batches whose gradients are summed per optimizer step.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = DEFAULTS.grad_accum))]
     pub grad_accum: usize,
-    /// Global gradient-norm clip; `None` or 0 disables.
-    pub clip: Option<f64>,
+    /// Clip the global gradient norm to this value (0 disables; so does null from JS).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = DEFAULTS.clip))]
+    #[serde(deserialize_with = "null_as_zero")]
+    pub clip: f64,
+    /// Optimizer steps (overrides epochs).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long))]
     pub steps: Option<usize>,
+    /// Passes over the training data (unless steps is set).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = DEFAULTS.epochs))]
     pub epochs: usize,
+    /// Truncate examples to this many tokens.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = DEFAULTS.max_len))]
     pub max_len: usize,
+    /// Evaluate every N steps (and after the last); default: never.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long))]
     pub eval_every: Option<usize>,
+    /// Stop after this many evaluations without improvement (and keep the best adapter).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long))]
     pub early_stopping_patience: Option<usize>,
+    /// The eval-loss improvement that resets the early-stopping patience.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = DEFAULTS.early_stopping_threshold))]
     pub early_stopping_threshold: f64,
+    /// Shuffle the training examples each epoch (seeded); false keeps the file order.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, action = clap::ArgAction::Set, num_args = 0..=1,
+        default_missing_value = "true", default_value_t = DEFAULTS.shuffle))]
     pub shuffle: bool,
+    /// Seed of the adapter initialisation, shuffling, dropout and the eval split.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = DEFAULTS.seed))]
     pub seed: u64,
-    /// Jinja template for instruction/input/output rows.
+    /// Jinja template for {"instruction","input","output"} rows (default: Alpaca).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long))]
     pub template: Option<String>,
+    /// Skip malformed rows (reported with their line numbers) instead of stopping.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, action = clap::ArgAction::Set, num_args = 0..=1,
+        default_missing_value = "true", default_value_t = DEFAULTS.skip_bad_rows))]
     pub skip_bad_rows: bool,
-    /// Fraction of the training rows held out for evaluation when no eval file is given.
+    /// Fraction of the training rows held out for evaluation when no eval data is given.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = DEFAULTS.eval_split))]
     pub eval_split: f64,
 }
 
 impl Default for TrainingOptions {
     fn default() -> Self {
-        TrainingOptions {
-            method: Method::Lora,
-            init: None,
-            init_text: None,
-            r: 8,
-            alpha: 16.0,
-            dropout: 0.0,
-            targets: None,
-            rslora: false,
-            rank_pattern: BTreeMap::new(),
-            alpha_pattern: BTreeMap::new(),
-            virtual_tokens: 20,
-            lr: None,
-            weight_decay: 0.0,
-            schedule: Schedule::Linear,
-            warmup_steps: 0,
-            batch_size: 4,
-            grad_accum: 1,
-            clip: Some(1.0),
-            steps: None,
-            epochs: 1,
-            max_len: 512,
-            eval_every: None,
-            early_stopping_patience: None,
-            early_stopping_threshold: 0.0,
-            shuffle: true,
-            seed: 42,
-            template: None,
-            skip_bad_rows: false,
-            eval_split: 0.0,
-        }
+        DEFAULTS
     }
 }
 
-/// PEFT's default LoRA targets per architecture (`TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`).
-pub fn default_targets(architecture: Architecture) -> Vec<String> {
-    let names: &[&str] = match architecture {
-        Architecture::Llama | Architecture::Qwen2 | Architecture::Qwen3 | Architecture::Gemma3 => &["q_proj", "v_proj"],
-        Architecture::Gpt2 => &["c_attn"],
-    };
-    names.iter().map(|s| s.to_string()).collect()
+fn null_as_zero<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(0.0))
+}
+
+/// Parses `name=value,name=value` (rank / alpha patterns on the command line); `""` is none.
+#[cfg(not(target_arch = "wasm32"))]
+fn patterns<T: std::str::FromStr>(text: &str) -> std::result::Result<BTreeMap<String, T>, String>
+where
+    T::Err: std::fmt::Display,
+{
+    text.split(',')
+        .filter(|item| !item.trim().is_empty())
+        .map(|item| {
+            let (name, value) =
+                item.split_once('=').ok_or_else(|| format!("\"{item}\" is not name=value (e.g. q_proj=4)"))?;
+            let value = value.trim().parse().map_err(|e| format!("\"{item}\": {e}"))?;
+            Ok((name.trim().to_owned(), value))
+        })
+        .collect()
 }
 
 impl TrainingOptions {
@@ -135,7 +220,7 @@ impl TrainingOptions {
             warmup_steps: self.warmup_steps,
             batch_size: self.batch_size,
             grad_accum: self.grad_accum,
-            clip: self.clip.filter(|&c| c > 0.0),
+            clip: Some(self.clip).filter(|&c| c > 0.0),
             max_steps: self.steps,
             epochs: self.epochs,
             eval_every: self.eval_every,
@@ -218,20 +303,6 @@ fn unknown_field_hint(message: &str) -> Option<&str> {
     let (field, expected) = rest.split_once('`')?;
     let squash = |k: &str| k.replace(['-', '_'], "").to_lowercase();
     expected.split('`').skip(1).step_by(2).find(|candidate| squash(candidate) == squash(field))
-}
-
-impl Serialize for Schedule {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
-    }
-}
-
-impl<'de> Deserialize<'de> for Schedule {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let name = String::deserialize(d)?;
-        Schedule::parse(&name)
-            .ok_or_else(|| serde::de::Error::custom(format!("schedule \"{name}\" is not constant, linear or cosine")))
-    }
 }
 
 #[cfg(test)]

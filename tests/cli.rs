@@ -7,8 +7,14 @@ use std::process::{Command, Output};
 
 use common::*;
 
-fn webtune(args: &[&str]) -> Output {
+fn webtune<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_webtune")).args(args).output().expect("webtune runs")
+}
+
+/// `webtune train` of a fixture model on `data/train.jsonl` into `out`, with `extra` flags.
+fn train_args(model_name: &str, out: &Path, extra: &[&str]) -> Vec<String> {
+    let fixed = ["train", "--model", &model(model_name), "--data", &data("train.jsonl"), "--out", path(out)];
+    fixed.iter().chain(extra).map(|s| s.to_string()).collect()
 }
 
 fn ok(output: &Output) -> String {
@@ -37,16 +43,10 @@ fn model(name: &str) -> String {
 #[test]
 fn train_writes_a_peft_adapter_and_metrics() {
     let out = scratch("cli-train");
-    let log = ok(&webtune(&[
-        "train",
-        "--model",
-        &model("llama"),
-        "--data",
-        &data("train.jsonl"),
+    let eval = data("eval.jsonl");
+    let flags = [
         "--eval-data",
-        &data("eval.jsonl"),
-        "--out",
-        path(&out),
+        &eval,
         "--method",
         "lora",
         "--r",
@@ -71,7 +71,8 @@ fn train_writes_a_peft_adapter_and_metrics() {
         "2",
         "--seed",
         "3",
-    ]));
+    ];
+    let log = ok(&webtune(&train_args("llama", &out, &flags)));
     assert!(log.contains("step 6/6") && log.contains("tok/s") && log.contains("ETA"), "{log}");
     let metrics: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap()
@@ -80,11 +81,13 @@ fn train_writes_a_peft_adapter_and_metrics() {
         .collect();
     assert_eq!(metrics.len(), 6);
     for (i, m) in metrics.iter().enumerate() {
-        for key in ["step", "loss", "lr", "grad_norm", "tokens"] {
-            assert!(m.get(key).is_some(), "metrics line {i} lacks {key}");
+        // The same names as the JS API's StepMetrics.
+        for key in ["step", "totalSteps", "epoch", "loss", "lr", "gradNorm", "tokens", "supervisedTokens"] {
+            assert!(m.get(key).is_some(), "metrics line {i} lacks {key}: {m}");
         }
         assert_eq!(m["step"], i + 1);
-        assert_eq!(m.get("eval_loss").is_some(), (i + 1) % 3 == 0);
+        assert_eq!(m["totalSteps"], 6);
+        assert_eq!(m.get("evalLoss").is_some(), (i + 1) % 3 == 0);
     }
     assert_eq!(metrics[0]["lr"], 0.0);
     let config: serde_json::Value =
@@ -108,23 +111,11 @@ fn train_writes_a_peft_adapter_and_metrics() {
 #[test]
 fn prompt_tuning_and_pissa_from_the_command_line() {
     let out = scratch("cli-prompt");
-    ok(&webtune(&[
-        "train",
-        "--model",
-        &model("gpt2"),
-        "--data",
-        &data("train.jsonl"),
-        "--out",
-        path(&out),
-        "--method",
-        "prompt-tuning",
-        "--init-text",
-        "Reverse the letters",
-        "--virtual-tokens",
-        "6",
-        "--steps",
-        "2",
-    ]));
+    ok(&webtune(&train_args(
+        "gpt2",
+        &out,
+        &["--method", "prompt-tuning", "--init-text", "Reverse the letters", "--virtual-tokens", "6", "--steps", "2"],
+    )));
     let config = std::fs::read_to_string(out.join("adapter_config.json")).unwrap();
     assert!(
         config.contains("\"prompt_tuning_init\": \"TEXT\"") && config.contains("\"num_virtual_tokens\": 6"),
@@ -132,23 +123,21 @@ fn prompt_tuning_and_pissa_from_the_command_line() {
     );
 
     let out = scratch("cli-pissa");
-    ok(&webtune(&[
-        "train",
-        "--model",
-        &model("qwen2"),
-        "--data",
-        &data("train.jsonl"),
-        "--out",
-        path(&out),
-        "--init",
-        "pissa",
-        "--targets",
-        "q_proj,o_proj",
-        "--steps",
-        "2",
-        "--export-pissa-as-lora",
-        "--no-shuffle",
-    ]));
+    ok(&webtune(&train_args(
+        "qwen2",
+        &out,
+        &[
+            "--init",
+            "pissa",
+            "--targets",
+            "q_proj,o_proj",
+            "--steps",
+            "2",
+            "--export-pissa-as-lora",
+            "--shuffle",
+            "false",
+        ],
+    )));
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap()).unwrap();
     assert_eq!(config["r"], 16);
@@ -183,25 +172,25 @@ fn a_bad_dataset_row_is_named_and_can_be_skipped() {
 #[test]
 fn a_failed_export_keeps_the_previous_adapter() {
     let out = scratch("cli-atomic");
-    let args =
-        ["train", "--model", &model("llama"), "--data", &data("train.jsonl"), "--out", path(&out), "--steps", "1"];
+    let args = train_args("llama", &out, &["--steps", "1"]);
     ok(&webtune(&args));
     let good_config = std::fs::read(out.join("adapter_config.json")).unwrap();
     let good_weights = std::fs::read(out.join("adapter_model.safetensors")).unwrap();
-    // Make the weights file impossible to replace: the export must fail without touching the rest.
+    // Make README.md, the last file written, impossible to replace: the export must fail and leave
+    // the previous adapter whole.
     std::fs::remove_file(out.join("README.md")).unwrap();
     std::fs::create_dir(out.join("README.md")).unwrap();
     std::fs::write(out.join("README.md").join("keep"), "x").unwrap();
-    let error = failed(&webtune(&[&args[..], &["--r", "4"]].concat()));
+    let error = failed(&webtune(&[&args[..], &["--r".to_owned(), "4".to_owned()]].concat()));
     assert!(error.contains("README.md"), "{error}");
     let left: Vec<String> =
         std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    assert!(left.iter().all(|n| !n.contains(".tmp-")), "temporary files left behind: {left:?}");
-    // The weights and config were renamed before README.md failed, so they are the new pair; the
-    // user's old adapter is never half-replaced: either both new or both old.
-    let config = std::fs::read(out.join("adapter_config.json")).unwrap();
-    let weights = std::fs::read(out.join("adapter_model.safetensors")).unwrap();
-    assert_eq!(config == good_config, weights == good_weights, "config and weights must belong together");
+    assert!(left.iter().all(|n| !n.starts_with('.')), "temporary or backup files left behind: {left:?}");
+    // README.md comes after the weights and the config, which were already replaced when it failed:
+    // they must be the old ones again, not a mix of the new adapter and the old folder.
+    assert!(out.join("README.md").join("keep").is_file());
+    assert!(std::fs::read(out.join("adapter_config.json")).unwrap() == good_config, "the config was replaced");
+    assert!(std::fs::read(out.join("adapter_model.safetensors")).unwrap() == good_weights, "the weights were replaced");
 }
 
 #[test]
@@ -230,4 +219,191 @@ fn bench_prints_one_json_line() {
 fn missing_model_folder_fails_fast_with_its_name() {
     let error = failed(&webtune(&["logits", "--model", "/no/such/model", "--text", "hi"]));
     assert!(error.contains("/no/such/model"), "{error}");
+}
+
+/// The `--flag` entries of a clap help text, each with its `[default: …]` if it shows one.
+fn flags_with_defaults(help: &str) -> std::collections::BTreeMap<String, Option<String>> {
+    let mut flags = std::collections::BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in help.lines() {
+        let trimmed = line.trim_start();
+        let flag = trimmed.strip_prefix("-h, ").unwrap_or(trimmed);
+        if let Some(rest) = flag.strip_prefix("--") {
+            let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '-').collect();
+            flags.insert(name.clone(), None);
+            current = Some(name);
+        }
+        if let (Some(name), Some(start)) = (&current, line.find("[default: ")) {
+            let value = &line[start + "[default: ".len()..];
+            flags.insert(name.clone(), Some(value[..value.find(']').unwrap()].to_owned()));
+        }
+    }
+    flags
+}
+
+#[test]
+fn train_help_lists_the_options_of_index_d_ts_with_their_defaults() {
+    let help = ok(&webtune(&["train", "--help"]));
+    let mut flags = flags_with_defaults(&help);
+    for cli_only in [
+        "model",
+        "data",
+        "eval-data",
+        "out",
+        "init-adapter",
+        "export-pissa-as-lora",
+        "checkpoint-every",
+        "resume",
+        "help",
+    ] {
+        assert!(flags.remove(cli_only).is_some(), "--{cli_only} missing from:\n{help}");
+    }
+    let kebab = |key: &str| {
+        key.chars()
+            .flat_map(|c| if c.is_uppercase() { vec!['-', c.to_ascii_lowercase()] } else { vec![c] })
+            .collect::<String>()
+    };
+    let declared = common::dts::interface(&common::dts::index_d_ts(), "TrainingConfig");
+    let names: std::collections::BTreeSet<String> = declared.keys().map(|k| kebab(k)).collect();
+    assert_eq!(flags.keys().cloned().collect::<std::collections::BTreeSet<_>>(), names, "flags vs TrainingConfig keys");
+    let defaults = serde_json::to_value(webtune::options::DEFAULTS).unwrap();
+    for (key, field) in &declared {
+        if defaults[key].is_null() {
+            continue; // computed (lr, targets) or absent (steps): the help text says what happens
+        }
+        let shown = &flags[&kebab(key)];
+        let documented = common::dts::documented_default(&field.doc).filter(|d| d != &serde_json::json!({}));
+        let shown_value =
+            shown.as_ref().map(|s| serde_json::from_str(s).unwrap_or(serde_json::Value::String(s.clone())));
+        match (documented, shown_value) {
+            (Some(d), Some(s)) => {
+                assert!(common::dts::same_value(&d, &s), "--{}: index.d.ts says {d}, --help {s}", kebab(key))
+            }
+            (None, None) => {}
+            (d, s) => panic!("--{}: index.d.ts default {d:?}, --help default {s:?}", kebab(key)),
+        }
+    }
+}
+
+#[test]
+fn rank_and_alpha_patterns_from_the_command_line() {
+    let out = scratch("cli-patterns");
+    ok(&webtune(&train_args(
+        "llama",
+        &out,
+        &[
+            "--targets",
+            "q_proj,v_proj",
+            "--rank-pattern",
+            "q_proj=2,v_proj=6",
+            "--alpha-pattern",
+            "v_proj=3",
+            "--rslora",
+            "--steps",
+            "1",
+        ],
+    )));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(config["rank_pattern"], serde_json::json!({"q_proj": 2, "v_proj": 6}));
+    assert_eq!(config["alpha_pattern"], serde_json::json!({"v_proj": 3}));
+    assert_eq!(config["use_rslora"], true);
+    let weights = read_reference(&out.join("adapter_model.safetensors"));
+    assert_eq!(weights["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"].shape, [2, 64]);
+    assert_eq!(weights["base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight"].shape[1], 6);
+
+    let error = failed(&webtune(&train_args("llama", &out, &["--rank-pattern", "q_proj:2"])));
+    assert!(error.contains("q_proj:2") && error.contains("name=value"), "{error}");
+}
+
+/// The step a checkpoint file was taken after.
+fn checkpoint_step(path: &Path) -> Option<u64> {
+    let bytes = std::fs::read(path).ok()?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).ok()?;
+    let state: serde_json::Value = serde_json::from_str(header.metadata().as_ref()?.get("webtune")?).ok()?;
+    state["step"].as_u64()
+}
+
+fn metrics_lines(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn a_run_killed_between_checkpoints_resumes_to_the_same_adapter_and_metrics() {
+    let eval = data("eval.jsonl");
+    let flags = [
+        "--eval-data",
+        &eval,
+        "--steps",
+        "8",
+        "--checkpoint-every",
+        "3",
+        "--eval-every",
+        "2",
+        "--dropout",
+        "0.1",
+        "--batch-size",
+        "2",
+        "--lr",
+        "1e-3",
+        "--seed",
+        "5",
+    ];
+    let run = |out: &Path| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_webtune"));
+        command.args(train_args("llama", out, &flags));
+        command
+    };
+    let straight = scratch("cli-resume-straight");
+    ok(&run(&straight).output().unwrap());
+
+    // Kill a run once it has logged steps after its last checkpoint (retry when the kill lands
+    // exactly on a checkpoint, which would leave nothing to log twice).
+    let resumed = scratch("cli-resume-killed");
+    let mut killed_between = false;
+    for _ in 0..10 {
+        let _ = std::fs::remove_dir_all(&resumed);
+        let mut child =
+            run(&resumed).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        while metrics_lines(&resumed).len() < 4 && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let logged = metrics_lines(&resumed).len() as u64;
+        if checkpoint_step(&resumed.join("checkpoint.safetensors")).is_some_and(|step| step < logged && logged < 8) {
+            killed_between = true;
+            break;
+        }
+    }
+    assert!(killed_between, "could not stop a run between two checkpoints");
+    let log = ok(&run(&resumed).arg("--resume").output().unwrap());
+    assert!(log.contains("resumed from"), "{log}");
+
+    let (expected, got) = (metrics_lines(&straight), metrics_lines(&resumed));
+    assert_eq!(got.len(), 8, "one metrics line per step, none twice: {got:?}");
+    for (e, g) in expected.iter().zip(&got) {
+        assert_eq!(keys_of(e), keys_of(g), "{e} vs {g}");
+        for (key, value) in e.as_object().unwrap() {
+            let (a, b) = (value.as_f64().unwrap(), g[key].as_f64().unwrap());
+            assert!((a - b).abs() <= 1e-6 * a.abs().max(1.0), "step {}: {key} {a} vs {b}", e["step"]);
+        }
+    }
+    let (a, b) = (
+        read_reference(&straight.join("adapter_model.safetensors")),
+        read_reference(&resumed.join("adapter_model.safetensors")),
+    );
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (key, tensor) in &a {
+        let diff = max_abs_diff(&tensor.f32s(), &b[key].f32s());
+        assert!(diff < 1e-6, "{key} differs by {diff}");
+    }
+}
+
+fn keys_of(value: &serde_json::Value) -> Vec<&String> {
+    value.as_object().unwrap().keys().collect()
 }

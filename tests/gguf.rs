@@ -11,12 +11,13 @@ use std::collections::BTreeSet;
 
 use burn::tensor::{Distribution, Tensor};
 
+use common::gguf_reader::{GGML_TYPE_F32, GgufFile, GgufValue, read_gguf};
 use common::*;
 use webtune::ErrorCode;
 use webtune::model::files::Folder;
 use webtune::model::{Model, ModelConfig};
 use webtune::peft::files::{self, import};
-use webtune::peft::gguf::{GGML_TYPE_F32, GgufFile, GgufValue, export_gguf, read_gguf};
+use webtune::peft::gguf::export_gguf;
 use webtune::peft::lora::LoraModule;
 use webtune::peft::{Adapter, LoraAdapter, LoraConfig, LoraInit};
 
@@ -40,7 +41,7 @@ fn export(adapter: &Adapter, config: &ModelConfig) -> Vec<u8> {
 fn lora(adapter: &Adapter) -> &LoraAdapter {
     match adapter {
         Adapter::Lora(l) => l,
-        Adapter::Prompt(_) => panic!("expected a LoRA adapter"),
+        _ => panic!("expected a LoRA adapter"),
     }
 }
 
@@ -304,8 +305,11 @@ fn llama_cpp_alpha_reproduces_rslora_and_rank_pattern_scales() {
         assert!(err.message.contains("one adapter.lora.alpha"), "{what}: {}", err.message);
     }
     // llama.cpp would read alpha 0 as "unscaled" rather than as a zero delta.
-    let err = block(export_gguf(&perturbed_lora(LoraConfig { alpha: 0.0, ..LoraConfig::default() }), &m.lm.config))
-        .unwrap_err();
+    let err = block(export_gguf(
+        &perturbed_lora(LoraConfig { alpha: 0.0, target_modules: vec!["q_proj".into()], ..LoraConfig::default() }),
+        &m.lm.config,
+    ))
+    .unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidOptions);
     assert!(err.message.contains("lora_alpha 0"), "{}", err.message);
 }
@@ -316,7 +320,10 @@ fn prompt_tuning_is_refused() {
     let adapter = fixture_adapter(&m, "llama", "prompt_tuning_random");
     let err = block(export_gguf(&adapter, &m.lm.config)).unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidOptions);
-    assert_eq!(err.message, "GGUF export is for LoRA adapters; llama.cpp has no prompt-tuning adapters");
+    assert_eq!(
+        err.message,
+        "GGUF export is for plain LoRA adapters; llama.cpp cannot load a prompt_tuning adapter. Export it as PEFT files"
+    );
 }
 
 #[test]
@@ -333,4 +340,31 @@ fn truncated_or_foreign_files_fail_to_read() {
     let err = read_gguf(&foreign).unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidAdapter);
     assert!(err.message.starts_with("not a GGUF file"), "{}", err.message);
+}
+
+/// A GGUF header with `kvs` (key, value type, value bytes) and no tensors.
+fn header_only(version: u32, kvs: &[(&str, u32, &[u8])]) -> Vec<u8> {
+    let mut out = b"GGUF".to_vec();
+    out.extend(version.to_le_bytes());
+    out.extend(0u64.to_le_bytes());
+    out.extend((kvs.len() as u64).to_le_bytes());
+    for (key, value_type, value) in kvs {
+        out.extend((key.len() as u64).to_le_bytes());
+        out.extend(key.as_bytes());
+        out.extend(value_type.to_le_bytes());
+        out.extend(*value);
+    }
+    out
+}
+
+#[test]
+fn the_reader_rejects_what_llama_cpp_rejects() {
+    let message = |bytes: &[u8]| read_gguf(bytes).unwrap_err().message;
+    let (u8_type, u32_type) = (0, 4);
+    assert!(
+        message(&header_only(3, &[("general.alignment", u32_type, &24u32.to_le_bytes())])).contains("power of two")
+    );
+    assert!(message(&header_only(3, &[("k", u8_type, &[1]), ("k", u8_type, &[2])])).contains("appears twice"));
+    assert!(message(&header_only(2, &[])).contains("version 2"));
+    assert!(read_gguf(&header_only(3, &[("general.alignment", u32_type, &64u32.to_le_bytes())])).is_ok());
 }

@@ -1,6 +1,7 @@
-//! Training parity with Hugging Face PEFT + torch AdamW: starting from the fixture's initial
-//! adapter and batches, the per-step losses, the step-0/1 gradients, the final adapter, the final
-//! logits and the eval losses all match the reference within 1e-4.
+//! Training parity with Hugging Face PEFT (LoRA, DoRA, IA3, prompt tuning) and AdapterHub
+//! (bottleneck adapters) + torch AdamW: starting from the fixture's initial adapter and batches,
+//! the per-step losses, the step-0/1 gradients, the final adapter, the final logits and the eval
+//! losses all match the reference within 1e-4, and the trainable-parameter count is the fixture's.
 
 mod common;
 
@@ -11,7 +12,7 @@ use webtune::data::{Batch, Example, IGNORE_INDEX};
 use webtune::model::files::Folder;
 use webtune::model::{LoadOptions, Model};
 use webtune::peft::files::{self, import};
-use webtune::peft::{Adapter, PromptAdapter, PromptConfig, PromptInit};
+use webtune::peft::{Adapter, PromptAdapter, PromptConfig, PromptInit, adapterhub, read_adapter};
 use webtune::train::{AdamWConfig, Schedule, TrainConfig, Trainer, evaluate, loss_sum};
 
 const TOLERANCE: f32 = 1e-4;
@@ -66,18 +67,32 @@ fn compare(what: &str, got: &[f32], expected: &[f32], worst: &mut f32) {
     assert!(err < TOLERANCE, "{what}: differs from PEFT by {err}");
 }
 
+/// PEFT's runs: `<model>/<method>`.
 fn parity(model_name: &str, method: &str) {
-    parity_with(model_name, method, &LoadOptions::default());
+    run_parity(model_name, &fixtures().join(model_name).join(method), &LoadOptions::default());
 }
 
+/// PEFT's runs on a model loaded with `options`.
 fn parity_with(model_name: &str, method: &str, options: &LoadOptions) {
+    run_parity(model_name, &fixtures().join(model_name).join(method), options);
+}
+
+/// AdapterHub's runs: `adapterhub/<model>/<run>`.
+fn adapterhub_parity(model_name: &str, run: &str) {
+    run_parity(model_name, &fixtures().join("adapterhub").join(model_name).join(run), &LoadOptions::default());
+}
+
+fn run_parity(model_name: &str, case: &Path, options: &LoadOptions) {
     let device = gpu();
     let folder = Folder::new(fixtures().join(model_name).join("base")).unwrap();
     let model = Model::load_with(&folder, &device, options).unwrap();
-    let case = fixtures().join(model_name).join(method);
     let reference: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(case.join("losses.json")).unwrap()).unwrap();
-    let initial = load_adapter(&case.join("initial"), &model);
+    let initial = block(read_adapter(&Folder::new(case.join("initial")).unwrap(), &model.lm)).unwrap();
+    let trainable = initial.trainable_parameters();
+    if let Some(expected) = reference["n_trainable_params"].as_u64() {
+        assert_eq!(trainable as u64, expected, "trainable parameters");
+    }
     let (train, eval, _) = fixture_examples();
     let logits_ref = read_reference(&case.join("expected_logits.safetensors"));
     let grads_ref = read_reference(&case.join("grads.safetensors"));
@@ -138,7 +153,9 @@ fn parity_with(model_name: &str, method: &str, options: &LoadOptions) {
     }
     assert!(trainer.is_done());
 
-    let final_ref = read_reference(&case.join("final").join(files::WEIGHTS_FILE));
+    let final_dir = case.join("final");
+    let final_file = [files::WEIGHTS_FILE, adapterhub::WEIGHTS_FILE].map(|f| final_dir.join(f));
+    let final_ref = read_reference(final_file.iter().find(|f| f.exists()).expect("a final adapter"));
     for (key, t) in trainer.adapter().params() {
         compare(&format!("final {key}"), &floats(t), &final_ref[&key].f32s(), &mut adapter_err);
     }
@@ -153,7 +170,9 @@ fn parity_with(model_name: &str, method: &str, options: &LoadOptions) {
     let eval_after = block(trainer.evaluate()).unwrap();
     assert!((eval_after - reference["eval_loss_final"].as_f64().unwrap()).abs() < TOLERANCE as f64);
     println!(
-        "{model_name}/{method}: max |Δ| loss {loss_err:.2e}, gradients {grad_err:.2e} (relative norm {grad_rel:.2e}), final adapter {adapter_err:.2e}, logits {logit_err:.2e}; eval {eval_before:.6} -> {eval_after:.6}"
+        "{}: max |Δ| loss {loss_err:.2e}, gradients {grad_err:.2e} (relative norm {grad_rel:.2e}), final adapter {adapter_err:.2e}, logits {logit_err:.2e}; eval {eval_before:.6} -> {eval_after:.6}; {trainable} trainable (fixture {})",
+        case.strip_prefix(fixtures()).unwrap().display(),
+        reference["n_trainable_params"]
     );
 }
 
@@ -200,6 +219,51 @@ fn gpt2_prompt_tuning_random() {
 #[test]
 fn gpt2_prompt_tuning_text() {
     parity("gpt2", "prompt_tuning_text");
+}
+
+#[test]
+fn llama_dora() {
+    parity("llama", "dora");
+}
+
+#[test]
+fn qwen2_dora() {
+    parity("qwen2", "dora");
+}
+
+#[test]
+fn llama_ia3() {
+    parity("llama", "ia3");
+}
+
+#[test]
+fn qwen2_ia3() {
+    parity("qwen2", "ia3");
+}
+
+#[test]
+fn gpt2_ia3() {
+    parity("gpt2", "ia3");
+}
+
+#[test]
+fn adapterhub_llama_seq_bn() {
+    adapterhub_parity("llama", "seq_bn");
+}
+
+#[test]
+fn adapterhub_llama_double_seq_bn() {
+    adapterhub_parity("llama", "double_seq_bn");
+}
+
+#[test]
+fn adapterhub_gpt2_seq_bn() {
+    adapterhub_parity("gpt2", "seq_bn");
+}
+
+#[test]
+fn adapterhub_gpt2_double_seq_bn() {
+    adapterhub_parity("gpt2", "double_seq_bn");
 }
 
 /// Split tables (the binding limit lowered to 50,000 bytes: the 512 × 64 embedding and tied head

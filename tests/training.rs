@@ -11,6 +11,7 @@ use webtune::data::{DataOptions, Example, load_dataset};
 use webtune::model::Model;
 use webtune::model::files::Folder;
 use webtune::model::weights::read_host_tensors;
+use webtune::options::DEFAULTS;
 use webtune::peft::files::{self, ModelCard, export, import};
 use webtune::peft::{Adapter, LoraAdapter, LoraConfig, LoraInit, PromptAdapter, PromptConfig, PromptInit};
 use webtune::train::{EarlyStopping, Schedule, StepMetrics, TrainConfig, Trainer, evaluate, loss_sum};
@@ -38,7 +39,7 @@ fn config(steps: usize) -> TrainConfig {
         max_steps: Some(steps),
         clip: None,
         shuffle: false,
-        ..TrainConfig::default()
+        ..DEFAULTS.train_config().unwrap()
     }
 }
 
@@ -346,10 +347,12 @@ fn bad_adapter_files_are_named() {
         assert_eq!(e.code, ErrorCode::InvalidAdapter, "{e}");
         assert!(e.message.contains(needle), "{needle:?} not in: {e}");
     };
-    expect(&config.replace("\"use_dora\": false", "\"use_dora\": true"), &weights, "DoRA");
+    // A DoRA config over plain LoRA weights lacks the magnitude vectors.
+    expect(&config.replace("\"use_dora\": false", "\"use_dora\": true"), &weights, "lora_magnitude_vector");
     expect(&config.replace("\"r\": 8", "\"r\": 4"), &weights, "expected [4, 64]");
     expect(&config.replace("\"o_proj\"", "\"up_proj\""), &weights, "up_proj.lora_A.weight");
-    expect(&config.replace("\"LORA\"", "\"IA3\""), &weights, "IA3");
+    // An IA3 config over LoRA weights: PEFT's default feed-forward module is not among the targets.
+    expect(&config.replace("\"LORA\"", "\"IA3\""), &weights, "IA3 feedforward_modules");
     expect(&config, &weights[..weights.len() - 10], "adapter_model.safetensors");
     // The GPT-2 adapter does not fit a Llama model.
     let gpt2 = fixtures().join("gpt2/lora/final");
@@ -368,4 +371,60 @@ fn evaluation_uses_the_base_model_without_an_adapter() {
     let reference: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixtures().join("gpt2/lora/losses.json")).unwrap()).unwrap();
     assert!((loss - reference["eval_loss_initial"].as_f64().unwrap()).abs() < 1e-4);
+}
+
+#[test]
+fn randomized_pissa_reimports_with_the_residual_it_was_trained_against() {
+    let m = model("qwen2");
+    let adapter = {
+        let config = LoraConfig {
+            target_modules: vec!["q_proj".into(), "o_proj".into()],
+            init: LoraInit::Pissa { niter: Some(2) },
+            ..LoraConfig::default()
+        };
+        Adapter::Lora(block(LoraAdapter::init(&m.lm, config, 11)).unwrap())
+    };
+    let (trainer, _) = train(&m, adapter, config(3));
+    let trained = logits(&m, trainer.adapter());
+    let saved = block(export(trainer.adapter(), "base", false, &ModelCard::default())).unwrap();
+    let reloaded = block(import(&saved.config_json, &saved.weights, &m.lm)).unwrap();
+    let err = max_abs_diff(&logits(&m, &reloaded), &trained);
+    assert!(
+        err < 1e-6,
+        "the re-imported pissa_niter_2 adapter differs by {err}: its residual was rebuilt with another seed"
+    );
+}
+
+/// A Gaussian-init LoRA trainer on `train` rows and the fixture eval rows.
+fn q_proj_trainer(m: &Model, train: Vec<Example>, config: TrainConfig) -> Trainer {
+    let adapter = lora(m, &["q_proj"], LoraInit::Gaussian);
+    Trainer::new(m.lm.clone(), adapter, train, examples(m, "eval.jsonl"), config, m.pad_id()).unwrap()
+}
+
+#[test]
+fn a_checkpoint_names_what_differs_from_the_run_it_should_resume() {
+    let m = model("llama");
+    let rows = examples(&m, "train.jsonl");
+    let mut first = q_proj_trainer(&m, rows.clone(), config(4));
+    block(first.step()).unwrap();
+    let checkpoint = block(first.checkpoint()).unwrap();
+    let fresh = |train: Vec<Example>, config: TrainConfig| q_proj_trainer(&m, train, config);
+    assert!(fresh(rows.clone(), config(4)).restore(&checkpoint).is_ok());
+
+    // Other data with the same number of rows: one row's completion edited.
+    let mut edited = rows.clone();
+    let last = edited[5].labels.len() - 1;
+    edited[5].labels[last] = (edited[5].labels[last] + 1) % 500;
+    edited[5].input_ids[last] = edited[5].labels[last] as u32;
+    let e = fresh(edited, config(4)).restore(&checkpoint).unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidOptions);
+    assert!(e.message.contains("training examples differ") && !e.message.contains("option "), "{e}");
+
+    let e = fresh(rows.clone(), TrainConfig { lr: 2e-2, ..config(4) }).restore(&checkpoint).unwrap_err();
+    assert!(e.message.contains("option lr differs (was 0.01; now 0.02)") && !e.message.contains("examples"), "{e}");
+
+    // Settings recorded by a newer version (or an older one) are not compared.
+    let mut newer = fresh(rows, config(4));
+    newer.identify("someFutureOption", "on");
+    assert!(newer.restore(&checkpoint).is_ok());
 }

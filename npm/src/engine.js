@@ -111,8 +111,10 @@ export async function createEngine(options = {}) {
     {
       name: gpu.name || described || 'WebGPU adapter',
       backend: gpu.backend,
-      maxStorageBufferBindingSize: gpu.max_storage_buffer_binding_size,
-      maxBufferSize: gpu.max_buffer_size,
+      maxStorageBufferBindingSize: gpu.maxStorageBufferBindingSize,
+      maxBufferSize: gpu.maxBufferSize,
+      shaderF16: gpu.shaderF16,
+      memoryBytes: gpu.memoryBytes,
     },
     wasm.version(),
   );

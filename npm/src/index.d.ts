@@ -77,6 +77,11 @@ export interface GpuInfo {
   /** Largest buffer one kernel can bind: bounds the biggest tensor (e.g. logits). */
   maxStorageBufferBindingSize: number;
   maxBufferSize: number;
+  /** Whether kernels compute in f16 (`shader-f16`): without it, F16/BF16 checkpoints are stored
+   * in f32 (twice their size). */
+  shaderF16: boolean;
+  /** Memory the weights must fit in, where known (never in browsers: `null`). */
+  memoryBytes: number | null;
 }
 
 /** Where a model comes from. All sources need the Hugging Face layout: `config.json`,
@@ -117,7 +122,7 @@ export interface LoadModelOptions {
 
 export interface ModelInfo {
   name: string;
-  architecture: "llama" | "qwen2" | "gpt2";
+  architecture: "llama" | "qwen2" | "qwen3" | "gemma3" | "gpt2";
   /** Parameters in the weight files. */
   parameters: number;
   vocabSize: number;
@@ -125,6 +130,8 @@ export interface ModelInfo {
   numLayers: number;
   numHeads: number;
   numKvHeads: number;
+  /** Width of one attention head (`head_dim`; not always `hiddenSize / numHeads`). */
+  headDim: number;
   intermediateSize: number;
   maxPositions: number;
   tieWordEmbeddings: boolean;
@@ -133,6 +140,20 @@ export interface ModelInfo {
   /** PEFT's default LoRA targets for this architecture. */
   defaultTargets: string[];
   hasChatTemplate: boolean;
+  /** How the weights sit on the GPU. */
+  weights: {
+    /** Storage width of the frozen matrices. */
+    weightsDtype: "f16" | "f32";
+    /** Why that width, in words. */
+    reason: string;
+    /** The checkpoint's dtype: `"F32"`, `"F16"`, `"BF16"` or `"F64"`. */
+    checkpointDtype: string;
+    weightBytes: number;
+    /** Matrices stored as row blocks because they exceed the binding limit: [name, blocks]. */
+    splitTables: [string, number][];
+    /** Matrices kept in f32 under f16 storage (values beyond f16's range). */
+    keptF32: string[];
+  };
 }
 
 /** Every training option, with its default. The same names as the `webtune train` CLI flags.
@@ -229,16 +250,25 @@ export interface DatasetReport {
 }
 
 export interface DatasetPreview {
-  rows: Array<{
-    line: number;
-    /** The text the model sees, split into runs; `supervised` runs are what it learns to write. */
-    segments: Array<{ text: string; supervised: boolean }>;
-    tokens: number;
-    truncated: boolean;
-    error?: string;
-  }>;
+  rows: PreviewRow[];
   /** `null` when no row is usable. */
   report: DatasetReport | null;
+}
+
+export interface PreviewRow {
+  line: number;
+  /** The text the model sees, split into runs; `supervised` runs are what it learns to write. */
+  segments: PreviewSegment[];
+  /** Length in tokens, after truncation. */
+  tokens: number;
+  truncated: boolean;
+  /** Why the row will not be used (malformed, or nothing left to learn after truncation). */
+  error?: string;
+}
+
+export interface PreviewSegment {
+  text: string;
+  supervised: boolean;
 }
 
 export interface StepMetrics {
@@ -284,9 +314,58 @@ export type TrainerState = "idle" | "running" | "paused" | "stopped" | "done" | 
 
 export interface TrainReport {
   train: DatasetReport;
+  /** `null` when the eval set is split off the training data (`evalSplit`). */
   eval: DatasetReport | null;
+  /** Examples left for training after any eval split. */
   trainExamples: number;
   evalExamples: number;
+  /** What the run trains and needs, for the data actually loaded. */
+  facts: RunFacts;
+}
+
+/** What a run will train and need: `model.runFacts(config)` before any data is loaded (the
+ * largest workload the config allows), and `Trainer.report.facts` for the loaded data. */
+export interface RunFacts {
+  trainableParameters: number;
+  /** The linear layers a LoRA adapts, in model order (empty for prompt tuning). */
+  layers: AdaptedLayer[];
+  /** Virtual tokens in front of every sequence (prompt tuning; 0 for LoRA). */
+  virtualTokens: number;
+  memory: MemoryEstimate;
+}
+
+export interface AdaptedLayer {
+  /** Hugging Face module path, e.g. `model.layers.0.self_attn.q_proj`. */
+  path: string;
+  inFeatures: number;
+  outFeatures: number;
+  rank: number;
+}
+
+/** Estimated GPU memory of training, in bytes, from the model's real layer shapes (the formula is
+ * documented in the crate's `session::memory`). */
+export interface MemoryEstimate {
+  /** Bytes per stored base weight assumed (4: f32). */
+  weightBytes: number;
+  weights: number;
+  adapter: number;
+  gradients: number;
+  /** AdamW's two moments. */
+  optimizer: number;
+  /** What the backward pass keeps for one micro-batch. */
+  activations: number;
+  /** Logits, log-probabilities and their gradient at the supervised positions. */
+  logits: number;
+  total: number;
+  /** The largest single buffer: must fit `GpuInfo.maxStorageBufferBindingSize`. */
+  largestBuffer: number;
+}
+
+/** What an adapter is. */
+export interface AdapterInfo {
+  /** `"LORA"` or `"PROMPT_TUNING"` (PEFT's `peft_type`). */
+  peftType: string;
+  trainableParameters: number;
 }
 
 export interface Trainer {
@@ -390,7 +469,7 @@ export interface Engine {
   /** Prepares a training run on the loaded model; its adapter becomes the engine's "tuned" one. */
   createTrainer(options: CreateTrainerOptions): Promise<Trainer>;
   /** Makes a PEFT adapter the engine's "tuned" adapter (to try it, evaluate or re-export it). */
-  loadAdapter(files: AdapterFiles): Promise<{ peftType: string; trainableParameters: number }>;
+  loadAdapter(files: AdapterFiles): Promise<AdapterInfo>;
   generate(prompt: string, options?: GenerateOptions): Generation;
   /** Loss of an adapter (default: tuned if any, else base) on a dataset. */
   evaluate(data: DatasetSource, options?: { adapter?: "tuned" | "base"; config?: TrainingConfig }): Promise<{ loss: number; perplexity: number }>;

@@ -8,6 +8,7 @@ use burn::tensor::{Distribution, Tensor};
 use serde_json::json;
 use webtune::data::Example;
 use webtune::model::{CausalLm, LoadOptions, ModelConfig, WeightsDtype};
+use webtune::options::DEFAULTS;
 use webtune::peft::{Adapter, LoraAdapter, LoraConfig};
 use webtune::rng::Rng;
 use webtune::train::{Schedule, TrainConfig, Trainer};
@@ -66,7 +67,7 @@ pub fn run(args: Args) -> Result<()> {
         batch_size: args.batch_size,
         max_steps: Some(args.steps + 1),
         shuffle: false,
-        ..TrainConfig::default()
+        ..DEFAULTS.train_config()?
     };
     let mut trainer = Trainer::new(lm.clone(), adapter, examples, Vec::new(), config, 0)?;
     block(trainer.step())?;

@@ -69,7 +69,7 @@ pub fn run(args: Args) -> webtune::Result<()> {
         let mut tensors = BTreeMap::new();
         tensors.insert("logits".to_owned(), HostTensor { shape: vec![ids.len(), vocab], data: values });
         let metadata = [("input_ids".to_owned(), format!("{ids:?}"))].into_iter().collect();
-        crate::write_files_atomic(&[(out.clone(), encode_safetensors(&tensors, Some(metadata)))])?;
+        crate::files::write_files_atomic(&[(out.clone(), encode_safetensors(&tensors, Some(metadata)))])?;
         println!("wrote {}", out.display());
     }
     Ok(())

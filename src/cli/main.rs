@@ -1,13 +1,12 @@
 //! The `webtune` command line: the same core as the browser build, on the native GPU.
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use webtune::err;
 
 mod bench;
 mod eval;
+mod files;
 mod logits;
 mod train;
 
@@ -53,27 +52,4 @@ fn main() -> ExitCode {
 /// Waits for a core future (GPU readbacks); natively that is a plain block.
 pub fn block<F: std::future::Future>(future: F) -> F::Output {
     burn::tensor::read_sync(future)
-}
-
-/// Writes files so that a failure never leaves a partial file where a good one was: every file
-/// is first written in full beside its target, and only then renamed over it.
-pub fn write_files_atomic(files: &[(PathBuf, Vec<u8>)]) -> webtune::Result<()> {
-    let temp = |path: &Path| {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
-        path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
-    };
-    let cleanup = || files.iter().for_each(|(path, _)| drop(std::fs::remove_file(temp(path))));
-    for (path, bytes) in files {
-        if let Err(e) = std::fs::write(temp(path), bytes) {
-            cleanup();
-            return Err(err!(Io, "cannot write {}: {e}", path.display()));
-        }
-    }
-    for (path, _) in files {
-        if let Err(e) = std::fs::rename(temp(path), path) {
-            cleanup();
-            return Err(err!(Io, "cannot write {}: {e}", path.display()));
-        }
-    }
-    Ok(())
 }

@@ -5,15 +5,17 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use webtune::data::{Dataset, load_dataset, split_eval};
+use webtune::data::DatasetReport;
 use webtune::model::Model;
 use webtune::model::files::Folder;
-use webtune::options::{Method, TrainingOptions};
-use webtune::peft::files::{self, ModelCard, export, import};
-use webtune::train::{Schedule, StepMetrics, Trainer};
+use webtune::options::TrainingOptions;
+use webtune::peft::files::{self, ModelCard, import};
+use webtune::session::{self, DataFile, ExportFormat, Run, TrainReport};
+use webtune::train::StepMetrics;
 use webtune::{Result, device, err};
 
-use crate::{block, write_files_atomic};
+use crate::block;
+use crate::files::write_files_atomic;
 
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 pub const METRICS_FILE: &str = "metrics.jsonl";
@@ -32,72 +34,8 @@ pub struct Args {
     /// Where the adapter, metrics.jsonl and checkpoints go.
     #[arg(long)]
     out: PathBuf,
-    #[arg(long, value_parser = ["lora", "prompt-tuning"], default_value = "lora")]
-    method: String,
-    /// LoRA: default | gaussian | pissa | pissa_niter_K; prompt tuning: random | text | sample-vocab.
-    #[arg(long)]
-    init: Option<String>,
-    /// Text whose embeddings start the virtual tokens (prompt tuning, implies --init text).
-    #[arg(long)]
-    init_text: Option<String>,
-    #[arg(long, default_value_t = 8)]
-    r: usize,
-    #[arg(long, default_value_t = 16.0)]
-    alpha: f64,
-    #[arg(long, default_value_t = 0.0)]
-    dropout: f64,
-    /// LoRA target module suffixes, comma separated (default: PEFT's for the architecture).
-    #[arg(long, value_delimiter = ',')]
-    targets: Option<Vec<String>>,
-    /// rsLoRA scaling alpha / sqrt(r).
-    #[arg(long)]
-    rslora: bool,
-    #[arg(long, default_value_t = 20)]
-    virtual_tokens: usize,
-    /// Learning rate (default 2e-4 for LoRA, 3e-2 for prompt tuning).
-    #[arg(long)]
-    lr: Option<f64>,
-    #[arg(long, default_value_t = 0.0)]
-    weight_decay: f64,
-    #[arg(long, value_parser = ["constant", "linear", "cosine"], default_value = "linear")]
-    schedule: String,
-    #[arg(long, default_value_t = 0)]
-    warmup_steps: usize,
-    #[arg(long, default_value_t = 4)]
-    batch_size: usize,
-    #[arg(long, default_value_t = 1)]
-    grad_accum: usize,
-    /// Clip the global gradient norm (0 disables).
-    #[arg(long, default_value_t = 1.0)]
-    clip: f64,
-    /// Optimizer steps (overrides --epochs).
-    #[arg(long)]
-    steps: Option<usize>,
-    #[arg(long, default_value_t = 1)]
-    epochs: usize,
-    /// Truncate examples to this many tokens.
-    #[arg(long, default_value_t = 512)]
-    max_len: usize,
-    #[arg(long)]
-    eval_every: Option<usize>,
-    /// Hold out this fraction of --data for evaluation when no --eval-data is given.
-    #[arg(long, default_value_t = 0.0)]
-    eval_split: f64,
-    #[arg(long)]
-    early_stopping_patience: Option<usize>,
-    #[arg(long, default_value_t = 0.0)]
-    early_stopping_threshold: f64,
-    /// Keep the file order instead of a seeded shuffle each epoch.
-    #[arg(long)]
-    no_shuffle: bool,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// Jinja template for {"instruction","input","output"} rows (default: Alpaca).
-    #[arg(long)]
-    template: Option<String>,
-    /// Skip malformed rows (reported with their line numbers) instead of stopping.
-    #[arg(long)]
-    skip_bad_rows: bool,
+    #[command(flatten)]
+    options: TrainingOptions,
     /// Start from this PEFT adapter folder instead of a fresh adapter.
     #[arg(long)]
     init_adapter: Option<PathBuf>,
@@ -112,64 +50,23 @@ pub struct Args {
     resume: bool,
 }
 
-impl Args {
-    fn options(&self) -> TrainingOptions {
-        TrainingOptions {
-            method: if self.method == "lora" { Method::Lora } else { Method::PromptTuning },
-            init: self.init.clone(),
-            init_text: self.init_text.clone(),
-            r: self.r,
-            alpha: self.alpha,
-            dropout: self.dropout,
-            targets: self.targets.clone(),
-            rslora: self.rslora,
-            virtual_tokens: self.virtual_tokens,
-            lr: self.lr,
-            weight_decay: self.weight_decay,
-            schedule: Schedule::parse(&self.schedule).expect("clap checked the schedule"),
-            warmup_steps: self.warmup_steps,
-            batch_size: self.batch_size,
-            grad_accum: self.grad_accum,
-            clip: Some(self.clip),
-            steps: self.steps,
-            epochs: self.epochs,
-            max_len: self.max_len,
-            eval_every: self.eval_every,
-            early_stopping_patience: self.early_stopping_patience,
-            early_stopping_threshold: self.early_stopping_threshold,
-            shuffle: !self.no_shuffle,
-            seed: self.seed,
-            template: self.template.clone(),
-            skip_bad_rows: self.skip_bad_rows,
-            eval_split: self.eval_split,
-            ..TrainingOptions::default()
-        }
-    }
+/// Reads a file the user named.
+pub fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| err!(Io, "cannot read {}: {e}", path.display()))
 }
 
-/// Reads and tokenises a dataset file, printing what was found.
-pub fn read_dataset(path: &Path, model: &Model, options: &TrainingOptions) -> Result<Dataset> {
-    let bytes = std::fs::read(path).map_err(|e| err!(Io, "cannot read {}: {e}", path.display()))?;
-    let name = path.display().to_string();
-    let dataset = load_dataset(&name, &bytes, &model.tokenizer, &options.data_options())?;
-    let r = &dataset.report;
+/// Prints what loading a dataset file found.
+pub fn print_dataset(name: &str, r: &DatasetReport, max_len: usize) {
+    let truncated =
+        if r.truncated > 0 { format!(", {} truncated to {max_len} tokens", r.truncated) } else { String::new() };
+    let skipped = if r.no_supervised_tokens > 0 {
+        format!(", {} without supervised tokens skipped", r.no_supervised_tokens)
+    } else {
+        String::new()
+    };
     eprintln!(
-        "{name}: {} examples, {}–{} tokens (mean {:.1}), {} supervised tokens{}{}",
-        r.rows,
-        r.min_tokens,
-        r.max_tokens,
-        r.mean_tokens,
-        r.supervised_tokens,
-        if r.truncated > 0 {
-            format!(", {} truncated to {} tokens", r.truncated, options.max_len)
-        } else {
-            String::new()
-        },
-        if r.no_supervised_tokens > 0 {
-            format!(", {} without supervised tokens skipped", r.no_supervised_tokens)
-        } else {
-            String::new()
-        },
+        "{name}: {} examples, {}–{} tokens (mean {:.1}), {} supervised tokens{truncated}{skipped}",
+        r.rows, r.min_tokens, r.max_tokens, r.mean_tokens, r.supervised_tokens,
     );
     if !r.bad_rows.is_empty() {
         eprintln!("{name}: skipped {} bad rows:", r.bad_rows.len());
@@ -177,7 +74,6 @@ pub fn read_dataset(path: &Path, model: &Model, options: &TrainingOptions) -> Re
             eprintln!("  line {}: {}", bad.line, bad.reason);
         }
     }
-    Ok(dataset)
 }
 
 /// Loads a PEFT adapter folder for `model`.
@@ -190,35 +86,71 @@ pub fn read_adapter(dir: &Path, model: &Model) -> Result<webtune::peft::Adapter>
     block(import(&config, &read(files::WEIGHTS_FILE)?, &model.lm))
 }
 
+fn print_report(args: &Args, report: &TrainReport) {
+    print_dataset(&args.data.display().to_string(), &report.train, args.options.max_len);
+    if let (Some(path), Some(eval)) = (&args.eval_data, &report.eval) {
+        print_dataset(&path.display().to_string(), eval, args.options.max_len);
+    }
+    let facts = &report.facts;
+    eprintln!(
+        "{} trainable parameters in {} layers; about {:.0} MB of GPU memory ({:.0} MB weights, {:.0} MB activations)",
+        facts.trainable_parameters,
+        facts.layers.len(),
+        facts.memory.total as f64 / 1e6,
+        facts.memory.weights as f64 / 1e6,
+        facts.memory.activations as f64 / 1e6,
+    );
+}
+
+/// The lines of `metrics.jsonl` up to step `last`: what a run resumed after step `last` keeps
+/// (the interrupted run may have logged steps after its last checkpoint, which run again).
+fn metrics_until(path: &Path, last: usize) -> Result<Vec<u8>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(err!(Io, "cannot read {}: {e}", path.display())),
+    };
+    let step = |line: &str| serde_json::from_str::<serde_json::Value>(line).ok()?["step"].as_u64();
+    let kept: String = text
+        .lines()
+        .filter(|line| step(line).is_some_and(|s| s as usize <= last))
+        .flat_map(|line| [line, "\n"])
+        .collect();
+    Ok(kept.into_bytes())
+}
+
 pub fn run(args: Args) -> Result<()> {
-    let options = args.options();
-    let train_config = options.train_config()?;
+    let options = &args.options;
+    // Bad options fail before anything is loaded.
+    options.train_config()?;
     let folder = Folder::new(&args.model)?;
     std::fs::create_dir_all(&args.out).map_err(|e| err!(Io, "cannot create {}: {e}", args.out.display()))?;
     let (device, gpu) = device::gpu()?;
     eprintln!("GPU: {} ({})", gpu.name, gpu.backend);
     let model = Model::load(&folder, &device)?;
-    let train = read_dataset(&args.data, &model, &options)?.examples;
-    let (train, eval) = match &args.eval_data {
-        Some(path) => (train, read_dataset(path, &model, &options)?.examples),
-        None => split_eval(train, options.eval_split, options.seed),
+    let (train_name, train_bytes) = (args.data.display().to_string(), read(&args.data)?);
+    let eval = match &args.eval_data {
+        Some(path) => Some((path.display().to_string(), read(path)?)),
+        None => None,
     };
-    let adapter = match &args.init_adapter {
-        Some(dir) => read_adapter(dir, &model)?,
-        None => block(options.init_adapter(&model))?,
-    };
-    let trainable: usize = adapter.params().iter().map(|(_, t)| t.dims().iter().product::<usize>()).sum();
-    let mut trainer = Trainer::new(model.lm.clone(), adapter, train, eval, train_config, model.pad_id())?;
+    let adapter = args.init_adapter.as_deref().map(|dir| read_adapter(dir, &model)).transpose()?;
+    let Run { mut trainer, report } = block(session::prepare(
+        &model,
+        DataFile { name: &train_name, bytes: &train_bytes },
+        eval.as_ref().map(|(name, bytes)| DataFile { name, bytes }),
+        options,
+        adapter,
+    ))?;
+    print_report(&args, &report);
     let checkpoint_path = args.out.join(CHECKPOINT_FILE);
-    if args.resume {
-        let bytes = std::fs::read(&checkpoint_path)
-            .map_err(|e| err!(Io, "cannot resume: {}: {e}", checkpoint_path.display()))?;
-        trainer.restore(&bytes)?;
-        eprintln!("resumed from {} at step {}", checkpoint_path.display(), trainer.steps_done());
-    }
-    eprintln!("{trainable} trainable parameters; {} steps", trainer.total_steps());
-
     let metrics_path = args.out.join(METRICS_FILE);
+    if args.resume {
+        trainer.restore(&read(&checkpoint_path)?)?;
+        eprintln!("resumed from {} at step {}", checkpoint_path.display(), trainer.steps_done());
+        write_files_atomic(&[(metrics_path.clone(), metrics_until(&metrics_path, trainer.steps_done())?)])?;
+    }
+    eprintln!("{} steps", trainer.total_steps());
+
     let mut metrics_file = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
@@ -262,12 +194,9 @@ pub fn run(args: Args) -> Result<()> {
         dataset: args.data.file_name().map(|n| n.to_string_lossy().into_owned()),
     };
     let base = args.model.display().to_string();
-    let saved = block(export(trainer.adapter(), &base, args.export_pissa_as_lora, &card))?;
-    write_files_atomic(&[
-        (args.out.join(files::WEIGHTS_FILE), saved.weights),
-        (args.out.join(files::CONFIG_FILE), saved.config_json.into_bytes()),
-        (args.out.join(files::README_FILE), saved.readme.into_bytes()),
-    ])?;
+    let saved =
+        block(session::export(&model, trainer.adapter(), ExportFormat::Peft, &base, args.export_pissa_as_lora, &card))?;
+    write_files_atomic(&saved.into_iter().map(|(name, bytes)| (args.out.join(name), bytes)).collect::<Vec<_>>())?;
     println!("wrote the adapter to {}", args.out.display());
     Ok(())
 }

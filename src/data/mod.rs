@@ -41,6 +41,7 @@ pub struct DataOptions {
 
 /// A malformed row: where it is and why.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RowError {
     pub line: usize,
     pub reason: String,
@@ -48,6 +49,7 @@ pub struct RowError {
 
 /// What loading found, for the CLI summary and the page's dataset panel.
 #[derive(Clone, Debug, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct DatasetReport {
     /// Usable examples.
     pub rows: usize,
@@ -135,6 +137,7 @@ fn no_usable_rows(file_name: &str, row_count: usize, report: &DatasetReport, max
 /// One row as the page previews it: the text the model sees, cut into the parts it learns to
 /// write (supervised) and the parts it is only shown.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PreviewRow {
     pub line: usize,
     pub segments: Vec<PreviewSegment>,
@@ -142,10 +145,12 @@ pub struct PreviewRow {
     pub tokens: usize,
     pub truncated: bool,
     /// Why the row will not be used (malformed, or nothing left to learn after truncation).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PreviewSegment {
     pub text: String,
     pub supervised: bool,

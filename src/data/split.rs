@@ -1,10 +1,7 @@
 //! A seeded train / eval split that comes out the same natively and in the browser.
 
 use super::Example;
-use crate::rng::Rng;
-
-/// The [`Rng::derived`] stream of the split, apart from those of initialisation and shuffling.
-const EVAL_SPLIT_STREAM: u64 = u64::from_be_bytes(*b"evalsplt");
+use crate::rng::{Rng, Stream};
 
 /// Splits off `round(fraction · n)` examples for evaluation (at least one when `fraction > 0`
 /// and there are two or more), chosen by `seed`. Returns `(train, eval)`, both in file order.
@@ -15,7 +12,7 @@ pub fn split_eval(examples: Vec<Example>, fraction: f64, seed: u64) -> (Vec<Exam
         eval_count = eval_count.max(1);
     }
     let mut order: Vec<usize> = (0..n).collect();
-    Rng::derived(seed, EVAL_SPLIT_STREAM).shuffle(&mut order);
+    Rng::stream(seed, Stream::EvalSplit).shuffle(&mut order);
     let mut in_eval = vec![false; n];
     for &index in &order[..eval_count] {
         in_eval[index] = true;

@@ -25,20 +25,19 @@ pub trait FileSource {
         Ok(self.read(name)?.len() as u64)
     }
 
-    /// `len` bytes from byte `start` (a safetensors header, then one tensor at a time). Sources
-    /// that can read part of a file override this; the default reads it whole.
-    fn read_range(&self, name: &str, start: u64, len: usize) -> Result<Vec<u8>> {
-        let bytes = self.read(name)?;
-        slice_range(name, &bytes, start, len).map(<[u8]>::to_vec)
+    /// `len` bytes of the file from `offset`, for reading a large file piece by piece (a
+    /// safetensors header, then one tensor at a time). The default reads the whole file.
+    fn read_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        slice_range(name, &self.read(name)?, offset, len)
     }
 }
 
-/// `bytes[start .. start + len]`, or an error that names the file as truncated.
-fn slice_range<'a>(name: &str, bytes: &'a [u8], start: u64, len: usize) -> Result<&'a [u8]> {
-    usize::try_from(start)
+fn slice_range(name: &str, bytes: &[u8], offset: u64, len: usize) -> Result<Vec<u8>> {
+    usize::try_from(offset)
         .ok()
         .and_then(|start| bytes.get(start..start.checked_add(len)?))
-        .ok_or_else(|| err!(CorruptWeights, "{name} is shorter than its header says: the file is truncated"))
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| err!(CorruptWeights, "{name} ends before byte {} (truncated?)", offset + len as u64))
 }
 
 /// Files held in memory, keyed by name (the page hands these over from the user's disk).
@@ -69,20 +68,18 @@ impl FileSource for MemoryFiles {
         self.files.get(name).cloned().ok_or_else(|| err!(FileMissing, "{}: {name} is missing", self.describe()))
     }
 
+    fn size(&self, name: &str) -> Result<u64> {
+        let bytes = self.files.get(name).ok_or_else(|| err!(FileMissing, "{}: {name} is missing", self.describe()))?;
+        Ok(bytes.len() as u64)
+    }
+
+    fn read_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let bytes = self.files.get(name).ok_or_else(|| err!(FileMissing, "{}: {name} is missing", self.describe()))?;
+        slice_range(name, bytes, offset, len)
+    }
+
     fn describe(&self) -> String {
         self.label.clone()
-    }
-
-    fn size(&self, name: &str) -> Result<u64> {
-        self.files
-            .get(name)
-            .map(|b| b.len() as u64)
-            .ok_or_else(|| err!(FileMissing, "{}: {name} is missing", self.describe()))
-    }
-
-    fn read_range(&self, name: &str, start: u64, len: usize) -> Result<Vec<u8>> {
-        let bytes = self.files.get(name).ok_or_else(|| err!(FileMissing, "{}: {name} is missing", self.describe()))?;
-        slice_range(name, bytes, start, len).map(<[u8]>::to_vec)
     }
 }
 
@@ -119,43 +116,39 @@ mod native {
 
         fn read(&self, name: &str) -> Result<Vec<u8>> {
             let path = self.root.join(name);
-            std::fs::read(&path).map_err(|e| io_error(&path, e))
-        }
-
-        fn describe(&self) -> String {
-            format!("model folder {}", self.root.display())
+            std::fs::read(&path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => err!(FileMissing, "{} is missing", path.display()),
+                _ => err!(Io, "cannot read {}: {e}", path.display()),
+            })
         }
 
         fn size(&self, name: &str) -> Result<u64> {
             let path = self.root.join(name);
-            std::fs::metadata(&path).map(|m| m.len()).map_err(|e| io_error(&path, e))
+            std::fs::metadata(&path).map(|m| m.len()).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => err!(FileMissing, "{} is missing", path.display()),
+                _ => err!(Io, "cannot read {}: {e}", path.display()),
+            })
         }
 
-        fn read_range(&self, name: &str, start: u64, len: usize) -> Result<Vec<u8>> {
+        fn read_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
             use std::io::{Read, Seek, SeekFrom};
             let path = self.root.join(name);
-            let mut file = std::fs::File::open(&path).map_err(|e| io_error(&path, e))?;
-            let mut bytes = vec![0; len];
-            file.seek(SeekFrom::Start(start)).and_then(|_| file.read_exact(&mut bytes)).map_err(|e| {
-                match e.kind() {
-                    std::io::ErrorKind::UnexpectedEof => {
-                        err!(
-                            CorruptWeights,
-                            "{} is shorter than its header says: the file is truncated",
-                            path.display()
-                        )
-                    }
-                    _ => io_error(&path, e),
+            let io = |e: std::io::Error| match e.kind() {
+                std::io::ErrorKind::NotFound => err!(FileMissing, "{} is missing", path.display()),
+                std::io::ErrorKind::UnexpectedEof => {
+                    err!(CorruptWeights, "{} ends before byte {} (truncated?)", path.display(), offset + len as u64)
                 }
-            })?;
+                _ => err!(Io, "cannot read {}: {e}", path.display()),
+            };
+            let mut file = std::fs::File::open(&path).map_err(io)?;
+            file.seek(SeekFrom::Start(offset)).map_err(io)?;
+            let mut bytes = vec![0; len];
+            file.read_exact(&mut bytes).map_err(io)?;
             Ok(bytes)
         }
-    }
 
-    fn io_error(path: &Path, e: std::io::Error) -> crate::Error {
-        match e.kind() {
-            std::io::ErrorKind::NotFound => err!(FileMissing, "{} is missing", path.display()),
-            _ => err!(Io, "cannot read {}: {e}", path.display()),
+        fn describe(&self) -> String {
+            format!("model folder {}", self.root.display())
         }
     }
 }

@@ -78,7 +78,7 @@ fn layer_index(key: &str) -> Option<usize> {
 }
 
 /// The safetensors files of a model folder: the single file, or the shards of the index.
-fn weight_files(source: &dyn FileSource) -> Result<Vec<String>> {
+pub(crate) fn weight_files(source: &dyn FileSource) -> Result<Vec<String>> {
     if source.exists(SINGLE_FILE) {
         return Ok(vec![SINGLE_FILE.to_owned()]);
     }

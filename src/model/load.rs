@@ -70,6 +70,13 @@ pub struct LoadReport {
     pub kept_f32: Vec<String>,
 }
 
+impl LoadReport {
+    /// Bytes per stored matrix weight (norms and biases stay f32 but are a rounding error).
+    pub fn bytes_per_weight(&self) -> u64 {
+        if self.weights_dtype == "f16" { 2 } else { 4 }
+    }
+}
+
 /// The decided layout: storage width and the largest tensor one binding may hold.
 #[derive(Clone, Debug)]
 pub struct StoragePlan {

@@ -18,6 +18,7 @@ use crate::model::header::{Headers, TensorHeader};
 use crate::model::load::StoragePlan;
 use crate::model::table::Table;
 
+pub(crate) use crate::model::header::weight_files;
 pub use crate::model::header::{INDEX_FILE, SINGLE_FILE};
 
 /// The tensors an architecture needs: HF name (as in the model's module tree) and shape.

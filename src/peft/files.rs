@@ -1,7 +1,9 @@
 //! Adapter files exactly as PEFT writes them: `adapter_model.safetensors` (keys
-//! `base_model.model.<module>.lora_A.weight` / `prompt_embeddings`, F32, metadata
+//! `base_model.model.<module>.lora_A.weight`, `.lora_magnitude_vector` (DoRA, no `.weight`),
+//! `.ia3_l`, or `prompt_embeddings`; F32, metadata
 //! `{"format": "pt"}`), `adapter_config.json` (sorted keys, 2-space indent) and a `README.md`
-//! model card. PEFT's `PeftModel.from_pretrained` loads them unchanged.
+//! model card. PEFT's `PeftModel.from_pretrained` loads them unchanged. A randomized-PiSSA adapter
+//! also records its seed in the safetensors metadata ([`SEED_METADATA`]), which PEFT ignores.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -12,15 +14,21 @@ use crate::err;
 use crate::error::Result;
 use crate::model::weights::{HostTensor, encode_safetensors, read_host_tensors};
 use crate::model::{CausalLm, WeightLayout};
-use crate::peft::Adapter;
-use crate::peft::lora::{LoraAdapter, LoraConfig, LoraInit, LoraModule, pissa_initial};
+use crate::peft::adapterhub::looks_pickled;
+use crate::peft::lora::{LoraAdapter, LoraConfig, LoraInit, LoraModule, every_target_is_linear, pissa_initial};
+use crate::peft::peft_key;
 use crate::peft::prompt::{PromptAdapter, PromptConfig, PromptInit};
+use crate::peft::{Adapter, ia3};
 use crate::readback;
-use crate::rng::Rng;
 
 pub const CONFIG_FILE: &str = "adapter_config.json";
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 pub const README_FILE: &str = "README.md";
+/// PEFT's weights saved with `safe_serialization=False`: a pickle, which webtune never reads.
+pub const PICKLE_FILE: &str = "adapter_model.bin";
+/// The `adapter_model.safetensors` metadata key that holds the seed of a `pissa_niter_K` adapter's
+/// randomized SVD, so that reading it back rebuilds the residual the adapter was trained against.
+pub const SEED_METADATA: &str = "webtune.seed";
 
 /// The three files of a saved adapter.
 pub struct AdapterFiles {
@@ -49,11 +57,30 @@ pub async fn export(
     pissa_as_lora: bool,
     card: &ModelCard,
 ) -> Result<AdapterFiles> {
+    let mut metadata: HashMap<String, String> = [("format".to_owned(), "pt".to_owned())].into();
     let (config, tensors) = match adapter {
-        Adapter::Lora(lora) => lora_files(lora, base_model, pissa_as_lora && lora.is_pissa()).await?,
+        Adapter::Lora(lora) => {
+            let convert = pissa_as_lora && lora.is_pissa();
+            if !convert && matches!(lora.config.init, LoraInit::Pissa { niter: Some(_) }) {
+                metadata.insert(SEED_METADATA.to_owned(), lora.seed.to_string());
+            }
+            lora_files(lora, base_model, convert).await?
+        }
         Adapter::Prompt(prompt) => prompt_files(prompt, base_model).await?,
+        Adapter::Ia3(adapter) => {
+            let mut tensors = BTreeMap::new();
+            for m in &adapter.modules {
+                tensors.insert(peft_key(&m.path, "ia3_l"), host(m.vector.clone()).await?);
+            }
+            (ia3::peft_config(adapter, base_model), tensors)
+        }
+        Adapter::Bottleneck(_) => {
+            return Err(err!(
+                InvalidOptions,
+                "PEFT has no bottleneck adapters; export them in AdapterHub's format (adapter.safetensors)"
+            ));
+        }
     };
-    let metadata: HashMap<String, String> = [("format".to_owned(), "pt".to_owned())].into();
     Ok(AdapterFiles {
         config_json: pretty_sorted(&config),
         weights: encode_safetensors(&tensors, Some(metadata)),
@@ -61,7 +88,7 @@ pub async fn export(
     })
 }
 
-async fn host(tensor: Tensor<2>) -> Result<HostTensor> {
+pub(crate) async fn host(tensor: Tensor<2>) -> Result<HostTensor> {
     let shape = tensor.dims().to_vec();
     Ok(HostTensor { shape, data: readback::floats(tensor).await? })
 }
@@ -71,51 +98,52 @@ async fn lora_files(
     base_model: &str,
     convert_pissa: bool,
 ) -> Result<(Value, BTreeMap<String, HostTensor>)> {
-    let c = &lora.config;
-    let mut tensors = BTreeMap::new();
-    for m in &lora.modules {
-        let (mut a, mut b) = (m.a.clone(), m.b.clone());
-        if convert_pissa && let Some((a0, b0)) = &m.pissa_initial {
-            a = Tensor::cat(vec![a, a0.clone()], 0);
-            b = Tensor::cat(vec![b, b0.clone().neg()], 1);
-        }
-        tensors.insert(format!("base_model.model.{}.lora_A.weight", m.path), host(a).await?);
-        tensors.insert(format!("base_model.model.{}.lora_B.weight", m.path), host(b).await?);
-    }
-    // PEFT's conversion doubles the rank and keeps every scale: alpha doubles too (× √2 with rsLoRA).
-    let (rank_factor, alpha_factor) = match (convert_pissa, c.use_rslora) {
-        (false, _) => (1, 1.0),
-        (true, false) => (2, 2.0),
-        (true, true) => (2, std::f64::consts::SQRT_2),
-    };
-    if convert_pissa && c.use_rslora && (!c.rank_pattern.is_empty() || !c.alpha_pattern.is_empty()) {
+    if convert_pissa && lora.is_dora() {
         return Err(err!(
             InvalidOptions,
-            "PEFT cannot convert a PiSSA adapter that uses rsLoRA with rank/alpha patterns"
+            "a PiSSA DoRA adapter cannot be converted to a plain LoRA (its row norms depend on the residual base); \
+             export it as trained"
         ));
     }
-    let init = if convert_pissa { json!(true) } else { c.init.peft_value() };
+    let converted;
+    let c = if convert_pissa {
+        converted = lora.config.pissa_as_lora()?;
+        &converted
+    } else {
+        &lora.config
+    };
+    let mut tensors = BTreeMap::new();
+    for m in &lora.modules {
+        let (a, b) = if convert_pissa { m.plain_factors() } else { (m.a.clone(), m.b.clone()) };
+        tensors.insert(peft_key(&m.path, "lora_A.weight"), host(a).await?);
+        tensors.insert(peft_key(&m.path, "lora_B.weight"), host(b).await?);
+        if let Some(magnitude) = &m.magnitude {
+            let mut values = host(magnitude.clone()).await?;
+            values.shape = vec![values.data.len()];
+            tensors.insert(peft_key(&m.path, "lora_magnitude_vector"), values);
+        }
+    }
     let fan_in_fan_out = lora.modules.first().is_some_and(|m| m.layout == WeightLayout::InOut);
     let target_modules: Value = if c.target_regex { json!(c.target_modules[0]) } else { json!(c.target_modules) };
     let config = json!({
-        "alpha_pattern": c.alpha_pattern.iter().map(|(k, v)| (k.clone(), number(v * alpha_factor))).collect::<serde_json::Map<_, _>>(),
+        "alpha_pattern": c.alpha_pattern.iter().map(|(k, v)| (k.clone(), number(*v))).collect::<serde_json::Map<_, _>>(),
         "base_model_name_or_path": base_model,
         "bias": "none",
         "fan_in_fan_out": fan_in_fan_out,
         "inference_mode": true,
-        "init_lora_weights": init,
+        "init_lora_weights": c.init.peft_value(),
         "layers_pattern": null,
         "layers_to_transform": null,
-        "lora_alpha": number(c.alpha * alpha_factor),
+        "lora_alpha": number(c.alpha),
         "lora_dropout": c.dropout,
         "modules_to_save": null,
         "peft_type": "LORA",
-        "r": c.r * rank_factor,
-        "rank_pattern": c.rank_pattern.iter().map(|(k, v)| (k.clone(), json!(v * rank_factor))).collect::<serde_json::Map<_, _>>(),
+        "r": c.r,
+        "rank_pattern": c.rank_pattern,
         "revision": null,
         "target_modules": target_modules,
         "task_type": "CAUSAL_LM",
-        "use_dora": false,
+        "use_dora": lora.is_dora(),
         "use_rslora": c.use_rslora,
     });
     Ok((config, tensors))
@@ -149,7 +177,7 @@ async fn prompt_files(prompt: &PromptAdapter, base_model: &str) -> Result<(Value
 }
 
 /// Integers without a trailing `.0` (PEFT writes `"lora_alpha": 16`).
-fn number(x: f64) -> Value {
+pub(crate) fn number(x: f64) -> Value {
     if x.fract() == 0.0 && x.abs() < 1e15 { json!(x as i64) } else { json!(x) }
 }
 
@@ -171,8 +199,15 @@ pub fn pretty_sorted(value: &Value) -> String {
 fn model_card(config: &Value, card: &ModelCard) -> String {
     let base = config["base_model_name_or_path"].as_str().unwrap_or_default();
     let method = match config["peft_type"].as_str() {
-        Some("LORA") => {
-            format!("LoRA (r={}, alpha={}, targets {})", config["r"], config["lora_alpha"], config["target_modules"])
+        Some("LORA") => format!(
+            "{} (r={}, alpha={}, targets {})",
+            if config["use_dora"] == true { "DoRA" } else { "LoRA" },
+            config["r"],
+            config["lora_alpha"],
+            config["target_modules"]
+        ),
+        Some("IA3") => {
+            format!("IA3 (targets {}, feed-forward {})", config["target_modules"], config["feedforward_modules"])
         }
         _ => format!(
             "prompt tuning ({} virtual tokens, init {})",
@@ -203,22 +238,52 @@ fn model_card(config: &Value, card: &ModelCard) -> String {
 }
 
 /// Reads a PEFT adapter (`adapter_config.json` + `adapter_model.safetensors`) for `lm`. A raw
-/// PiSSA adapter gets its residual recomputed from the base weights, as PEFT does when loading.
+/// PiSSA adapter gets its residual recomputed from the base weights, as PEFT does when loading
+/// (randomized PiSSA with the seed in [`SEED_METADATA`]; 0 when the file has none).
 pub async fn import(config_json: &str, weights: &[u8], lm: &CausalLm) -> Result<Adapter> {
     let config: Value =
         serde_json::from_str(config_json).map_err(|e| err!(InvalidAdapter, "{CONFIG_FILE} is not valid JSON: {e}"))?;
-    let tensors = read_host_tensors(WEIGHTS_FILE, weights).map_err(|e| err!(InvalidAdapter, "{}", e.message))?;
-    match config.get("peft_type").and_then(Value::as_str) {
-        Some("LORA") => import_lora(&config, tensors, lm).await.map(Adapter::Lora),
-        Some("PROMPT_TUNING") => import_prompt(&config, tensors, lm).map(Adapter::Prompt),
-        Some(other) => {
-            Err(err!(InvalidAdapter, "{CONFIG_FILE}: peft_type \"{other}\" is not supported (LORA, PROMPT_TUNING)"))
+    let tensors = read_host_tensors(WEIGHTS_FILE, weights).map_err(|e| {
+        if looks_pickled(weights) {
+            pickle_error(&format!("{WEIGHTS_FILE} (a torch.save file under the safetensors name)"))
+        } else {
+            err!(InvalidAdapter, "{}", e.message)
         }
+    })?;
+    match config.get("peft_type").and_then(Value::as_str) {
+        Some("LORA") => import_lora(&config, tensors, init_seed(weights)?, lm).await.map(Adapter::Lora),
+        Some("PROMPT_TUNING") => import_prompt(&config, tensors, lm).map(Adapter::Prompt),
+        Some("IA3") => ia3::from_peft(&config, tensors, lm).map(Adapter::Ia3),
+        Some(other) => Err(err!(
+            InvalidAdapter,
+            "{CONFIG_FILE}: peft_type \"{other}\" is not supported (LORA, IA3, PROMPT_TUNING)"
+        )),
         None => Err(err!(InvalidAdapter, "{CONFIG_FILE} has no \"peft_type\"")),
     }
 }
 
-fn field<'a>(config: &'a Value, key: &str) -> Option<&'a Value> {
+/// The error for PEFT weights saved as a pickle; `file` names it.
+pub(crate) fn pickle_error(file: &str) -> crate::error::Error {
+    err!(
+        InvalidAdapter,
+        "{file} is a pickled PyTorch file, which webtune does not read (loading a pickle can run code). Re-save it \
+         as safetensors with PEFT: `PeftModel.from_pretrained(base, \"DIR\").save_pretrained(\"OUT\")`, then use OUT"
+    )
+}
+
+/// The seed recorded under [`SEED_METADATA`], or 0.
+fn init_seed(weights: &[u8]) -> Result<u64> {
+    let (_, header) = safetensors::SafeTensors::read_metadata(weights)
+        .map_err(|e| err!(InvalidAdapter, "{WEIGHTS_FILE} is unreadable: {e}"))?;
+    match header.metadata().as_ref().and_then(|m| m.get(SEED_METADATA)) {
+        Some(text) => text.parse().map_err(|_| {
+            err!(InvalidAdapter, "{WEIGHTS_FILE}: metadata \"{SEED_METADATA}\" = \"{text}\" is not a seed")
+        }),
+        None => Ok(0),
+    }
+}
+
+pub(crate) fn field<'a>(config: &'a Value, key: &str) -> Option<&'a Value> {
     config.get(key).filter(|v| !v.is_null())
 }
 
@@ -232,10 +297,13 @@ fn usize_field(config: &Value, key: &str) -> Result<Option<usize>> {
         .transpose()
 }
 
-async fn import_lora(config: &Value, mut tensors: BTreeMap<String, HostTensor>, lm: &CausalLm) -> Result<LoraAdapter> {
-    if field(config, "use_dora").and_then(Value::as_bool) == Some(true) {
-        return Err(err!(InvalidAdapter, "{CONFIG_FILE}: DoRA adapters (use_dora) are not supported"));
-    }
+async fn import_lora(
+    config: &Value,
+    mut tensors: BTreeMap<String, HostTensor>,
+    seed: u64,
+    lm: &CausalLm,
+) -> Result<LoraAdapter> {
+    let use_dora = field(config, "use_dora").and_then(Value::as_bool) == Some(true);
     if let Some(bias) = field(config, "bias").and_then(Value::as_str).filter(|b| *b != "none") {
         return Err(err!(InvalidAdapter, "{CONFIG_FILE}: bias \"{bias}\" is not supported (only \"none\")"));
     }
@@ -269,47 +337,45 @@ async fn import_lora(config: &Value, mut tensors: BTreeMap<String, HostTensor>, 
     };
     let device = lm.device();
     let mut modules = Vec::new();
-    let resolved = lora_config.resolve(lm).map_err(|e| {
+    let in_file = |e: crate::error::Error| {
         err!(InvalidAdapter, "{CONFIG_FILE}: {} (was the adapter trained for another model?)", e.message)
-    })?;
+    };
+    let resolved = lora_config.resolve(lm).map_err(in_file)?;
+    if use_dora && !lora_config.target_regex {
+        every_target_is_linear("DoRA", &lora_config.target_modules, lm).map_err(in_file)?;
+    }
     for (linear, r, scale) in resolved {
-        let mut take = |ab: &str, shape: [usize; 2]| -> Result<Tensor<2>> {
-            let key = format!("base_model.model.{}.lora_{ab}.weight", linear.path);
-            let alt = format!("base_model.model.{}.lora_{ab}.default.weight", linear.path);
+        let mut take = |name: &str, shape: [usize; 2], saved: &[usize]| -> Result<Tensor<2>> {
+            let key = peft_key(&linear.path, name);
+            // Some saved files keep PEFT's adapter name in the key: `lora_A.default.weight`.
+            let alt = match name.strip_suffix(".weight") {
+                Some(stem) => peft_key(&linear.path, &format!("{stem}.default.weight")),
+                None => peft_key(&linear.path, &format!("{name}.default.weight")),
+            };
             let t = tensors.remove(&key).or_else(|| tensors.remove(&alt)).ok_or_else(|| {
                 err!(
                     InvalidAdapter,
                     "{WEIGHTS_FILE} has no tensor \"{key}\" (the adapter does not match this model or its config)"
                 )
             })?;
-            if t.shape != shape {
+            if t.shape != saved {
                 return Err(err!(
                     InvalidAdapter,
-                    "{WEIGHTS_FILE}: tensor \"{key}\" has shape {:?}, expected {:?} for this model",
-                    t.shape,
-                    shape
+                    "{WEIGHTS_FILE}: tensor \"{key}\" has shape {:?}, expected {saved:?} for this model",
+                    t.shape
                 ));
             }
             Ok(Tensor::from_data(TensorData::new(t.data, shape), device))
         };
-        let a = take("A", [r, linear.in_features])?;
-        let b = take("B", [linear.out_features, r])?;
+        let (fan_in, fan_out) = (linear.in_features, linear.out_features);
+        let a = take("lora_A.weight", [r, fan_in], &[r, fan_in])?;
+        let b = take("lora_B.weight", [fan_out, r], &[fan_out, r])?;
+        let magnitude = if use_dora { Some(take("lora_magnitude_vector", [1, fan_out], &[fan_out])?) } else { None };
         let pissa_initial = match &lora_config.init {
-            LoraInit::Pissa { niter } => {
-                let mut rng = Rng::derived(0, linear.slot as u64);
-                Some(pissa_initial(linear, r, scale, *niter, &mut rng, device).await?)
-            }
+            LoraInit::Pissa { niter } => Some(pissa_initial(linear, r, scale, *niter, seed, device).await?),
             _ => None,
         };
-        modules.push(LoraModule {
-            path: linear.path.clone(),
-            slot: linear.slot,
-            layout: linear.layout,
-            scale,
-            a,
-            b,
-            pissa_initial,
-        });
+        modules.push(LoraModule { magnitude, ..LoraModule::new(linear, scale, a, b, pissa_initial) });
     }
     if let Some(extra) = tensors.keys().next() {
         return Err(err!(
@@ -317,7 +383,7 @@ async fn import_lora(config: &Value, mut tensors: BTreeMap<String, HostTensor>, 
             "{WEIGHTS_FILE}: tensor \"{extra}\" belongs to no layer this config targets in this model"
         ));
     }
-    Ok(LoraAdapter::from_modules(lm, lora_config, modules))
+    Ok(LoraAdapter::from_modules(lm, lora_config, seed, modules))
 }
 
 fn import_prompt(config: &Value, mut tensors: BTreeMap<String, HostTensor>, lm: &CausalLm) -> Result<PromptAdapter> {

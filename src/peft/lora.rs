@@ -4,6 +4,12 @@
 //! PiSSA initialises `A`, `B` from the top singular vectors of `W` and trains against the residual
 //! `W - scale · B₀ A₀`. The base weights here are shared and frozen, so the residual is applied as
 //! `- scale · B₀ A₀ x` with the frozen initial factors: the same function without copying `W`.
+//!
+//! DoRA (PEFT `use_dora`, `tuners/lora/dora.py` `DoraLinearLayer`) adds a trainable magnitude
+//! `m [out]` per layer and rescales each output row: with `V = W + scale · B A` (the residual base
+//! for PiSSA) and `n = ‖V‖` per output row, detached from the gradient (DoRA paper §4.3),
+//! `y = (m / n) ⊙ x Vᵀ + b`. The bias is not rescaled. `m` starts at `n`, so the adapter starts as
+//! plain LoRA does.
 
 use std::collections::BTreeMap;
 
@@ -12,10 +18,10 @@ use regex::Regex;
 
 use crate::err;
 use crate::error::Result;
-use crate::model::{CausalLm, LayerHooks, Linear, WeightLayout};
+use crate::model::{Architecture, CausalLm, LayerHooks, Linear, WeightLayout};
 use crate::peft::svd;
 use crate::readback;
-use crate::rng::Rng;
+use crate::rng::{Rng, Stream};
 
 /// How `A` and `B` start.
 #[derive(Clone, Debug, PartialEq)]
@@ -56,7 +62,18 @@ impl LoraInit {
     }
 }
 
-/// Which layers get adapters, how large, and how they start (PEFT's `LoraConfig`).
+/// PEFT's default LoRA targets per architecture (`TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`),
+/// used when a run names none.
+pub fn default_targets(architecture: Architecture) -> Vec<String> {
+    let names: &[&str] = match architecture {
+        Architecture::Llama | Architecture::Qwen2 | Architecture::Qwen3 | Architecture::Gemma3 => &["q_proj", "v_proj"],
+        Architecture::Gpt2 => &["c_attn"],
+    };
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// Which layers get adapters, how large, and how they start (PEFT's `LoraConfig`). The default
+/// targets no layer: set `target_modules` (PEFT's choice per architecture: [`default_targets`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoraConfig {
     pub r: usize,
@@ -79,7 +96,7 @@ impl Default for LoraConfig {
             r: 8,
             alpha: 16.0,
             dropout: 0.0,
-            target_modules: vec!["q_proj".into(), "k_proj".into(), "v_proj".into(), "o_proj".into()],
+            target_modules: Vec::new(),
             target_regex: false,
             use_rslora: false,
             rank_pattern: BTreeMap::new(),
@@ -92,13 +109,7 @@ impl Default for LoraConfig {
 impl LoraConfig {
     /// Whether PEFT would adapt the module at `path` (`check_target_module_exists`).
     pub fn targets(&self, path: &str) -> Result<bool> {
-        if self.target_regex {
-            let pattern = self.target_modules.first().map(String::as_str).unwrap_or_default();
-            let re = Regex::new(&format!("^(?:{pattern})$"))
-                .map_err(|e| err!(InvalidOptions, "target_modules regex \"{pattern}\" is invalid: {e}"))?;
-            return Ok(re.is_match(path));
-        }
-        Ok(self.target_modules.iter().any(|t| t == "all-linear" || path == t || path.ends_with(&format!(".{t}"))))
+        module_matches(path, &self.target_modules, self.target_regex)
     }
 
     /// Rank and alpha of the module at `path`, after `rank_pattern` / `alpha_pattern`.
@@ -112,6 +123,27 @@ impl LoraConfig {
             None => self.alpha,
         };
         Ok((r, alpha))
+    }
+
+    /// The config of the plain LoRA that PEFT converts a PiSSA adapter to (`save_pretrained` with
+    /// `path_initial_model_for_weight_conversion`): every rank doubles ([`LoraModule::plain_factors`])
+    /// and every scale stays, so alpha doubles too (× √2 with rsLoRA, whose scale is alpha / √r).
+    pub fn pissa_as_lora(&self) -> Result<LoraConfig> {
+        if self.use_rslora && (!self.rank_pattern.is_empty() || !self.alpha_pattern.is_empty()) {
+            return Err(err!(
+                InvalidOptions,
+                "PEFT cannot convert a PiSSA adapter that uses rsLoRA with rank/alpha patterns"
+            ));
+        }
+        let alpha_factor = if self.use_rslora { std::f64::consts::SQRT_2 } else { 2.0 };
+        Ok(LoraConfig {
+            r: 2 * self.r,
+            alpha: alpha_factor * self.alpha,
+            rank_pattern: self.rank_pattern.iter().map(|(k, r)| (k.clone(), 2 * r)).collect(),
+            alpha_pattern: self.alpha_pattern.iter().map(|(k, a)| (k.clone(), alpha_factor * a)).collect(),
+            init: LoraInit::Default,
+            ..self.clone()
+        })
     }
 
     fn scale(&self, r: usize, alpha: f64) -> f64 {
@@ -134,16 +166,12 @@ impl LoraConfig {
             }
         }
         if chosen.is_empty() {
-            let names: Vec<&str> = lm.linears().iter().map(|l| l.path.rsplit('.').next().unwrap_or("")).collect();
-            let mut unique: Vec<&str> = names.clone();
-            unique.sort();
-            unique.dedup();
             return Err(err!(
                 InvalidOptions,
                 "target modules {:?} match no layer of this {} model; its linear layers are {:?}",
                 self.target_modules,
                 lm.config.architecture.name(),
-                unique
+                linear_names(lm)
             ));
         }
         Ok(chosen)
@@ -177,11 +205,68 @@ pub struct LoraModule {
     pub b: Tensor<2>,
     /// PiSSA's frozen initial `(A₀, B₀)`, subtracted to form the residual base.
     pub pissa_initial: Option<(Tensor<2>, Tensor<2>)>,
+    /// DoRA's magnitude `m [1, out]` (PEFT's `lora_magnitude_vector`, saved as `[out]`); `None`
+    /// for plain LoRA.
+    pub magnitude: Option<Tensor<2>>,
 }
 
 impl LoraModule {
+    /// The adapter of `linear` with factors `a [r, in]`, `b [out, r]`.
+    pub fn new(
+        linear: &Linear,
+        scale: f64,
+        a: Tensor<2>,
+        b: Tensor<2>,
+        pissa_initial: Option<(Tensor<2>, Tensor<2>)>,
+    ) -> Self {
+        LoraModule {
+            path: linear.path.clone(),
+            slot: linear.slot,
+            layout: linear.layout,
+            scale,
+            a,
+            b,
+            pissa_initial,
+            magnitude: None,
+        }
+    }
+
     pub fn rank(&self) -> usize {
         self.a.dims()[0]
+    }
+
+    /// `scale · (z Aᵀ) Bᵀ` for `z [tokens, in]`, never materialising `B A`.
+    fn lora(&self, z: Tensor<2>) -> Tensor<2> {
+        z.matmul(self.a.clone().transpose()).matmul(self.b.clone().transpose()) * self.scale
+    }
+
+    /// The frozen PiSSA part `scale · (z A₀ᵀ) B₀ᵀ` that turns `W` into the residual base, if any.
+    fn pissa_part(&self, z: Tensor<2>) -> Option<Tensor<2>> {
+        let (a0, b0) = self.pissa_initial.as_ref()?;
+        Some(z.matmul(a0.clone().transpose()).matmul(b0.clone().transpose()) * self.scale)
+    }
+
+    /// DoRA's row norms `‖W_res + scale · B A‖` as `[1, out]`, detached from the gradient, where
+    /// `W_res` is `layer`'s weight minus the PiSSA part (PEFT `get_weight_norm`).
+    pub(crate) fn weight_norm(&self, layer: &Linear) -> Tensor<2> {
+        let [out, _] = self.b.dims();
+        let mut product = self.b.clone().detach().matmul(self.a.clone().detach());
+        if let Some((a0, b0)) = &self.pissa_initial {
+            product = product - b0.clone().matmul(a0.clone());
+        }
+        let weight = layer.weight_out_in() + product * self.scale;
+        weight.square().sum_dim(1).sqrt().reshape([1, out]).detach()
+    }
+
+    /// `(A, B)` of a plain LoRA with this module's effect on the original base weights. PiSSA
+    /// trains against the residual `W - scale·B₀A₀`; PEFT's conversion folds that in as
+    /// `A' = [A; A₀]`, `B' = [B, -B₀]` (rank 2r, same scale: [`LoraConfig::pissa_as_lora`]).
+    pub fn plain_factors(&self) -> (Tensor<2>, Tensor<2>) {
+        let (a, b) = (self.a.clone(), self.b.clone());
+        match &self.pissa_initial {
+            Some((a0, b0)) => (Tensor::cat(vec![a, a0.clone()], 0), Tensor::cat(vec![b, b0.clone().neg()], 1)),
+            None => (a, b),
+        }
     }
 }
 
@@ -190,6 +275,9 @@ impl LoraModule {
 pub struct LoraAdapter {
     pub config: LoraConfig,
     pub modules: Vec<LoraModule>,
+    /// The seed the initial factors were drawn with: randomized PiSSA (`pissa_niter_K`) needs it
+    /// to rebuild the same residual when the adapter is read back.
+    pub seed: u64,
     /// Module index per linear slot of the model.
     by_slot: Vec<Option<usize>>,
     /// While training with dropout: the keep-probability and the seed of this forward pass's
@@ -204,7 +292,7 @@ impl LoraAdapter {
         let mut modules = Vec::new();
         for (linear, r, scale) in config.resolve(lm)? {
             let (fan_in, fan_out) = (linear.in_features, linear.out_features);
-            let mut rng = Rng::derived(seed, linear.slot as u64);
+            let mut rng = Rng::stream(seed, Stream::LoraInit { slot: linear.slot });
             let zeros_b = || Tensor::<2>::zeros([fan_out, r], device);
             let (a, b, pissa_initial) = match &config.init {
                 LoraInit::Default => {
@@ -213,29 +301,34 @@ impl LoraAdapter {
                 }
                 LoraInit::Gaussian => (host_tensor(r, fan_in, || rng.normal() / r as f64, device), zeros_b(), None),
                 LoraInit::Pissa { niter } => {
-                    let (a, b) = pissa_initial(linear, r, scale, *niter, &mut rng, device).await?;
+                    let (a, b) = pissa_initial(linear, r, scale, *niter, seed, device).await?;
                     (a.clone(), b.clone(), Some((a, b)))
                 }
             };
-            modules.push(LoraModule {
-                path: linear.path.clone(),
-                slot: linear.slot,
-                layout: linear.layout,
-                scale,
-                a,
-                b,
-                pissa_initial,
-            });
+            modules.push(LoraModule::new(linear, scale, a, b, pissa_initial));
         }
-        Ok(Self::from_modules(lm, config, modules))
+        Ok(Self::from_modules(lm, config, seed, modules))
     }
 
-    pub fn from_modules(lm: &CausalLm, config: LoraConfig, modules: Vec<LoraModule>) -> Self {
+    /// The same adapter as DoRA (PEFT `use_dora=True`): each module gets a magnitude vector equal
+    /// to its current row norms, so the output is unchanged until training moves it. Every entry
+    /// of a `target_modules` list must name a linear layer, the only modules DoRA can rescale.
+    pub fn with_dora(mut self, lm: &CausalLm) -> Result<Self> {
+        if !self.config.target_regex {
+            every_target_is_linear("DoRA", &self.config.target_modules, lm)?;
+        }
+        for m in &mut self.modules {
+            m.magnitude = Some(m.weight_norm(&lm.linears()[m.slot]));
+        }
+        Ok(self)
+    }
+
+    pub fn from_modules(lm: &CausalLm, config: LoraConfig, seed: u64, modules: Vec<LoraModule>) -> Self {
         let mut by_slot = vec![None; lm.linears().len()];
         for (i, m) in modules.iter().enumerate() {
             by_slot[m.slot] = Some(i);
         }
-        LoraAdapter { config, modules, by_slot, train_dropout: None }
+        LoraAdapter { config, modules, seed, by_slot, train_dropout: None }
     }
 
     /// Turns dropout on with masks drawn from `seed` (training), or off with `None`.
@@ -247,21 +340,73 @@ impl LoraAdapter {
     pub fn is_pissa(&self) -> bool {
         self.modules.iter().any(|m| m.pissa_initial.is_some())
     }
+
+    /// Whether this is a DoRA adapter (modules carry magnitude vectors).
+    pub fn is_dora(&self) -> bool {
+        self.modules.iter().any(|m| m.magnitude.is_some())
+    }
 }
 
-/// PiSSA's initial factors of one layer, `(A₀ [r, in], B₀ [out, r])`, from the SVD of its weight:
-/// what a PiSSA adapter starts from, and what its residual subtracts from the frozen base.
+/// Checks that every entry of a `target_modules` name list matches at least one linear layer of
+/// `lm` (suffix match, as PEFT matches), so that a method that can only change linear layers
+/// names the entry it cannot apply to instead of silently skipping it.
+pub(crate) fn every_target_is_linear(method: &str, targets: &[String], lm: &CausalLm) -> Result<()> {
+    for target in targets {
+        if target == "all-linear" {
+            continue;
+        }
+        if !lm.linears().iter().any(|l| suffix_matches(&l.path, std::slice::from_ref(target))) {
+            return Err(err!(
+                InvalidOptions,
+                "target_modules entry \"{target}\" names no linear layer of this {} model; {method} can only adapt \
+                 linear layers, which here are {:?}",
+                lm.config.architecture.name(),
+                linear_names(lm)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The distinct last path components of `lm`'s linear layers (`q_proj`, `c_attn`, ...).
+pub(crate) fn linear_names(lm: &CausalLm) -> Vec<&str> {
+    let mut names: Vec<&str> = lm.linears().iter().map(|l| l.path.rsplit('.').next().unwrap_or("")).collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// PEFT's `check_target_module_exists`: `path` equals or ends with `.<name>` for one of `names`,
+/// or (with `regex`) fully matches the single pattern `names[0]`; `"all-linear"` matches any path.
+pub(crate) fn module_matches(path: &str, names: &[String], regex: bool) -> Result<bool> {
+    if regex {
+        let pattern = names.first().map(String::as_str).unwrap_or_default();
+        let re = Regex::new(&format!("^(?:{pattern})$"))
+            .map_err(|e| err!(InvalidOptions, "target_modules regex \"{pattern}\" is invalid: {e}"))?;
+        return Ok(re.is_match(path));
+    }
+    Ok(suffix_matches(path, names))
+}
+
+fn suffix_matches(path: &str, names: &[String]) -> bool {
+    names.iter().any(|t| t == "all-linear" || path == t || path.ends_with(&format!(".{t}")))
+}
+
+/// PiSSA's initial factors of one layer, `(A₀ [r, in], B₀ [out, r])`, from the SVD of its weight
+/// (randomized with `niter`, drawing from the layer's [`Stream::LoraInit`] of `seed`): what a PiSSA
+/// adapter starts from, and what its residual subtracts from the frozen base.
 pub(crate) async fn pissa_initial(
     linear: &Linear,
     r: usize,
     scale: f64,
     niter: Option<usize>,
-    rng: &mut Rng,
+    seed: u64,
     device: &Device,
 ) -> Result<(Tensor<2>, Tensor<2>)> {
     let (fan_in, fan_out) = (linear.in_features, linear.out_features);
     let weight = readback::floats(linear.weight_out_in()).await?;
-    let (a, b) = svd::pissa_factors(&weight, fan_out, fan_in, r, scale, niter, rng);
+    let mut rng = Rng::stream(seed, Stream::LoraInit { slot: linear.slot });
+    let (a, b) = svd::pissa_factors(&weight, fan_out, fan_in, r, scale, niter, &mut rng);
     Ok((
         Tensor::from_data(TensorData::new(a, [r, fan_in]), device),
         Tensor::from_data(TensorData::new(b, [fan_out, r]), device),
@@ -275,32 +420,48 @@ fn host_tensor(rows: usize, cols: usize, mut sample: impl FnMut() -> f64, device
 
 impl LayerHooks for LoraAdapter {
     fn linear(&self, layer: &Linear, x: Tensor<2>) -> Tensor<2> {
-        let delta = self.delta(layer.slot, &x);
-        let y = layer.forward_base(x);
-        match delta {
-            Some(d) => y + d,
-            None => y,
+        let Some(m) = self.by_slot.get(layer.slot).copied().flatten().map(|i| &self.modules[i]) else {
+            return layer.forward_base(x);
+        };
+        let dropped = self.dropped(layer.slot, &x);
+        let Some(magnitude) = &m.magnitude else {
+            let mut delta = m.lora(dropped.unwrap_or_else(|| x.clone()));
+            if let Some(p) = m.pissa_part(x.clone()) {
+                delta = delta - p;
+            }
+            return layer.forward_base(x) + delta;
+        };
+        // PEFT's DoraLinearLayer.forward: result + (g - 1) ⊙ base_result_without_bias + g ⊙ lora,
+        // with g = m / n; under dropout the (g - 1) term uses the dropped input.
+        let g = magnitude.clone() / m.weight_norm(layer);
+        let mut base = layer.forward_base(x.clone());
+        if let Some(p) = m.pissa_part(x.clone()) {
+            base = base - p;
         }
+        let rescaled = match &dropped {
+            Some(xd) => {
+                let mut y = layer.matmul(xd.clone());
+                if let Some(p) = m.pissa_part(xd.clone()) {
+                    y = y - p;
+                }
+                y
+            }
+            None => match layer.bias() {
+                Some(bias) => base.clone() - bias.clone().unsqueeze_dim(0),
+                None => base.clone(),
+            },
+        };
+        let lora = m.lora(dropped.unwrap_or(x));
+        base + ((g.clone() - 1.0) * rescaled + g * lora)
     }
 }
 
 impl LoraAdapter {
-    /// `scale · B A dropout(x)` (minus the frozen PiSSA part) for the layer in `slot`, or `None`
-    /// when the layer is not adapted. Applied as `(x Aᵀ) Bᵀ`, never materialising `B A`.
-    fn delta(&self, slot: usize, x: &Tensor<2>) -> Option<Tensor<2>> {
-        let m = &self.modules[self.by_slot.get(slot).copied().flatten()?];
-        let dropped = match self.train_dropout {
-            Some((keep, seed)) => {
-                let seed = Rng::derived(seed, slot as u64).next_u64() as u32;
-                x.clone() * dropout_mask(x.dims(), keep, seed, &x.device()) / keep
-            }
-            None => x.clone(),
-        };
-        let mut delta = dropped.matmul(m.a.clone().transpose()).matmul(m.b.clone().transpose());
-        if let Some((a0, b0)) = &m.pissa_initial {
-            delta = delta - x.clone().matmul(a0.clone().transpose()).matmul(b0.clone().transpose());
-        }
-        Some(delta * m.scale)
+    /// `dropout(x)` for the layer in `slot` while training with dropout, else `None`.
+    fn dropped(&self, slot: usize, x: &Tensor<2>) -> Option<Tensor<2>> {
+        let (keep, seed) = self.train_dropout?;
+        let seed = Rng::stream(seed, Stream::LayerDropout { slot }).next_u64() as u32;
+        Some(x.clone() * dropout_mask(x.dims(), keep, seed, &x.device()) / keep)
     }
 }
 

@@ -7,7 +7,7 @@ use burn::tensor::{Tensor, TensorData};
 use crate::err;
 use crate::error::Result;
 use crate::model::{CausalLm, TextTokenizer};
-use crate::rng::Rng;
+use crate::rng::{Rng, Stream};
 
 /// How the virtual tokens start (PEFT's `prompt_tuning_init`).
 #[derive(Clone, Debug, PartialEq)]
@@ -53,7 +53,7 @@ impl PromptAdapter {
             return Err(err!(InvalidOptions, "prompt tuning needs at least one virtual token"));
         }
         let hidden = lm.config.hidden_size;
-        let mut rng = Rng::derived(seed, 0);
+        let mut rng = Rng::stream(seed, Stream::PromptInit);
         let token_ids = match &config.init {
             PromptInit::Random => {
                 let values: Vec<f32> = (0..n * hidden).map(|_| rng.normal() as f32).collect();

@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::model::CausalLm;
 use crate::peft::Adapter;
 use crate::readback;
-use crate::rng::Rng;
+use crate::rng::{Rng, Stream};
 pub use optim::{AdamW, AdamWConfig};
 pub use schedule::Schedule;
 
@@ -28,6 +28,8 @@ pub struct EarlyStopping {
     pub threshold: f64,
 }
 
+/// How the loop trains. Built from the user's options by `TrainingOptions::train_config`, which
+/// holds the defaults.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainConfig {
     pub lr: f64,
@@ -49,30 +51,14 @@ pub struct TrainConfig {
     pub seed: u64,
 }
 
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig {
-            lr: 2e-4,
-            optimizer: AdamWConfig::default(),
-            schedule: Schedule::Linear,
-            warmup_steps: 0,
-            batch_size: 4,
-            grad_accum: 1,
-            clip: Some(1.0),
-            max_steps: None,
-            epochs: 1,
-            eval_every: None,
-            early_stopping: None,
-            shuffle: true,
-            seed: 42,
-        }
-    }
-}
-
-/// What one optimizer step did. `step` counts completed steps (1 after the first).
+/// What one optimizer step did. `step` counts completed steps (1 after the first). Serialised
+/// with camelCase names: `WebTrainer.step()`'s result and each line of the CLI's `metrics.jsonl`.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct StepMetrics {
     pub step: usize,
+    /// The steps the run will take (fewer if early stopping ends it).
+    pub total_steps: usize,
     pub epoch: f64,
     /// Mean cross-entropy per supervised token over the step's (accumulated) batches.
     pub loss: f64,
@@ -171,7 +157,7 @@ impl Plan {
     fn order(&self, epoch: usize) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.examples).collect();
         if self.shuffle {
-            Rng::derived(self.seed, 1_000 + epoch as u64).shuffle(&mut order);
+            Rng::stream(self.seed, Stream::EpochOrder { epoch }).shuffle(&mut order);
         }
         order
     }
@@ -224,6 +210,8 @@ pub struct Trainer {
     best: Option<Best>,
     evals_without_improvement: usize,
     stopped_early: bool,
+    /// What a checkpoint of this run must match to resume it.
+    identity: checkpoint::RunIdentity,
 }
 
 impl Trainer {
@@ -257,6 +245,7 @@ impl Trainer {
         let total_steps = config.max_steps.unwrap_or(plan.steps_per_epoch() * config.epochs.max(1));
         let params: Vec<Tensor<2>> = adapter.params().into_iter().map(|(_, t)| t).collect();
         let optimizer = AdamW::new(config.optimizer, &params);
+        let identity = checkpoint::RunIdentity::of(&lm, &adapter, &train, &eval, &config);
         Ok(Trainer {
             lm,
             adapter,
@@ -271,6 +260,7 @@ impl Trainer {
             best: None,
             evals_without_improvement: 0,
             stopped_early: false,
+            identity,
         })
     }
 
@@ -328,6 +318,7 @@ impl Trainer {
         let values = readback::floats(Tensor::cat(vec![loss_sum, norm], 0)).await?;
         let mut metrics = StepMetrics {
             step: self.step,
+            total_steps: self.total_steps,
             epoch: self.step as f64 / self.plan.steps_per_epoch() as f64,
             loss: values[0] as f64 / supervised as f64,
             lr,
@@ -381,9 +372,8 @@ impl Trainer {
         let mut loss_total: Option<Tensor<1>> = None;
         for (micro, batch) in micro_batches.iter().enumerate() {
             // Dropout masks depend only on (seed, step, micro-batch), so resumed runs match.
-            tracked.set_training(Some(
-                Rng::derived(self.config.seed, ((self.step as u64) << 16) | micro as u64).next_u64(),
-            ));
+            let stream = Stream::StepDropout { step: self.step, micro_batch: micro };
+            tracked.set_training(Some(Rng::stream(self.config.seed, stream).next_u64()));
             let Some((sum, _)) = loss_sum(&lm, &tracked, batch)? else { continue };
             // transformers divides by the supervised tokens of the whole accumulated step.
             let gradients = (sum.clone() / supervised as f64).backward();

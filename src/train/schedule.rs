@@ -1,7 +1,10 @@
 //! Learning-rate schedules as transformers defines them (`get_scheduler`): a linear warmup from 0
 //! over `warmup_steps`, then constant, linear decay to 0, or half-cosine decay to 0.
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `schedule` in the options: `"constant"`, `"linear"` or `"cosine"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
 pub enum Schedule {
     Constant,
     Linear,
@@ -9,23 +12,6 @@ pub enum Schedule {
 }
 
 impl Schedule {
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "constant" => Some(Schedule::Constant),
-            "linear" => Some(Schedule::Linear),
-            "cosine" => Some(Schedule::Cosine),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Schedule::Constant => "constant",
-            Schedule::Linear => "linear",
-            Schedule::Cosine => "cosine",
-        }
-    }
-
     /// The learning-rate multiplier for optimizer step `step` (0-based) of `total`.
     pub fn factor(self, step: usize, warmup: usize, total: usize) -> f64 {
         if step < warmup {

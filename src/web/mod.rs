@@ -1,6 +1,8 @@
-//! The wasm-bindgen surface: a thin, async layer that turns JS values into core calls and core
-//! errors into JS `Error`s with a stable `code`. No logic lives here; the hand-written JS layer
-//! (`npm/`) builds the public engine API on top of these classes.
+//! The wasm-bindgen surface: a thin, async layer that turns JS values into core calls
+//! (`crate::session` for everything a run, an evaluation or an export needs) and core errors into
+//! JS `Error`s with a stable `code`. Results are serialised as the core defines them (camelCase,
+//! the names of `npm/src/index.d.ts`). The hand-written JS layer (`npm/`) builds the public
+//! engine API on top of these classes.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -10,14 +12,15 @@ use js_sys::{Float32Array, Object, Reflect, Uint8Array, Uint32Array};
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
-use crate::data::{self, Dataset};
+use crate::data;
 use crate::error::Error;
 use crate::generate::{Generation, SamplingOptions};
 use crate::model::files::FileSource;
 use crate::model::{LoadOptions, Model};
 use crate::options::TrainingOptions;
+use crate::peft::Adapter;
 use crate::peft::files::{self as adapter_files, ModelCard};
-use crate::peft::{Adapter, gguf};
+use crate::session::{self, DataFile, ExportFormat, RunFacts, TrainReport};
 use crate::train::Trainer;
 use crate::{device, err, readback, zip};
 
@@ -65,8 +68,8 @@ fn gpu() -> Result<Device, JsValue> {
     DEVICE.with(|d| d.borrow().clone()).ok_or_else(|| js_error(err!(Gpu, "call init() before using the GPU")))
 }
 
-/// Acquires the WebGPU device; resolves to `{name, backend, max_storage_buffer_binding_size,
-/// max_buffer_size}`. Call once before anything else.
+/// Acquires the WebGPU device; resolves to its `GpuInfo` (`{name, backend,
+/// maxStorageBufferBindingSize, maxBufferSize}`). Call once before anything else.
 #[wasm_bindgen]
 pub async fn init() -> Result<JsValue, JsValue> {
     let (device, info) = device::gpu_async().await.map_err(js_error)?;
@@ -144,29 +147,18 @@ impl WebModel {
         Ok(WebModel { model: Rc::new(model) })
     }
 
-    /// What webtune read from `config.json`, plus parameter counts and the LoRA-targetable layers.
+    /// What webtune read from `config.json`, plus parameter counts and the LoRA-targetable layers
+    /// (`ModelInfo` without the name the JS side adds).
     pub fn info(&self) -> Result<JsValue, JsValue> {
-        let c = &self.model.lm.config;
-        let mut layer_names: Vec<&str> =
-            self.model.lm.linears().iter().filter_map(|l| l.path.rsplit('.').next()).collect();
-        layer_names.sort();
-        layer_names.dedup();
-        to_js(&serde_json::json!({
-            "architecture": c.architecture.name(),
-            "parameters": self.model.lm.parameter_count(),
-            "vocabSize": c.vocab_size,
-            "hiddenSize": c.hidden_size,
-            "numLayers": c.num_layers,
-            "numHeads": c.num_heads,
-            "numKvHeads": c.num_kv_heads,
-            "intermediateSize": c.intermediate_size,
-            "maxPositions": c.max_positions,
-            "tieWordEmbeddings": c.tie_word_embeddings,
-            "linearLayers": layer_names,
-            "defaultTargets": crate::options::default_targets(c.architecture),
-            "hasChatTemplate": self.model.tokenizer.chat_template.is_some(),
-            "weights": self.model.lm.report,
-        }))
+        to_js(&session::model_info(&self.model))
+    }
+
+    /// What training with `options` would train and need before any data is loaded
+    /// (`RunFacts`: trainable parameters, adapted layers, a memory estimate).
+    #[wasm_bindgen(js_name = runFacts)]
+    pub fn run_facts(&self, options: JsValue) -> Result<JsValue, JsValue> {
+        let options: TrainingOptions = from_js(options, "training options")?;
+        to_js(&RunFacts::planned(&self.model.lm, &options).map_err(js_error)?)
     }
 
     /// Token ids of `text`.
@@ -198,10 +190,8 @@ impl WebModel {
         max_rows: usize,
     ) -> Result<JsValue, JsValue> {
         let options: TrainingOptions = from_js(options, "training options")?;
-        let data_options = TrainingOptions { skip_bad_rows: true, ..options }.data_options();
-        let rows = data::preview(file_name, bytes, &self.model.tokenizer, &data_options, max_rows).map_err(js_error)?;
-        let report = data::load_dataset(file_name, bytes, &self.model.tokenizer, &data_options).map(|d| d.report).ok();
-        to_js(&serde_json::json!({ "rows": rows, "report": report }))
+        let data = DataFile { name: file_name, bytes };
+        to_js(&session::preview(&self.model, data, &options, max_rows).map_err(js_error)?)
     }
 
     /// `text` wrapped as one user turn in the model's chat template, ready to generate from.
@@ -274,10 +264,9 @@ impl WebAdapter {
         Ok(WebAdapter { adapter, model: model.model.clone() })
     }
 
-    /// `{peftType, trainableParameters}`.
+    /// `AdapterInfo`: `{peftType, trainableParameters}`.
     pub fn info(&self) -> Result<JsValue, JsValue> {
-        let trainable: usize = self.adapter.params().iter().map(|(_, t)| t.dims().iter().product::<usize>()).sum();
-        to_js(&serde_json::json!({ "peftType": self.adapter.peft_type(), "trainableParameters": trainable }))
+        to_js(&session::adapter_info(&self.adapter))
     }
 
     /// The adapter's files. `format`: `"peft"` → `{ "adapter_model.safetensors", "adapter_config.json",
@@ -292,26 +281,15 @@ impl WebAdapter {
         card: JsValue,
     ) -> Result<Object, JsValue> {
         let card: ModelCard = from_js(card, "model card")?;
-        let files: Vec<(String, Vec<u8>)> = match format {
-            "peft" => {
-                let saved =
-                    adapter_files::export(&self.adapter, base_model, pissa_as_lora, &card).await.map_err(js_error)?;
-                let parts = [
-                    (adapter_files::WEIGHTS_FILE, saved.weights),
-                    (adapter_files::CONFIG_FILE, saved.config_json.into_bytes()),
-                    (adapter_files::README_FILE, saved.readme.into_bytes()),
-                ];
-                let archive = zip::store(&parts.iter().map(|(n, b)| (*n, b.as_slice())).collect::<Vec<_>>());
-                parts.into_iter().map(|(n, b)| (n.to_owned(), b)).chain([("adapter.zip".to_owned(), archive)]).collect()
-            }
-            "gguf" => vec![(
-                "adapter.gguf".to_owned(),
-                gguf::export_gguf(&self.adapter, &self.model.lm.config).await.map_err(js_error)?,
-            )],
-            other => {
-                return Err(js_error(err!(InvalidOptions, "export format \"{other}\" is not \"peft\" or \"gguf\"")));
-            }
-        };
+        let format: ExportFormat = format.parse().map_err(js_error)?;
+        let mut files = session::export(&self.model, &self.adapter, format, base_model, pissa_as_lora, &card)
+            .await
+            .map_err(js_error)?;
+        if format == ExportFormat::Peft {
+            // One download for the page: the same files in a zip.
+            let archive = zip::store(&files.iter().map(|(n, b)| (*n, b.as_slice())).collect::<Vec<_>>());
+            files.push(("adapter.zip", archive));
+        }
         let out = Object::new();
         for (name, bytes) in files {
             Reflect::set(&out, &name.into(), &Uint8Array::from(bytes.as_slice()))?;
@@ -319,20 +297,12 @@ impl WebAdapter {
         Ok(out)
     }
 
-    /// Mean token loss of this adapter on a dataset file.
+    /// Mean token loss of this adapter on a dataset file (`session::evaluate`, as `webtune eval`).
     pub async fn evaluate(&self, file_name: &str, bytes: &[u8], options: JsValue) -> Result<f64, JsValue> {
         let options: TrainingOptions = from_js(options, "training options")?;
-        let dataset =
-            data::load_dataset(file_name, bytes, &self.model.tokenizer, &options.data_options()).map_err(js_error)?;
-        crate::train::evaluate(
-            &self.model.lm,
-            &self.adapter,
-            &dataset.examples,
-            options.batch_size,
-            self.model.pad_id(),
-        )
-        .await
-        .map_err(js_error)
+        let data = DataFile { name: file_name, bytes };
+        let evaluation = session::evaluate(&self.model, &self.adapter, data, &options).await.map_err(js_error)?;
+        Ok(evaluation.loss)
     }
 }
 
@@ -341,17 +311,13 @@ impl WebAdapter {
 pub struct WebTrainer {
     trainer: Trainer,
     model: Rc<Model>,
-    report: serde_json::Value,
-}
-
-fn load(model: &Model, name: &str, bytes: &[u8], options: &TrainingOptions) -> Result<Dataset, JsValue> {
-    data::load_dataset(name, bytes, &model.tokenizer, &options.data_options()).map_err(js_error)
+    report: TrainReport,
 }
 
 #[wasm_bindgen]
 impl WebTrainer {
-    /// Prepares training: parses and tokenises the data (an eval file, or `evalSplit` of the
-    /// training rows), initialises the adapter (or continues `initAdapter`).
+    /// Prepares training (`session::prepare`): parses and tokenises the data (an eval file, or
+    /// `evalSplit` of the training rows), initialises the adapter (or continues `initAdapter`).
     pub async fn create(
         model: &WebModel,
         train_name: &str,
@@ -362,41 +328,25 @@ impl WebTrainer {
         init_adapter: Option<WebAdapter>,
     ) -> Result<WebTrainer, JsValue> {
         let options: TrainingOptions = from_js(options, "training options")?;
-        let config = options.train_config().map_err(js_error)?;
-        let m = &model.model;
-        let train = load(m, train_name, train_bytes, &options)?;
-        let (train_examples, eval_examples, eval_report) = match (eval_name, eval_bytes) {
-            (Some(name), Some(bytes)) => {
-                let eval = load(m, &name, &bytes, &options)?;
-                (train.examples, eval.examples, Some(eval.report))
-            }
-            _ => {
-                let (t, e) = data::split_eval(train.examples, options.eval_split, options.seed);
-                (t, e, None)
-            }
+        let train = DataFile { name: train_name, bytes: train_bytes };
+        let eval = match (&eval_name, &eval_bytes) {
+            (Some(name), Some(bytes)) => Some(DataFile { name, bytes }),
+            _ => None,
         };
-        let report = serde_json::json!({
-            "train": train.report,
-            "eval": eval_report,
-            "trainExamples": train_examples.len(),
-            "evalExamples": eval_examples.len(),
-        });
-        let adapter = match init_adapter {
-            Some(a) => a.adapter,
-            None => options.init_adapter(m).await.map_err(js_error)?,
-        };
-        let trainer =
-            Trainer::new(m.lm.clone(), adapter, train_examples, eval_examples, config, m.pad_id()).map_err(js_error)?;
-        Ok(WebTrainer { trainer, model: m.clone(), report })
+        let run = session::prepare(&model.model, train, eval, &options, init_adapter.map(|a| a.adapter))
+            .await
+            .map_err(js_error)?;
+        Ok(WebTrainer { trainer: run.trainer, model: model.model.clone(), report: run.report })
     }
 
-    /// What loading the data found: `{train, eval, trainExamples, evalExamples}`.
+    /// What setting up the run found (`TrainReport`: `{train, eval, trainExamples, evalExamples,
+    /// facts}`).
     pub fn report(&self) -> Result<JsValue, JsValue> {
         to_js(&self.report)
     }
 
-    /// One optimizer step; resolves to its metrics (`{step, epoch, loss, lr, grad_norm, tokens,
-    /// supervised_tokens, eval_loss?, early_stopped?}`).
+    /// One optimizer step; resolves to its `StepMetrics` (`{step, totalSteps, epoch, loss, lr,
+    /// gradNorm, tokens, supervisedTokens, evalLoss?, earlyStopped?}`).
     pub async fn step(&mut self) -> Result<JsValue, JsValue> {
         let metrics = self.trainer.step().await.map_err(js_error)?;
         to_js(&metrics)

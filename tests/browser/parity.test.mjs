@@ -20,9 +20,9 @@ before(async () => {
   page = await openPage(browser, `${server.url}tests/browser/pages/blank.html`);
   const gpu = await page.evaluate(async () => (await import('/tests/browser/pages/parity.mjs')).setup());
   console.log(
-    `GPU: ${gpu.name} (${gpu.backend}), max storage binding ${gpu.max_storage_buffer_binding_size}, shader-f16 ${gpu.shader_f16}`,
+    `GPU: ${gpu.name} (${gpu.backend}), max storage binding ${gpu.maxStorageBufferBindingSize}, shader-f16 ${gpu.shaderF16}`,
   );
-  shaderF16 = gpu.shader_f16;
+  shaderF16 = gpu.shaderF16;
 });
 
 after(async () => {

@@ -2,6 +2,9 @@
 //! transformers + PEFT wrote, and comparing results.
 #![allow(dead_code)]
 
+pub mod dts;
+pub mod gguf_reader;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
