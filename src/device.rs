@@ -3,8 +3,10 @@
 //! (Mesa lavapipe, SwiftShader): emulating a GPU on the CPU is tens of times slower than running
 //! the same tensor program on the CPU directly.
 
-use burn::tensor::Device;
+use std::sync::Mutex;
+
 use burn::tensor::wgpu::WgpuSetup;
+use burn::tensor::{Device, FloatDType};
 
 use crate::err;
 use crate::error::Result;
@@ -19,10 +21,21 @@ pub struct GpuInfo {
     /// The largest storage buffer one kernel may bind: caps the largest tensor (e.g. logits).
     pub max_storage_buffer_binding_size: u64,
     pub max_buffer_size: u64,
+    /// Whether kernels can compute in f16 (WebGPU's `shader-f16`): half-precision checkpoints
+    /// then stay 2 bytes per weight on the device; without it they are stored in f32.
+    pub shader_f16: bool,
+    /// Memory the weights must fit in, where known: natively the host's RAM (a sane upper bound
+    /// for any device it feeds); browsers do not tell.
+    pub memory_bytes: Option<u64>,
 }
 
 impl GpuInfo {
-    fn of(setup: &WgpuSetup) -> Self {
+    /// The device as messages name it (browsers may report an empty adapter name).
+    pub fn label(&self) -> String {
+        if self.name.is_empty() { format!("this GPU ({})", self.backend) } else { self.name.clone() }
+    }
+
+    fn of(setup: &WgpuSetup, device: &Device) -> Self {
         let info = setup.adapter.get_info();
         let limits = setup.device.limits();
         GpuInfo {
@@ -30,6 +43,20 @@ impl GpuInfo {
             backend: format!("{:?}", setup.backend),
             max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
             max_buffer_size: limits.max_buffer_size,
+            shader_f16: device.supports_dtype(FloatDType::F16),
+            memory_bytes: host_memory(),
+        }
+    }
+
+    /// Capabilities of a device nobody recorded: no limits but what the backend says about f16.
+    fn unrecorded(device: &Device) -> Self {
+        GpuInfo {
+            name: "the device".to_owned(),
+            backend: "unknown".to_owned(),
+            max_storage_buffer_binding_size: 1 << 52,
+            max_buffer_size: 1 << 52,
+            shader_f16: device.supports_dtype(FloatDType::F16),
+            memory_bytes: None,
         }
     }
 
@@ -42,8 +69,39 @@ impl GpuInfo {
             // Host memory has no binding limit; u64::MAX would not survive JSON numbers.
             max_storage_buffer_binding_size: 1 << 52,
             max_buffer_size: 1 << 52,
+            shader_f16: Device::flex().supports_dtype(FloatDType::F16),
+            memory_bytes: host_memory(),
         }
     }
+}
+
+/// `MemTotal` of `/proc/meminfo`, where there is one.
+fn host_memory() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
+}
+
+/// Devices acquired through [`gpu`] / [`gpu_async`] with what was learnt about them.
+static RECORDED: Mutex<Vec<(Device, GpuInfo)>> = Mutex::new(Vec::new());
+
+fn record(device: &Device, info: &GpuInfo) {
+    let mut recorded = RECORDED.lock().unwrap_or_else(|e| e.into_inner());
+    recorded.retain(|(d, _)| d != device);
+    recorded.push((device.clone(), info.clone()));
+}
+
+/// What is known about `device`: its recorded capabilities and limits, or (a device made
+/// elsewhere) none but its f16 support.
+pub fn info_of(device: &Device) -> GpuInfo {
+    let recorded = RECORDED.lock().unwrap_or_else(|e| e.into_inner());
+    recorded.iter().find(|(d, _)| d == device).map_or_else(|| GpuInfo::unrecorded(device), |(_, info)| info.clone())
 }
 
 fn gpu_error(e: impl std::fmt::Display) -> crate::error::Error {
@@ -79,7 +137,13 @@ impl DeviceChoice {
 pub fn gpu() -> Result<(Device, GpuInfo)> {
     use std::sync::OnceLock;
     static DEVICE: OnceLock<std::result::Result<(Device, GpuInfo), crate::Error>> = OnceLock::new();
-    DEVICE.get_or_init(|| select(DeviceChoice::from_env()?)).clone()
+    DEVICE
+        .get_or_init(|| {
+            let (device, info) = select(DeviceChoice::from_env()?)?;
+            record(&device, &info);
+            Ok((device, info))
+        })
+        .clone()
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -93,7 +157,10 @@ fn select(choice: DeviceChoice) -> Result<(Device, GpuInfo)> {
             let why = format!("the only GPU, {}, is a software rasteriser", setup.adapter.get_info().name);
             Ok((Device::flex(), GpuInfo::cpu(&why)))
         }
-        Ok((device, setup)) => Ok((device, GpuInfo::of(&setup))),
+        Ok((device, setup)) => {
+            let info = GpuInfo::of(&setup, &device);
+            Ok((device, info))
+        }
         Err(e) if choice == DeviceChoice::Auto => Ok((Device::flex(), GpuInfo::cpu(&format!("no GPU: {e}")))),
         Err(e) => Err(gpu_error(e)),
     }
@@ -102,5 +169,7 @@ fn select(choice: DeviceChoice) -> Result<(Device, GpuInfo)> {
 /// Acquires the browser's WebGPU device; call once and keep the result.
 pub async fn gpu_async() -> Result<(Device, GpuInfo)> {
     let (device, setup) = Device::wgpu_options().init_with_setup_async().await.map_err(gpu_error)?;
-    Ok((device, GpuInfo::of(&setup)))
+    let info = GpuInfo::of(&setup, &device);
+    record(&device, &info);
+    Ok((device, info))
 }

@@ -19,7 +19,7 @@ use cubecl::logging::{LaunchObservation, LaunchObserver};
 use crate::data::Example;
 use crate::err;
 use crate::error::Result;
-use crate::model::{CausalLm, ModelConfig};
+use crate::model::{CausalLm, LoadOptions, ModelConfig};
 use crate::peft::{Adapter, LoraAdapter, LoraConfig};
 use crate::rng::Rng;
 use crate::train::{TrainConfig, Trainer};
@@ -114,7 +114,7 @@ fn gradient_dispatches_with_layers(like: &Trainer, layers: usize, seq_len: usize
     let device = like.model().device();
     let config = ModelConfig { num_layers: layers, vocab_size: 512, ..like.model().config.clone() };
     let vocab = config.vocab_size;
-    let lm = Arc::new(CausalLm::random(config, device));
+    let lm = Arc::new(CausalLm::random(config, device, &LoadOptions::default())?);
     let lora = match like.adapter() {
         Adapter::Lora(lora) => lora.config.clone(),
         _ => LoraConfig::default(),

@@ -167,9 +167,12 @@ fn assert_gguf_matches_adapter(
     }
 }
 
+/// Every fixture LoRA (Qwen3 and Gemma 3 on all 7 linears) exports under llama.cpp's architecture
+/// name (`qwen3`, `gemma3` as `convert_hf_to_gguf.py`'s `Qwen3Model` / `Gemma3Model` write it) with
+/// the base tensor names and, Llama's q/k alone, the base conversion's row permutation.
 #[test]
 fn fixture_loras_export_as_llama_cpp_adapters() {
-    for name in MODELS {
+    for name in MODELS.into_iter().chain(WAVE2_MODELS) {
         let m = model(name);
         let adapter = fixture_adapter(&m, name, "lora");
         let bytes = export(&adapter, &m.lm.config);

@@ -5,14 +5,14 @@ mod common;
 
 use common::*;
 use webtune::model::files::Folder;
-use webtune::model::{Model, NoAdapter};
+use webtune::model::{LoadOptions, Model, NoAdapter, WeightsDtype};
 
 const TOLERANCE: f32 = 1e-4;
 
 #[test]
 fn base_logits_match_transformers() {
     let device = gpu();
-    for name in MODELS {
+    for name in MODELS.into_iter().chain(WAVE2_MODELS) {
         let model = Model::load(&Folder::new(fixtures().join(name).join("base")).unwrap(), &device).unwrap();
         let reference = read_reference(&fixtures().join(name).join("base_logits.safetensors"));
         for i in 0..2 {
@@ -29,13 +29,19 @@ fn base_logits_match_transformers() {
 
 #[test]
 fn parameter_counts_match_transformers() {
-    // manifest.json holds transformers' `num_parameters()` for each fixture model.
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).unwrap()).unwrap();
+    // The manifests hold transformers' `num_parameters()` for each fixture model.
+    let read = |file: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join(file)).unwrap()).unwrap()
+    };
+    let (wave1, wave2) = (read("manifest.json"), read("manifest_wave2.json"));
     let device = gpu();
-    for name in MODELS {
+    let counts = MODELS
+        .map(|name| (name, &wave1[name]))
+        .into_iter()
+        .chain(WAVE2_MODELS.map(|name| (name, &wave2["models"][name])));
+    for (name, entry) in counts {
         let model = Model::load(&Folder::new(fixtures().join(name).join("base")).unwrap(), &device).unwrap();
-        assert_eq!(model.lm.parameter_count() as u64, manifest[name]["n_params"].as_u64().unwrap(), "{name}");
+        assert_eq!(model.lm.parameter_count() as u64, entry["n_params"].as_u64().unwrap(), "{name}");
     }
 }
 
@@ -85,5 +91,75 @@ fn tokenizer_reproduces_fixture_ids() {
         }
         assert_eq!(tok.eos_token_ids, vec![0]);
         assert_eq!(tok.pad_token_id, Some(1));
+    }
+}
+
+fn load_with(name: &str, options: &LoadOptions) -> Model {
+    Model::load_with(&Folder::new(fixtures().join(name).join("base")).unwrap(), &gpu(), options).unwrap()
+}
+
+/// Base logits of both fixture sequences, concatenated.
+fn sequence_logits(model: &Model, name: &str) -> Vec<f32> {
+    let reference = read_reference(&fixtures().join(name).join("base_logits.safetensors"));
+    (0..2)
+        .flat_map(|i| {
+            let ids = reference[&format!("input_ids_{i}")].ids();
+            floats(model.lm.forward(&ids, 1, None, &NoAdapter).unwrap())
+        })
+        .collect()
+}
+
+/// The f32 fixtures load unchanged by default; with f16 storage every matrix is rounded to f16
+/// (relative error at most 2^-11 per weight) while activations and sums stay f32.
+#[test]
+fn f16_storage_stays_close_to_f32() {
+    for name in MODELS.into_iter().chain(WAVE2_MODELS) {
+        let f32_model = load_with(name, &LoadOptions::default());
+        assert_eq!(f32_model.lm.report.weights_dtype, "f32", "{name}: an F32 checkpoint stays f32 by default");
+        let f16_model = load_with(name, &LoadOptions { weights_dtype: WeightsDtype::F16, ..LoadOptions::default() });
+        let report = &f16_model.lm.report;
+        assert_eq!(report.weights_dtype, "f16", "{name}");
+        assert!(report.weight_bytes < f32_model.lm.report.weight_bytes * 6 / 10, "{name}: {report:?}");
+        let (exact, half) = (sequence_logits(&f32_model, name), sequence_logits(&f16_model, name));
+        let diff = max_abs_diff(&half, &exact);
+        let largest = exact.iter().fold(0f32, |m, x| m.max(x.abs()));
+        println!(
+            "{name}: f16 storage {:.1} KiB vs f32 {:.1} KiB; max |logit f16 − f32| = {diff:.3e} (largest |logit| {largest:.3})",
+            report.weight_bytes as f64 / 1024.0,
+            f32_model.lm.report.weight_bytes as f64 / 1024.0
+        );
+        // Rounding each weight by at most 2^-11 of itself moves each logit by a small multiple of
+        // 2^-11 of its size (the errors of a dot product mostly cancel); 2^-8 of the largest logit
+        // leaves room for that and fails on anything systematic (a wrong cast, a lost scale).
+        assert!(diff > 0.0, "{name}: f16 storage changed nothing; are the weights really rounded?");
+        assert!(diff < largest / 256.0, "{name}: f16 storage moved the logits by {diff}");
+    }
+}
+
+/// Embedding and head matrices larger than the binding limit are stored as row blocks: lookups
+/// and logits equal the unsplit model's. The limit is lowered so that the 512-row tables split
+/// unevenly (e.g. 195 + 195 + 122 rows) while every other tensor still fits one binding.
+#[test]
+fn split_tables_match_unsplit_logits() {
+    for (name, limit, blocks) in
+        [("llama", 50_000, 3), ("qwen2", 50_000, 3), ("gpt2", 65_536, 2), ("qwen3", 50_000, 3), ("gemma3", 50_000, 3)]
+    {
+        let whole = load_with(name, &LoadOptions::default());
+        assert!(whole.lm.report.split_tables.is_empty(), "{name}");
+        let split = load_with(name, &LoadOptions { max_binding_bytes: Some(limit), ..LoadOptions::default() });
+        let embedding = if name == "gpt2" { "transformer.wte.weight" } else { "model.embed_tokens.weight" };
+        assert_eq!(split.lm.report.split_tables, [(embedding.to_owned(), blocks)], "{name}");
+        let diff = max_abs_diff(&sequence_logits(&split, name), &sequence_logits(&whole, name));
+        let reference = read_reference(&fixtures().join(name).join("base_logits.safetensors"));
+        let expected: Vec<f32> = (0..2).flat_map(|i| reference[&format!("logits_{i}")].f32s()).collect();
+        let vs_transformers = max_abs_diff(&sequence_logits(&split, name), &expected);
+        println!(
+            "{name}: {blocks} row blocks; max |split − unsplit| = {diff:.3e}, vs transformers {vs_transformers:.3e}"
+        );
+        assert!(diff <= 1e-6, "{name}: split tables change the logits by {diff}");
+        assert!(vs_transformers < TOLERANCE, "{name}: {vs_transformers}");
+        // Every token's embedding, looked up across blocks in a shuffled order.
+        let ids: Vec<u32> = (0..512u32).map(|i| (i * 173) % 512).collect();
+        assert_eq!(floats(split.lm.embed(&ids).unwrap()), floats(whole.lm.embed(&ids).unwrap()), "{name}");
     }
 }

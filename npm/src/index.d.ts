@@ -88,6 +88,11 @@ export interface GpuInfo {
   /** Largest buffer one kernel can bind: bounds the biggest tensor (e.g. logits). */
   maxStorageBufferBindingSize: number;
   maxBufferSize: number;
+  /** Whether kernels compute in f16 (`shader-f16`): without it, F16/BF16 checkpoints are stored
+   * in f32 (twice their size). */
+  shaderF16: boolean;
+  /** Memory the weights must fit in, where known (never in browsers: `null`). */
+  memoryBytes: number | null;
 }
 
 /** Where a model comes from. All sources need the Hugging Face layout: `config.json`,
@@ -128,7 +133,7 @@ export interface LoadModelOptions {
 
 export interface ModelInfo {
   name: string;
-  architecture: "llama" | "qwen2" | "gpt2";
+  architecture: "llama" | "qwen2" | "qwen3" | "gemma3" | "gpt2";
   /** Parameters in the weight files. */
   parameters: number;
   vocabSize: number;
@@ -146,6 +151,20 @@ export interface ModelInfo {
   /** PEFT's default LoRA targets for this architecture. */
   defaultTargets: string[];
   hasChatTemplate: boolean;
+  /** How the weights sit on the GPU. */
+  weights: {
+    /** Storage width of the frozen matrices. */
+    weightsDtype: "f16" | "f32";
+    /** Why that width, in words. */
+    reason: string;
+    /** The checkpoint's dtype: `"F32"`, `"F16"`, `"BF16"` or `"F64"`. */
+    checkpointDtype: string;
+    weightBytes: number;
+    /** Matrices stored as row blocks because they exceed the binding limit: [name, blocks]. */
+    splitTables: [string, number][];
+    /** Matrices kept in f32 under f16 storage (values beyond f16's range). */
+    keptF32: string[];
+  };
 }
 
 /** Every training option, with its default. The same names as the `webtune train` CLI flags.

@@ -7,7 +7,7 @@ use std::time::Instant;
 use burn::tensor::{Distribution, Tensor};
 use serde_json::json;
 use webtune::data::Example;
-use webtune::model::{CausalLm, ModelConfig};
+use webtune::model::{CausalLm, LoadOptions, ModelConfig, WeightsDtype};
 use webtune::options::DEFAULTS;
 use webtune::peft::{Adapter, LoraAdapter, LoraConfig};
 use webtune::rng::Rng;
@@ -31,6 +31,10 @@ pub struct Args {
     /// Side of the square f32 matmul used for the device's peak GFLOP/s.
     #[arg(long, default_value_t = 2048)]
     matmul_size: usize,
+    /// Storage width of the frozen weights: auto (f16 where the device computes in f16, as for a
+    /// BF16 checkpoint), f16 or f32.
+    #[arg(long, default_value = "auto", value_parser = WeightsDtype::parse)]
+    weights_dtype: WeightsDtype,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -42,7 +46,8 @@ pub fn run(args: Args) -> Result<()> {
         args.layers
     ))?;
     let vocab = config.vocab_size;
-    let lm = std::sync::Arc::new(CausalLm::random(config, &device));
+    let options = LoadOptions { weights_dtype: args.weights_dtype, ..LoadOptions::default() };
+    let lm = std::sync::Arc::new(CausalLm::random(config, &device, &options)?);
     let lora = LoraConfig {
         target_modules: ["q_proj", "k_proj", "v_proj", "o_proj"].map(String::from).to_vec(),
         ..LoraConfig::default()
@@ -94,6 +99,7 @@ pub fn run(args: Args) -> Result<()> {
             "batch": args.batch_size,
             "seq_len": args.seq_len,
             "lora": "r=8 q,k,v,o",
+            "weights_dtype": lm.report.weights_dtype,
             "ms_per_step": round(step_s * 1e3),
             "tokens_per_s": round(tokens / step_s),
             "peak_gpu_reserved_mb": round(peak_reserved as f64 / 1_048_576.0),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use webtune::model::files::Folder;
 use webtune::model::weights::{HostTensor, encode_safetensors};
-use webtune::model::{Model, NoAdapter};
+use webtune::model::{LoadOptions, Model, NoAdapter, WeightsDtype};
 use webtune::{device, readback};
 
 #[derive(clap::Args)]
@@ -27,12 +27,25 @@ pub struct Args {
     /// Tokenise without the tokenizer's special tokens (e.g. no BOS).
     #[arg(long)]
     no_special_tokens: bool,
+    /// Storage width of the frozen weights: auto (f16 for an F16/BF16 checkpoint where the
+    /// device computes in f16), f16 or f32.
+    #[arg(long, default_value = "auto", value_parser = WeightsDtype::parse)]
+    weights_dtype: WeightsDtype,
 }
 
 pub fn run(args: Args) -> webtune::Result<()> {
     let folder = Folder::new(&args.model)?;
     let (device, _) = device::gpu()?;
-    let model = Model::load(&folder, &device)?;
+    let options = LoadOptions { weights_dtype: args.weights_dtype, ..LoadOptions::default() };
+    let model = Model::load_with(&folder, &device, &options)?;
+    let report = &model.lm.report;
+    eprintln!(
+        "weights: {} checkpoint stored as {} ({}): {:.1} MiB on the device",
+        report.checkpoint_dtype,
+        report.weights_dtype,
+        report.reason,
+        report.weight_bytes as f64 / 1_048_576.0
+    );
     let ids = model.tokenizer.encode(&args.text, !args.no_special_tokens)?;
     if ids.is_empty() {
         return Err(webtune::err!(InvalidOptions, "--text gives no tokens"));

@@ -159,9 +159,18 @@ pub struct PreviewSegment {
 /// The text that asks the model to answer `user_text` in a chat: a single user turn rendered with
 /// the model's chat template and its assistant generation prompt.
 pub fn chat_prompt(tokenizer: &TextTokenizer, user_text: &str) -> Result<String> {
-    let messages = [serde_json::json!({"role": "user", "content": user_text})];
+    render_chat(tokenizer, &[serde_json::json!({"role": "user", "content": user_text})], true)
+}
+
+/// A conversation (`{"role", "content"}` messages) rendered with the model's chat template, as
+/// transformers' `apply_chat_template(..., tokenize=False)` renders it.
+pub fn render_chat(
+    tokenizer: &TextTokenizer,
+    messages: &[serde_json::Value],
+    add_generation_prompt: bool,
+) -> Result<String> {
     template::ChatTemplate::new(tokenizer)?
-        .render(&messages, true)
+        .render(messages, add_generation_prompt)
         .map_err(|e| crate::err!(InvalidTokenizer, "the chat template failed: {e}"))
 }
 

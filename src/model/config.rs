@@ -1,7 +1,9 @@
 //! `config.json` of a Hugging Face causal LM, reduced to what the forward pass needs.
 //!
-//! Defaults follow the transformers config classes (`LlamaConfig`, `Qwen2Config`, `GPT2Config`)
-//! so that a hub config that omits a field means what it means in transformers.
+//! Defaults follow the transformers config classes (`LlamaConfig`, `Qwen2Config`, `Qwen3Config`,
+//! `Gemma3TextConfig`, `GPT2Config`) so that a hub config that omits a field means what it means in
+//! transformers. Every size is bounded ([`MAX_DIMENSION`] and friends) so that an absurd file fails
+//! here, before anything is built or allocated from it.
 
 use serde_json::{Map, Value};
 
@@ -15,6 +17,11 @@ pub enum Architecture {
     Llama,
     /// `Qwen2ForCausalLM`: Llama plus q/k/v biases.
     Qwen2,
+    /// `Qwen3ForCausalLM`: Llama plus per-head q/k RMSNorm before RoPE, explicit `head_dim`.
+    Qwen3,
+    /// `Gemma3ForCausalLM` (`gemma3_text`): scaled embedding, `(1 + w)` sandwich norms, q/k norms,
+    /// sliding-window and full attention layers, GELU-tanh gated MLP.
+    Gemma3,
     /// `GPT2LMHeadModel`: LayerNorm, learned positions, Conv1D weights stored `[in, out]`.
     Gpt2,
 }
@@ -24,9 +31,20 @@ impl Architecture {
         match self {
             Architecture::Llama => "llama",
             Architecture::Qwen2 => "qwen2",
+            Architecture::Qwen3 => "qwen3",
+            Architecture::Gemma3 => "gemma3",
             Architecture::Gpt2 => "gpt2",
         }
     }
+}
+
+/// Which keys a decoder layer's queries see (transformers' `layer_types`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerAttention {
+    /// Every earlier key (`full_attention`).
+    Full,
+    /// The last `sliding_window` keys, the query's own included (`sliding_attention`).
+    Sliding,
 }
 
 /// The MLP non-linearity.
@@ -79,12 +97,37 @@ pub struct ModelConfig {
     pub scale_attn_weights: bool,
     /// GPT-2's `scale_attn_by_inverse_layer_idx`: also divide scores by layer index + 1.
     pub scale_attn_by_inverse_layer_idx: bool,
+    /// Per-head RMSNorm of queries and keys over `head_dim`, before RoPE (Qwen3, Gemma 3).
+    pub qk_norm: bool,
+    /// Attention kind of each decoder layer (`num_layers` entries; all full except Gemma 3's).
+    pub layer_types: Vec<LayerAttention>,
+    /// Keys a query sees in a [`LayerAttention::Sliding`] layer, itself included.
+    pub sliding_window: Option<usize>,
+    /// RoPE of the sliding layers (Gemma 3's `rope_local_base_freq`); full layers use `rope`.
+    pub local_rope: Option<RopeConfig>,
+    /// Gemma 3: attention scores are scaled by `query_pre_attn_scalar^-0.5` instead of
+    /// `head_dim^-0.5`.
+    pub query_pre_attn_scalar: Option<f64>,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
     pub pad_token_id: Option<u32>,
 }
 
 const FILE: &str = "config.json";
+
+/// What to tell the user about supported model types.
+const SUPPORTED: &str =
+    "webtune supports llama (incl. SmolLM2, TinyLlama), qwen2, qwen3, gemma3_text (Gemma 3 text models) and gpt2";
+
+/// Largest hidden, head or feature size accepted from `config.json` (the largest real models use
+/// ~2^15); a bigger value is a corrupt or hostile file.
+pub const MAX_DIMENSION: usize = 1 << 20;
+/// Largest vocabulary accepted (real ones reach 262,144).
+pub const MAX_VOCAB: usize = 1 << 24;
+/// Largest layer or head count accepted (real ones stay below 200).
+pub const MAX_LAYERS: usize = 4096;
+/// Largest context length accepted.
+pub const MAX_POSITIONS: usize = 1 << 24;
 
 impl ModelConfig {
     /// Parses `config.json` text. Errors name the file and the offending field.
@@ -94,31 +137,31 @@ impl ModelConfig {
         let obj = value.as_object().ok_or_else(|| err!(InvalidConfig, "{FILE} must hold a JSON object"))?;
         let fields = Fields(obj);
         let model_type = fields.str("model_type")?.unwrap_or_default();
-        let architecture = match model_type.as_str() {
-            "llama" => Architecture::Llama,
-            "qwen2" => Architecture::Qwen2,
-            "gpt2" => Architecture::Gpt2,
-            "" => {
+        let config = match model_type.as_str() {
+            "llama" => Self::llama(&fields, Architecture::Llama)?,
+            "qwen2" => Self::llama(&fields, Architecture::Qwen2)?,
+            "qwen3" => Self::llama(&fields, Architecture::Qwen3)?,
+            "gemma3_text" => Self::gemma3(&fields)?,
+            "gpt2" => Self::gpt2(&fields)?,
+            "gemma3" => {
                 return Err(err!(
-                    InvalidConfig,
-                    "{FILE} has no \"model_type\"; webtune supports llama (incl. SmolLM2, TinyLlama), qwen2 and gpt2"
+                    UnsupportedArchitecture,
+                    "{FILE}: model_type \"gemma3\" is the multimodal Gemma3ForConditionalGeneration (text + images), which webtune does not implement; use a text-only Gemma 3 checkpoint (model_type \"gemma3_text\", Gemma3ForCausalLM) such as google/gemma-3-270m, google/gemma-3-270m-it, google/gemma-3-1b-pt or google/gemma-3-1b-it"
                 ));
             }
+            "" => return Err(err!(InvalidConfig, "{FILE} has no \"model_type\"; {SUPPORTED}")),
             other => {
                 return Err(err!(
                     UnsupportedArchitecture,
-                    "{FILE}: model_type \"{other}\" is not supported; webtune supports llama (incl. SmolLM2, TinyLlama), qwen2 and gpt2"
+                    "{FILE}: model_type \"{other}\" is not supported; {SUPPORTED}"
                 ));
             }
-        };
-        let config = match architecture {
-            Architecture::Gpt2 => Self::gpt2(&fields)?,
-            Architecture::Llama | Architecture::Qwen2 => Self::llama(&fields, architecture)?,
         };
         config.validate()?;
         Ok(config)
     }
 
+    /// Llama, Qwen2 and Qwen3: the same decoder, with q/k/v biases (Qwen2) or q/k norms (Qwen3).
     fn llama(f: &Fields, architecture: Architecture) -> Result<Self> {
         let hidden_size = f.req_usize("hidden_size")?;
         let num_heads = f.req_usize("num_attention_heads")?;
@@ -134,17 +177,19 @@ impl ModelConfig {
                 ));
             }
         };
-        let qwen = architecture == Architecture::Qwen2;
+        let qwen2 = architecture == Architecture::Qwen2;
+        let qwen = qwen2 || architecture == Architecture::Qwen3;
         if qwen && f.bool("use_sliding_window")?.unwrap_or(false) {
             return Err(err!(UnsupportedArchitecture, "{FILE}: use_sliding_window=true is not supported"));
         }
         let attention_bias = f.bool("attention_bias")?.unwrap_or(false);
+        let num_layers = bounded_layers(f.req_usize("num_hidden_layers")?)?;
         Ok(ModelConfig {
             architecture,
             vocab_size: f.req_usize("vocab_size")?,
             hidden_size,
             intermediate_size: f.req_usize("intermediate_size")?,
-            num_layers: f.req_usize("num_hidden_layers")?,
+            num_layers,
             num_heads,
             num_kv_heads,
             head_dim,
@@ -153,11 +198,79 @@ impl ModelConfig {
             tie_word_embeddings: f.bool("tie_word_embeddings")?.unwrap_or(false),
             activation,
             rope: Some(rope_config(f)?),
-            qkv_bias: qwen || attention_bias,
-            o_bias: !qwen && attention_bias,
+            qkv_bias: qwen2 || attention_bias,
+            o_bias: !qwen2 && attention_bias,
             mlp_bias: f.bool("mlp_bias")?.unwrap_or(false),
             scale_attn_weights: true,
             scale_attn_by_inverse_layer_idx: false,
+            qk_norm: architecture == Architecture::Qwen3,
+            layer_types: vec![LayerAttention::Full; num_layers],
+            sliding_window: None,
+            local_rope: None,
+            query_pre_attn_scalar: None,
+            bos_token_id: f.u32("bos_token_id")?,
+            eos_token_ids: f.u32_list("eos_token_id")?,
+            pad_token_id: f.u32("pad_token_id")?,
+        })
+    }
+
+    /// `Gemma3TextConfig`. `layer_types` says which layers slide; configs saved before it existed
+    /// say it with `sliding_window_pattern` (every n-th layer is full), which transformers expands
+    /// the same way. With neither, transformers would silently assume a pattern of 6.
+    fn gemma3(f: &Fields) -> Result<Self> {
+        let hidden_size = f.req_usize("hidden_size")?;
+        let num_heads = f.usize("num_attention_heads")?.unwrap_or(8);
+        let num_layers = bounded_layers(f.req_usize("num_hidden_layers")?)?;
+        let activation = match f.str("hidden_activation")?.as_deref().unwrap_or("gelu_pytorch_tanh") {
+            "gelu_pytorch_tanh" | "gelu_new" => Activation::GeluTanh,
+            "gelu" => Activation::GeluErf,
+            other => {
+                return Err(err!(
+                    UnsupportedArchitecture,
+                    "{FILE}: hidden_activation \"{other}\" is not supported for gemma3_text"
+                ));
+            }
+        };
+        for key in ["attn_logit_softcapping", "final_logit_softcapping"] {
+            if f.get(key).is_some() {
+                return Err(err!(
+                    UnsupportedArchitecture,
+                    "{FILE}: \"{key}\" is set; Gemma 3 checkpoints have it null and webtune does not implement softcapping"
+                ));
+            }
+        }
+        if f.bool("use_bidirectional_attention")?.unwrap_or(false) {
+            return Err(err!(
+                UnsupportedArchitecture,
+                "{FILE}: use_bidirectional_attention=true (an embedding model such as EmbeddingGemma) is not a causal LM"
+            ));
+        }
+        let layer_types = gemma3_layer_types(f, num_layers)?;
+        let (global, local) = gemma3_rope(f)?;
+        Ok(ModelConfig {
+            architecture: Architecture::Gemma3,
+            vocab_size: f.usize("vocab_size")?.unwrap_or(262_208),
+            hidden_size,
+            intermediate_size: f.req_usize("intermediate_size")?,
+            num_layers,
+            num_heads,
+            num_kv_heads: f.usize("num_key_value_heads")?.unwrap_or(4),
+            head_dim: f.usize("head_dim")?.unwrap_or(256),
+            max_positions: f.usize("max_position_embeddings")?.unwrap_or(131_072),
+            norm_eps: f.f64("rms_norm_eps")?.unwrap_or(1e-6),
+            tie_word_embeddings: f.bool("tie_word_embeddings")?.unwrap_or(true),
+            activation,
+            rope: Some(global),
+            qkv_bias: f.bool("attention_bias")?.unwrap_or(false),
+            o_bias: f.bool("attention_bias")?.unwrap_or(false),
+            mlp_bias: false,
+            scale_attn_weights: true,
+            scale_attn_by_inverse_layer_idx: false,
+            qk_norm: true,
+            layer_types,
+            sliding_window: Some(f.usize("sliding_window")?.unwrap_or(4096)),
+            local_rope: Some(local),
+            query_pre_attn_scalar: Some(f.f64("query_pre_attn_scalar")?.unwrap_or(256.0)),
             bos_token_id: f.u32("bos_token_id")?,
             eos_token_ids: f.u32_list("eos_token_id")?,
             pad_token_id: f.u32("pad_token_id")?,
@@ -167,6 +280,7 @@ impl ModelConfig {
     fn gpt2(f: &Fields) -> Result<Self> {
         let hidden_size = f.usize("n_embd")?.unwrap_or(768);
         let num_heads = f.usize("n_head")?.unwrap_or(12);
+        let num_layers = bounded_layers(f.usize("n_layer")?.unwrap_or(12))?;
         let activation = match f.str("activation_function")?.as_deref().unwrap_or("gelu_new") {
             "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
             "gelu" => Activation::GeluErf,
@@ -185,7 +299,7 @@ impl ModelConfig {
             vocab_size: f.usize("vocab_size")?.unwrap_or(50257),
             hidden_size,
             intermediate_size: f.usize("n_inner")?.unwrap_or(4 * hidden_size),
-            num_layers: f.usize("n_layer")?.unwrap_or(12),
+            num_layers,
             num_heads,
             num_kv_heads: num_heads,
             head_dim: hidden_size / num_heads.max(1),
@@ -199,6 +313,11 @@ impl ModelConfig {
             mlp_bias: true,
             scale_attn_weights: f.bool("scale_attn_weights")?.unwrap_or(true),
             scale_attn_by_inverse_layer_idx: f.bool("scale_attn_by_inverse_layer_idx")?.unwrap_or(false),
+            qk_norm: false,
+            layer_types: vec![LayerAttention::Full; num_layers],
+            sliding_window: None,
+            local_rope: None,
+            query_pre_attn_scalar: None,
             bos_token_id: f.u32("bos_token_id")?,
             eos_token_ids: f.u32_list("eos_token_id")?,
             pad_token_id: f.u32("pad_token_id")?,
@@ -206,19 +325,35 @@ impl ModelConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        let positive = [
-            ("vocab size", self.vocab_size),
-            ("hidden size", self.hidden_size),
-            ("intermediate size", self.intermediate_size),
-            ("number of layers", self.num_layers),
-            ("number of attention heads", self.num_heads),
-            ("number of key/value heads", self.num_kv_heads),
-            ("head dimension", self.head_dim),
+        let sizes = [
+            ("vocab_size", self.vocab_size, MAX_VOCAB),
+            ("hidden_size", self.hidden_size, MAX_DIMENSION),
+            ("intermediate_size", self.intermediate_size, MAX_DIMENSION),
+            ("num_hidden_layers", self.num_layers, MAX_LAYERS),
+            ("num_attention_heads", self.num_heads, MAX_LAYERS),
+            ("num_key_value_heads", self.num_kv_heads, MAX_LAYERS),
+            ("head_dim", self.head_dim, MAX_DIMENSION),
+            ("max_position_embeddings", self.max_positions, MAX_POSITIONS),
         ];
-        for (what, value) in positive {
+        for (key, value, max) in sizes {
             if value == 0 {
-                return Err(err!(InvalidConfig, "{FILE}: the {what} must be positive"));
+                return Err(err!(InvalidConfig, "{FILE}: \"{key}\" must be positive"));
             }
+            if value > max {
+                return Err(too_large(key, value, max));
+            }
+        }
+        if self.num_heads * self.head_dim > MAX_DIMENSION {
+            return Err(err!(
+                InvalidConfig,
+                "{FILE}: num_attention_heads × head_dim = {} exceeds {MAX_DIMENSION}; the file is corrupt",
+                self.num_heads * self.head_dim
+            ));
+        }
+        if let Some(window) = self.sliding_window
+            && window == 0
+        {
+            return Err(err!(InvalidConfig, "{FILE}: \"sliding_window\" must be positive"));
         }
         if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return Err(err!(
@@ -248,25 +383,120 @@ impl ModelConfig {
     }
 }
 
+/// The layer count, checked before anything per layer is built from it.
+fn bounded_layers(layers: usize) -> Result<usize> {
+    if layers > MAX_LAYERS {
+        return Err(too_large("num_hidden_layers", layers, MAX_LAYERS));
+    }
+    Ok(layers)
+}
+
+/// An error for a size beyond what any real model uses.
+fn too_large(key: &str, value: usize, max: usize) -> crate::Error {
+    err!(
+        InvalidConfig,
+        "{FILE}: \"{key}\" is {value}, more than any real model uses (at most {max}); the file is corrupt"
+    )
+}
+
+/// Gemma 3's per-layer attention: `layer_types`, else expanded from `sliding_window_pattern`.
+fn gemma3_layer_types(f: &Fields, num_layers: usize) -> Result<Vec<LayerAttention>> {
+    if let Some(value) = f.get("layer_types") {
+        let items = value
+            .as_array()
+            .ok_or_else(|| err!(InvalidConfig, "{FILE}: \"layer_types\" must be a list, got {value}"))?;
+        if items.len() != num_layers {
+            return Err(err!(
+                InvalidConfig,
+                "{FILE}: \"layer_types\" has {} entries but num_hidden_layers is {num_layers}",
+                items.len()
+            ));
+        }
+        return items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match item.as_str() {
+                Some("full_attention") => Ok(LayerAttention::Full),
+                Some("sliding_attention") => Ok(LayerAttention::Sliding),
+                _ => Err(err!(
+                    InvalidConfig,
+                    "{FILE}: layer_types[{i}] is {item}; expected \"full_attention\" or \"sliding_attention\""
+                )),
+            })
+            .collect();
+    }
+    let pattern = f.usize("sliding_window_pattern")?.ok_or_else(|| {
+        err!(
+            InvalidConfig,
+            "{FILE}: a gemma3_text config needs \"layer_types\" (or the older \"sliding_window_pattern\") to say which layers use sliding-window attention; re-save the config with a current transformers or take config.json from the model's hub page"
+        )
+    })?;
+    if pattern == 0 {
+        return Err(err!(InvalidConfig, "{FILE}: \"sliding_window_pattern\" must be positive"));
+    }
+    // transformers: layer i slides unless (i + 1) is a multiple of the pattern.
+    Ok((0..num_layers)
+        .map(|i| if (i + 1) % pattern == 0 { LayerAttention::Full } else { LayerAttention::Sliding })
+        .collect())
+}
+
+/// Gemma 3's RoPE of full and of sliding layers: `rope_parameters.{full,sliding}_attention`
+/// (transformers 5), else `rope_theta` + `rope_scaling` for full layers and
+/// `rope_local_base_freq` (unscaled) for sliding ones.
+fn gemma3_rope(f: &Fields) -> Result<(RopeConfig, RopeConfig)> {
+    let params = object(f, "rope_parameters")?;
+    let part = |name: &str| -> Result<Option<&Map<String, Value>>> {
+        match params.and_then(|p| p.get(name)) {
+            Some(Value::Object(p)) => Ok(Some(p)),
+            Some(Value::Null) | None => Ok(None),
+            Some(_) => Err(err!(InvalidConfig, "{FILE}: rope_parameters.{name} must be an object")),
+        }
+    };
+    let global_theta = f.f64("rope_theta")?.unwrap_or(1e6);
+    let local_theta = f.f64("rope_local_base_freq")?.unwrap_or(1e4);
+    let global = match part("full_attention")? {
+        Some(p) => rope_from(Some(p), theta_of(p, global_theta)?)?,
+        None => rope_from(object(f, "rope_scaling")?, global_theta)?,
+    };
+    let local = match part("sliding_attention")? {
+        Some(p) => rope_from(Some(p), theta_of(p, local_theta)?)?,
+        None => RopeConfig { theta: local_theta, scaling: RopeScaling::Default },
+    };
+    Ok((global, local))
+}
+
+/// A JSON object field, `None` when absent or null.
+fn object<'a>(f: &Fields<'a>, key: &str) -> Result<Option<&'a Map<String, Value>>> {
+    match f.0.get(key) {
+        Some(Value::Object(p)) => Ok(Some(p)),
+        Some(Value::Null) | None => Ok(None),
+        Some(_) => Err(err!(InvalidConfig, "{FILE}: {key} must be an object or null")),
+    }
+}
+
+/// `rope_theta` of a RoPE parameter object, else `default`.
+fn theta_of(params: &Map<String, Value>, default: f64) -> Result<f64> {
+    match params.get("rope_theta") {
+        Some(v) => v.as_f64().ok_or_else(|| err!(InvalidConfig, "{FILE}: rope_theta must be a number, got {v}")),
+        None => Ok(default),
+    }
+}
+
 /// RoPE from `rope_parameters` (transformers 5), else `rope_scaling` + top-level `rope_theta`.
 fn rope_config(f: &Fields) -> Result<RopeConfig> {
-    let params = match f.0.get("rope_parameters") {
-        Some(Value::Object(p)) => Some(p),
-        Some(Value::Null) | None => None,
-        Some(_) => return Err(err!(InvalidConfig, "{FILE}: rope_parameters must be an object")),
-    };
-    let scaling = match (params, f.0.get("rope_scaling")) {
-        (Some(p), _) => Some(p),
-        (None, Some(Value::Object(s))) => Some(s),
-        (None, Some(Value::Null) | None) => None,
-        (None, Some(_)) => return Err(err!(InvalidConfig, "{FILE}: rope_scaling must be an object or null")),
-    };
-    let theta = match params.and_then(|p| p.get("rope_theta")) {
-        Some(v) => {
-            v.as_f64().ok_or_else(|| err!(InvalidConfig, "{FILE}: rope_parameters.rope_theta must be a number"))?
-        }
-        None => f.f64("rope_theta")?.unwrap_or(10000.0),
-    };
+    let params = object(f, "rope_parameters")?;
+    let top_theta = f.f64("rope_theta")?.unwrap_or(10000.0);
+    match params {
+        Some(p) => rope_from(Some(p), theta_of(p, top_theta)?),
+        None => rope_from(object(f, "rope_scaling")?, top_theta),
+    }
+}
+
+/// RoPE with base `theta` and the scaling that `scaling` (`rope_type` and its fields) describes.
+fn rope_from(scaling: Option<&Map<String, Value>>, theta: f64) -> Result<RopeConfig> {
+    if !(theta.is_finite() && theta > 1.0) {
+        return Err(err!(InvalidConfig, "{FILE}: rope_theta must be a number above 1, got {theta}"));
+    }
     let Some(s) = scaling else {
         return Ok(RopeConfig { theta, scaling: RopeScaling::Default });
     };
@@ -385,6 +615,35 @@ mod tests {
         let e = ModelConfig::from_json(r#"{"model_type":"mamba"}"#).unwrap_err();
         assert_eq!(e.code, crate::error::ErrorCode::UnsupportedArchitecture);
         assert!(e.message.contains("mamba") && e.message.contains("config.json"), "{e}");
+    }
+
+    /// A hub Gemma 3 config as transformers 4.x wrote it: RoPE bases at the top level, scaling for
+    /// the full layers only, layer types from the pattern.
+    #[test]
+    fn gemma3_hub_style_config() {
+        let c = ModelConfig::from_json(
+            r#"{"model_type":"gemma3_text","vocab_size":10,"hidden_size":8,"intermediate_size":16,
+                "num_hidden_layers":7,"num_attention_heads":2,"num_key_value_heads":1,"head_dim":4,
+                "rope_theta":1000000.0,"rope_local_base_freq":10000.0,"sliding_window_pattern":6,
+                "rope_scaling":{"rope_type":"linear","factor":8.0},"sliding_window":512}"#,
+        )
+        .unwrap();
+        use LayerAttention::{Full, Sliding};
+        assert_eq!(c.layer_types, [Sliding, Sliding, Sliding, Sliding, Sliding, Full, Sliding]);
+        assert_eq!(c.rope, Some(RopeConfig { theta: 1e6, scaling: RopeScaling::Linear { factor: 8.0 } }));
+        assert_eq!(c.local_rope, Some(RopeConfig { theta: 1e4, scaling: RopeScaling::Default }));
+        assert_eq!((c.sliding_window, c.query_pre_attn_scalar, c.qk_norm), (Some(512), Some(256.0), true));
+        assert!(c.tie_word_embeddings);
+    }
+
+    #[test]
+    fn qwen3_head_dim_need_not_divide_hidden() {
+        let c = ModelConfig::from_json(
+            r#"{"model_type":"qwen3","vocab_size":10,"hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,
+                "num_attention_heads":4,"num_key_value_heads":2,"head_dim":6}"#,
+        )
+        .unwrap();
+        assert_eq!((c.head_dim, c.qk_norm, c.qkv_bias), (6, true, false));
     }
 
     #[test]

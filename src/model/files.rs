@@ -20,8 +20,13 @@ pub trait FileSource {
         String::from_utf8(self.read(name)?).map_err(|_| err!(InvalidConfig, "{name} is not UTF-8 text"))
     }
 
-    /// `len` bytes of the file from `offset`, for reading a large file piece by piece (merged
-    /// export streams the weights one tensor at a time). The default reads the whole file.
+    /// The file's size in bytes. Sources that can tell without reading the file override this.
+    fn size(&self, name: &str) -> Result<u64> {
+        Ok(self.read(name)?.len() as u64)
+    }
+
+    /// `len` bytes of the file from `offset`, for reading a large file piece by piece (a
+    /// safetensors header, then one tensor at a time). The default reads the whole file.
     fn read_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         slice_range(name, &self.read(name)?, offset, len)
     }
@@ -61,6 +66,11 @@ impl FileSource for MemoryFiles {
 
     fn read(&self, name: &str) -> Result<Vec<u8>> {
         self.files.get(name).cloned().ok_or_else(|| err!(FileMissing, "{}: {name} is missing", self.describe()))
+    }
+
+    fn size(&self, name: &str) -> Result<u64> {
+        let bytes = self.files.get(name).ok_or_else(|| err!(FileMissing, "{}: {name} is missing", self.describe()))?;
+        Ok(bytes.len() as u64)
     }
 
     fn read_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
@@ -107,6 +117,14 @@ mod native {
         fn read(&self, name: &str) -> Result<Vec<u8>> {
             let path = self.root.join(name);
             std::fs::read(&path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => err!(FileMissing, "{} is missing", path.display()),
+                _ => err!(Io, "cannot read {}: {e}", path.display()),
+            })
+        }
+
+        fn size(&self, name: &str) -> Result<u64> {
+            let path = self.root.join(name);
+            std::fs::metadata(&path).map(|m| m.len()).map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => err!(FileMissing, "{} is missing", path.display()),
                 _ => err!(Io, "cannot read {}: {e}", path.display()),
             })

@@ -1,7 +1,13 @@
 //! Building blocks shared by the architectures. Activations travel as 2-D `[tokens, features]`
-//! tensors between blocks (tokens = batch × sequence); only attention reshapes to 4-D.
+//! f32 tensors between blocks (tokens = batch × sequence); only attention reshapes to 4-D. The
+//! frozen matrices may be stored in f16 ([`crate::model::LoadOptions`]): each is cast to f32
+//! where it is used, so activations, adapters, gradients and every sum stay f32. burn 0.22 has no
+//! mixed-dtype matmul to do better with: Flex asserts equal dtypes, CubeCL's unfused kernel reads
+//! the right operand with the left one's dtype, and only its fused path reads each in its own. The
+//! cast is transient in inference; under autodiff the matmul keeps it for the backward pass of
+//! every layer whose input is tracked, so a training step's peak still holds f32 copies.
 
-use burn::tensor::{Device, Tensor, TensorData, activation};
+use burn::tensor::{Device, FloatDType, Tensor, TensorData, activation};
 
 use crate::model::config::{RopeConfig, RopeScaling};
 use crate::model::weights::{WeightSpec, Weights};
@@ -48,7 +54,8 @@ pub struct NoAdapter;
 
 impl LayerHooks for NoAdapter {}
 
-/// A frozen linear layer, named by its HF module path (`model.layers.0.self_attn.q_proj`).
+/// A frozen linear layer, named by its HF module path (`model.layers.0.self_attn.q_proj`). Its
+/// weight is stored at the model's storage width; every accessor returns f32.
 #[derive(Clone)]
 pub struct Linear {
     pub path: String,
@@ -88,19 +95,21 @@ impl Linear {
         self.bias.is_some()
     }
 
-    /// The weight as `[in, out]` (a transposed view for `nn.Linear`, no copy).
+    /// The weight as `[in, out]` in f32 (for `nn.Linear` a transposed view of the f32 weight).
     pub fn weight_in_out(&self) -> Tensor<2> {
+        let weight = to_f32(self.weight.clone());
         match self.layout {
-            WeightLayout::OutIn => self.weight.clone().transpose(),
-            WeightLayout::InOut => self.weight.clone(),
+            WeightLayout::OutIn => weight.transpose(),
+            WeightLayout::InOut => weight,
         }
     }
 
-    /// The weight as `[out, in]`, the convention of LoRA's `B A` product.
+    /// The weight as `[out, in]` in f32, the convention of LoRA's `B A` product.
     pub fn weight_out_in(&self) -> Tensor<2> {
+        let weight = to_f32(self.weight.clone());
         match self.layout {
-            WeightLayout::OutIn => self.weight.clone(),
-            WeightLayout::InOut => self.weight.clone().transpose(),
+            WeightLayout::OutIn => weight,
+            WeightLayout::InOut => weight.transpose(),
         }
     }
 }
@@ -146,9 +155,16 @@ impl LinearTable {
     }
 }
 
-/// Llama's RMSNorm: `x / sqrt(mean(x²) + eps) · weight`.
+/// The f32 value of a stored tensor (a no-op for f32 storage).
+pub fn to_f32<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    t.cast(FloatDType::F32)
+}
+
+/// RMSNorm over the last dimension: `x / sqrt(mean(x²) + eps) · gain`, with gain = `weight`
+/// (Llama, Qwen) or `1 + weight` (Gemma, whose norm weights are stored as offsets from 1; the
+/// sum is formed in f32 once at load, as transformers forms it in f32 on every call).
 pub struct RmsNorm {
-    weight: Tensor<1>,
+    gain: Tensor<1>,
     eps: f64,
 }
 
@@ -157,13 +173,28 @@ impl RmsNorm {
         spec.add(format!("{path}.weight"), &[dim]);
     }
 
+    /// Gain = the stored weight.
     pub fn build(weights: &mut Weights, path: &str, eps: f64) -> Self {
-        RmsNorm { weight: weights.take(&format!("{path}.weight")), eps }
+        RmsNorm { gain: weights.take(&format!("{path}.weight")), eps }
     }
 
+    /// Gain = 1 + the stored weight (Gemma's `Gemma3RMSNorm`).
+    pub fn build_offset(weights: &mut Weights, path: &str, eps: f64) -> Self {
+        let weight: Tensor<1> = weights.take(&format!("{path}.weight"));
+        RmsNorm { gain: weight + 1.0, eps }
+    }
+
+    /// Normalises `x [rows, dim]` row by row.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         let inv_rms = (x.clone().square().mean_dim(1) + self.eps).sqrt().recip();
-        x * inv_rms * self.weight.clone().unsqueeze_dim(0)
+        x * inv_rms * self.gain.clone().unsqueeze_dim(0)
+    }
+
+    /// Normalises each head of `x [batch, heads, len, head_dim]` over `head_dim` (Qwen3's and
+    /// Gemma 3's `q_norm` / `k_norm`).
+    pub fn forward_heads(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, h, len, d] = x.dims();
+        self.forward(x.reshape([b * h * len, d])).reshape([b, h, len, d])
     }
 }
 
@@ -252,142 +283,6 @@ fn inverse_frequencies(config: &RopeConfig, head_dim: usize) -> Vec<f32> {
                 })
                 .collect()
         }
-    }
-}
-
-/// Keys and values of earlier positions, per layer, for incremental decoding.
-#[derive(Default)]
-pub struct KvCache {
-    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
-    len: usize,
-}
-
-impl KvCache {
-    /// Number of positions already cached.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Appends this step's keys/values for `layer` and returns the full history.
-    fn extend(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
-        if self.layers.len() <= layer {
-            self.layers.resize(layer + 1, None);
-        }
-        let (k, v) = match self.layers[layer].take() {
-            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
-            None => (k, v),
-        };
-        self.layers[layer] = Some((k.clone(), v.clone()));
-        (k, v)
-    }
-
-    /// Marks `added` new positions as cached once every layer has extended.
-    fn advance(&mut self, added: usize) {
-        self.len += added;
-    }
-}
-
-/// Per-forward attention context: the additive mask and the cache to extend.
-pub struct AttentionContext<'a> {
-    /// `[batch, 1, q_len, k_len]`: 0 where a query may attend, f32::MIN elsewhere; `None` when
-    /// every query may see every earlier key (single-token decoding without padding).
-    pub bias: Option<Tensor<4>>,
-    pub cache: Option<&'a mut KvCache>,
-    pub batch: usize,
-    pub q_len: usize,
-}
-
-impl<'a> AttentionContext<'a> {
-    /// Causal mask combined with a key padding mask (`key_mask[b * k_len + j]` = 1 for a real
-    /// token), for queries at positions `past .. past + q_len`. Matches transformers' eager mask.
-    pub fn new(
-        batch: usize,
-        q_len: usize,
-        key_mask: Option<&[u8]>,
-        cache: Option<&'a mut KvCache>,
-        device: &Device,
-    ) -> Self {
-        let past = cache.as_ref().map_or(0, |c| c.len());
-        let k_len = past + q_len;
-        if let Some(mask) = key_mask {
-            assert_eq!(mask.len(), batch * k_len, "key mask must cover the cached and new positions");
-        }
-        let all_visible = q_len == 1 && key_mask.is_none_or(|m| m.iter().all(|&x| x != 0));
-        let bias = (!all_visible).then(|| {
-            let mut data = Vec::with_capacity(batch * q_len * k_len);
-            for b in 0..batch {
-                for i in 0..q_len {
-                    for j in 0..k_len {
-                        let padded = key_mask.is_some_and(|m| m[b * k_len + j] == 0);
-                        data.push(if j > past + i || padded { f32::MIN } else { 0.0 });
-                    }
-                }
-            }
-            Tensor::from_data(TensorData::new(data, [batch, 1, q_len, k_len]), device)
-        });
-        AttentionContext { bias, cache, batch, q_len }
-    }
-
-    /// Position of the first query (the number of cached positions).
-    pub fn past_len(&self) -> usize {
-        self.cache.as_ref().map_or(0, |c| c.len())
-    }
-
-    /// Scaled dot-product attention over `q [b, heads, q_len, d]` and new `k`, `v`
-    /// `[b, kv_heads, q_len, d]` (grouped-query: each kv head serves `heads / kv_heads` queries).
-    /// Returns `[b·q_len, heads·d]`.
-    pub fn attend(&mut self, layer: usize, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f64) -> Tensor<2> {
-        let (k, v) = match self.cache.as_deref_mut() {
-            Some(cache) => cache.extend(layer, k, v),
-            None => (k, v),
-        };
-        let [b, heads, q_len, d] = q.dims();
-        let kv_heads = k.dims()[1];
-        let (k, v) = (repeat_kv(k, heads / kv_heads), repeat_kv(v, heads / kv_heads));
-        let mut scores = q.matmul(k.swap_dims(2, 3)) * scale;
-        if let Some(bias) = &self.bias {
-            scores = scores + bias.clone();
-        }
-        let probs = activation::softmax(scores, 3);
-        probs.matmul(v).swap_dims(1, 2).reshape([b * q_len, heads * d])
-    }
-
-    /// Records the new positions in the cache; call once after the last layer.
-    pub fn finish(self) {
-        if let Some(cache) = self.cache {
-            cache.advance(self.q_len);
-        }
-    }
-}
-
-/// `[b, kv, len, d] -> [b, kv·groups, len, d]`, each kv head repeated `groups` times in a row
-/// (transformers' `repeat_kv`).
-fn repeat_kv(x: Tensor<4>, groups: usize) -> Tensor<4> {
-    if groups == 1 {
-        return x;
-    }
-    let [b, kv, len, d] = x.dims();
-    x.unsqueeze_dim::<5>(2).expand([b, kv, groups, len, d]).reshape([b, kv * groups, len, d])
-}
-
-/// `[tokens, heads·d] -> [batch, heads, len, d]`.
-pub fn split_heads(x: Tensor<2>, batch: usize, len: usize, heads: usize) -> Tensor<4> {
-    let [_, width] = x.dims();
-    x.reshape([batch, len, heads, width / heads]).swap_dims(1, 2)
-}
-
-/// An embedding table `[rows, dim]` looked up by id.
-pub struct Embedding {
-    pub weight: Tensor<2>,
-}
-
-impl Embedding {
-    pub fn forward(&self, ids: burn::tensor::Tensor<1, burn::tensor::Int>) -> Tensor<2> {
-        self.weight.clone().select(0, ids)
     }
 }
 

@@ -1,21 +1,22 @@
-//! `LlamaForCausalLM` and `Qwen2ForCausalLM` (Llama with q/k/v biases). Field paths mirror the
-//! HF module tree (`model.layers.{i}.self_attn.q_proj`), so PEFT key names follow directly.
+//! `LlamaForCausalLM`, `Qwen2ForCausalLM` (Llama with q/k/v biases) and `Qwen3ForCausalLM`
+//! (Llama with per-head RMSNorm of queries and keys before RoPE, transformers'
+//! `Qwen3Attention`). Field paths mirror the HF module tree (`model.layers.{i}.self_attn.q_proj`),
+//! so PEFT key names follow directly.
 
 use burn::tensor::Tensor;
 
+use crate::model::attention::{AttentionContext, split_heads};
 use crate::model::config::ModelConfig;
-use crate::model::layers::{
-    AttentionContext, Embedding, LayerHooks, Linear, LinearTable, RmsNorm, Rope, SubBlock, WeightLayout, activate,
-    split_heads,
-};
+use crate::model::layers::{LayerHooks, Linear, LinearTable, RmsNorm, Rope, SubBlock, WeightLayout, activate};
+use crate::model::table::Table;
 use crate::model::weights::{WeightSpec, Weights};
 
 pub struct Llama {
-    pub embed_tokens: Embedding,
+    embed_tokens: Table,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
-    /// `None` when tied to `embed_tokens`.
-    lm_head: Option<Tensor<2>>,
+    /// The embedding table when tied.
+    lm_head: Table,
 }
 
 struct DecoderLayer {
@@ -24,14 +25,17 @@ struct DecoderLayer {
     k_proj: Linear,
     v_proj: Linear,
     o_proj: Linear,
+    /// Qwen3's `q_norm` / `k_norm` (weights `[head_dim]`).
+    qk_norm: Option<(RmsNorm, RmsNorm)>,
     post_attention_layernorm: RmsNorm,
     gate_proj: Linear,
     up_proj: Linear,
     down_proj: Linear,
 }
 
-/// The linear layers of one decoder layer: (name, in, out, bias).
-fn layer_linears(c: &ModelConfig) -> [(&'static str, usize, usize, bool); 7] {
+/// The linear layers of one decoder layer: (name, in, out, bias). Queries are
+/// `heads × head_dim` wide, which need not equal the hidden size (Qwen3-0.6B: 16 × 128 = 2048 ≠ 1024).
+pub(super) fn layer_linears(c: &ModelConfig) -> [(&'static str, usize, usize, bool); 7] {
     let (h, q, kv, i) = (c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.intermediate_size);
     [
         ("self_attn.q_proj", h, q, c.qkv_bias),
@@ -47,54 +51,67 @@ fn layer_linears(c: &ModelConfig) -> [(&'static str, usize, usize, bool); 7] {
 impl Llama {
     pub fn spec(c: &ModelConfig) -> WeightSpec {
         let mut spec = WeightSpec::default();
-        spec.add("model.embed_tokens.weight", &[c.vocab_size, c.hidden_size]);
+        spec.add_table("model.embed_tokens.weight", [c.vocab_size, c.hidden_size]);
         for l in 0..c.num_layers {
             let p = format!("model.layers.{l}");
             RmsNorm::declare(&mut spec, &format!("{p}.input_layernorm"), c.hidden_size);
             RmsNorm::declare(&mut spec, &format!("{p}.post_attention_layernorm"), c.hidden_size);
+            if c.qk_norm {
+                RmsNorm::declare(&mut spec, &format!("{p}.self_attn.q_norm"), c.head_dim);
+                RmsNorm::declare(&mut spec, &format!("{p}.self_attn.k_norm"), c.head_dim);
+            }
             for (name, i, o, bias) in layer_linears(c) {
                 LinearTable::declare(&mut spec, &format!("{p}.{name}"), i, o, WeightLayout::OutIn, bias);
             }
         }
         RmsNorm::declare(&mut spec, "model.norm", c.hidden_size);
         if !c.tie_word_embeddings {
-            spec.add("lm_head.weight", &[c.vocab_size, c.hidden_size]);
+            spec.add_table("lm_head.weight", [c.vocab_size, c.hidden_size]);
         }
         spec
     }
 
-    pub fn build(c: &ModelConfig, mut w: Weights, table: &mut LinearTable) -> Self {
-        let embed_tokens = Embedding { weight: w.take("model.embed_tokens.weight") };
+    pub fn build(c: &ModelConfig, w: &mut Weights, table: &mut LinearTable) -> Self {
+        let embed_tokens = w.take_table("model.embed_tokens.weight");
         let layers = (0..c.num_layers)
             .map(|l| {
                 let p = format!("model.layers.{l}");
                 let [q, k, v, o, gate, up, down] = layer_linears(c).map(|(name, i, out, bias)| {
-                    table.build(&mut w, &format!("{p}.{name}"), i, out, WeightLayout::OutIn, bias)
+                    table.build(w, &format!("{p}.{name}"), i, out, WeightLayout::OutIn, bias)
+                });
+                let qk_norm = c.qk_norm.then(|| {
+                    (
+                        RmsNorm::build(w, &format!("{p}.self_attn.q_norm"), c.norm_eps),
+                        RmsNorm::build(w, &format!("{p}.self_attn.k_norm"), c.norm_eps),
+                    )
                 });
                 DecoderLayer {
-                    input_layernorm: RmsNorm::build(&mut w, &format!("{p}.input_layernorm"), c.norm_eps),
+                    input_layernorm: RmsNorm::build(w, &format!("{p}.input_layernorm"), c.norm_eps),
                     q_proj: q,
                     k_proj: k,
                     v_proj: v,
                     o_proj: o,
-                    post_attention_layernorm: RmsNorm::build(
-                        &mut w,
-                        &format!("{p}.post_attention_layernorm"),
-                        c.norm_eps,
-                    ),
+                    qk_norm,
+                    post_attention_layernorm: RmsNorm::build(w, &format!("{p}.post_attention_layernorm"), c.norm_eps),
                     gate_proj: gate,
                     up_proj: up,
                     down_proj: down,
                 }
             })
             .collect();
-        let norm = RmsNorm::build(&mut w, "model.norm", c.norm_eps);
-        let lm_head = (!c.tie_word_embeddings).then(|| w.take("lm_head.weight"));
+        let norm = RmsNorm::build(w, "model.norm", c.norm_eps);
+        let lm_head = if c.tie_word_embeddings { embed_tokens.clone() } else { w.take_table("lm_head.weight") };
         Llama { embed_tokens, layers, norm, lm_head }
+    }
+}
+
+impl super::Decoder for Llama {
+    fn embed(&self, ids: &[u32]) -> Tensor<2> {
+        self.embed_tokens.lookup(ids)
     }
 
     /// `embeds [tokens, hidden]` → final hidden states `[tokens, hidden]` (after `model.norm`).
-    pub fn hidden(
+    fn hidden(
         &self,
         c: &ModelConfig,
         embeds: Tensor<2>,
@@ -108,10 +125,13 @@ impl Llama {
         let mut x = embeds;
         for (l, layer) in self.layers.iter().enumerate() {
             let h = layer.input_layernorm.forward(x.clone());
-            let q = rope.apply(split_heads(layer.q_proj.forward(h.clone(), hooks), b, len, c.num_heads));
-            let k = rope.apply(split_heads(layer.k_proj.forward(h.clone(), hooks), b, len, c.num_kv_heads));
+            let mut q = split_heads(layer.q_proj.forward(h.clone(), hooks), b, len, c.num_heads);
+            let mut k = split_heads(layer.k_proj.forward(h.clone(), hooks), b, len, c.num_kv_heads);
+            if let Some((q_norm, k_norm)) = &layer.qk_norm {
+                (q, k) = (q_norm.forward_heads(q), k_norm.forward_heads(k));
+            }
             let v = split_heads(layer.v_proj.forward(h, hooks), b, len, c.num_kv_heads);
-            let attn = ctx.attend(l, q, k, v, scale);
+            let attn = ctx.attend(l, rope.apply(q), rope.apply(k), v, scale, None);
             x = hooks.residual(l, SubBlock::Attention, x, layer.o_proj.forward(attn, hooks));
             let h = layer.post_attention_layernorm.forward(x.clone());
             let gated =
@@ -121,8 +141,7 @@ impl Llama {
         self.norm.forward(x)
     }
 
-    /// The output projection `[vocab, hidden]` (the embedding table when tied).
-    pub fn lm_head(&self) -> Tensor<2> {
-        self.lm_head.clone().unwrap_or_else(|| self.embed_tokens.weight.clone())
+    fn head(&self) -> &Table {
+        &self.lm_head
     }
 }

@@ -1,76 +1,168 @@
 //! Causal language models loaded from Hugging Face folders: config, weights, tokenizer, forward.
 
+pub mod attention;
 pub mod config;
 pub mod files;
+mod gemma3;
 mod gpt2;
+pub mod header;
 pub mod layers;
 mod llama;
+pub mod load;
+pub mod table;
 pub mod tokenizer;
 pub mod weights;
 
 use std::sync::Arc;
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData, activation};
+use safetensors::Dtype;
 
 use crate::err;
 use crate::error::Result;
-pub use config::{Architecture, ModelConfig};
+pub use attention::{AttentionContext, KvCache};
+pub use config::{Architecture, LayerAttention, ModelConfig};
 pub use files::FileSource;
+use gemma3::Gemma3;
 use gpt2::Gpt2;
-pub use layers::{AttentionContext, KvCache, LayerHooks, Linear, NoAdapter, SubBlock, WeightLayout};
+use header::Headers;
+pub use layers::{LayerHooks, Linear, NoAdapter, SubBlock, WeightLayout};
 use llama::Llama;
+pub use load::{LoadOptions, LoadReport, WeightsDtype};
+use table::Table;
 pub use tokenizer::TextTokenizer;
+
+/// What an architecture provides: its weights' names and shapes, and the forward pass.
+trait Decoder: Send + Sync {
+    /// Input embeddings `[ids.len(), hidden]` of ids already checked against the vocabulary.
+    fn embed(&self, ids: &[u32]) -> Tensor<2>;
+
+    /// Final hidden states `[tokens, hidden]` (after the final norm) of input embeddings.
+    fn hidden(
+        &self,
+        c: &ModelConfig,
+        embeds: Tensor<2>,
+        ctx: &mut AttentionContext,
+        hooks: &dyn LayerHooks,
+    ) -> Tensor<2>;
+
+    /// The output projection `[vocab, hidden]` (the embedding table when tied).
+    fn head(&self) -> &Table;
+}
 
 /// A causal LM's network on one device. Its weights are frozen: adapters hook in through
 /// [`LayerHooks`] (linear layers, residual adds) and through the input embeddings (prompt
 /// tuning), never by mutating it.
 pub struct CausalLm {
     pub config: ModelConfig,
-    body: Body,
+    /// What loading decided: storage width, split tables, bytes on the device.
+    pub report: LoadReport,
+    body: Box<dyn Decoder>,
     linears: Vec<Linear>,
+    parameters: usize,
+    /// Largest intermediate (f32 values) one binding holds: bounds the loss's logit chunks.
+    max_elements: usize,
     device: Device,
-}
-
-enum Body {
-    Llama(Box<Llama>),
-    Gpt2(Box<Gpt2>),
 }
 
 impl CausalLm {
     /// Reads `config.json` and the safetensors weights of `source` onto `device`.
     pub fn load(source: &dyn FileSource, device: &Device) -> Result<Self> {
+        Self::load_with(source, device, &LoadOptions::default())
+    }
+
+    /// [`CausalLm::load`] with a storage width or limits other than the device's defaults.
+    pub fn load_with(source: &dyn FileSource, device: &Device, options: &LoadOptions) -> Result<Self> {
         let config = ModelConfig::from_json(&source.read_text("config.json")?)?;
-        Self::load_weights(config, source, device)
+        Self::load_weights(config, source, device, options)
     }
 
-    /// Reads the weights for an already parsed config.
-    pub fn load_weights(config: ModelConfig, source: &dyn FileSource, device: &Device) -> Result<Self> {
-        let weights = weights::load_weights(source, &Self::spec(&config), device)?;
-        Ok(Self::build(config, weights, device))
+    /// Reads the weights for an already parsed config. The files' headers are checked against
+    /// the config (layer count, every tensor's shape and dtype) and the layout against the
+    /// device's limits before any weight is read or uploaded.
+    pub fn load_weights(
+        config: ModelConfig,
+        source: &dyn FileSource,
+        device: &Device,
+        options: &LoadOptions,
+    ) -> Result<Self> {
+        let headers = Headers::read(source)?;
+        let layers = headers.layer_count();
+        if layers != config.num_layers {
+            return Err(err!(
+                InvalidConfig,
+                "config.json says num_hidden_layers = {}, but {} hold {layers} decoder layers: the config and the weights are of different models",
+                config.num_layers,
+                headers.files.join(", ")
+            ));
+        }
+        let spec = Self::spec(&config);
+        let located = weights::locate(&headers, &spec)?;
+        let info = load::effective_device(options, device);
+        let checkpoint = located.tensors[embedding_key(&config)].dtype;
+        let plan = load::plan(options, &info, checkpoint)?;
+        let weight_bytes = load::check_fits(&plan, &info, &located.with_kinds(&spec))?;
+        let weights = weights::upload(source, &located, &spec, &plan, device)?;
+        Ok(Self::build(config, spec, weights, &plan, checkpoint, weight_bytes, device))
     }
 
-    /// A model with random weights (benchmarks, tests of shapes at scale).
-    pub fn random(config: ModelConfig, device: &Device) -> Self {
-        let weights = weights::random_weights(&Self::spec(&config), device);
-        Self::build(config, weights, device)
+    /// A model with random weights (benchmarks, tests of shapes at scale), laid out as a BF16
+    /// checkpoint would be under `options` on `device`.
+    pub fn random(config: ModelConfig, device: &Device, options: &LoadOptions) -> Result<Self> {
+        let info = load::effective_device(options, device);
+        let plan = load::plan(options, &info, Dtype::BF16)?;
+        let spec = Self::spec(&config);
+        let weights = weights::random_weights(&spec, &plan, device);
+        let bytes = spec.entries().map(|(_, shape)| shape.iter().product::<usize>() as u64).sum::<u64>()
+            * if plan.f16 { 2 } else { 4 };
+        Ok(Self::build(config, spec, weights, &plan, Dtype::BF16, bytes, device))
     }
 
     fn spec(config: &ModelConfig) -> weights::WeightSpec {
         match config.architecture {
-            Architecture::Llama | Architecture::Qwen2 => Llama::spec(config),
+            Architecture::Llama | Architecture::Qwen2 | Architecture::Qwen3 => Llama::spec(config),
+            Architecture::Gemma3 => Gemma3::spec(config),
             Architecture::Gpt2 => Gpt2::spec(config),
         }
     }
 
-    fn build(config: ModelConfig, weights: weights::Weights, device: &Device) -> Self {
+    fn build(
+        config: ModelConfig,
+        spec: weights::WeightSpec,
+        mut weights: weights::Weights,
+        plan: &load::StoragePlan,
+        checkpoint: Dtype,
+        weight_bytes: u64,
+        device: &Device,
+    ) -> Self {
+        let parameters = spec.entries().map(|(_, shape)| shape.iter().product::<usize>()).sum();
+        let split_tables = weights.split.clone();
+        let kept_f32 = weights.kept_f32.clone();
         let mut table = layers::LinearTable::default();
-        let body = match config.architecture {
-            Architecture::Llama | Architecture::Qwen2 => {
-                Body::Llama(Box::new(Llama::build(&config, weights, &mut table)))
+        let body: Box<dyn Decoder> = match config.architecture {
+            Architecture::Llama | Architecture::Qwen2 | Architecture::Qwen3 => {
+                Box::new(Llama::build(&config, &mut weights, &mut table))
             }
-            Architecture::Gpt2 => Body::Gpt2(Box::new(Gpt2::build(&config, weights, &mut table))),
+            Architecture::Gemma3 => Box::new(Gemma3::build(&config, &mut weights, &mut table, checkpoint)),
+            Architecture::Gpt2 => Box::new(Gpt2::build(&config, &mut weights, &mut table)),
         };
-        CausalLm { config, body, linears: table.layers, device: device.clone() }
+        let report = LoadReport {
+            weights_dtype: if plan.f16 { "f16" } else { "f32" },
+            reason: plan.reason.clone(),
+            checkpoint_dtype: format!("{checkpoint:?}"),
+            weight_bytes,
+            split_tables,
+            kept_f32,
+        };
+        CausalLm {
+            config,
+            report,
+            body,
+            linears: table.layers,
+            parameters,
+            max_elements: plan.max_elements(),
+            device: device.clone(),
+        }
     }
 
     pub fn device(&self) -> &Device {
@@ -79,20 +171,7 @@ impl CausalLm {
 
     /// Number of weights (embeddings counted once when tied), as transformers' `num_parameters`.
     pub fn parameter_count(&self) -> usize {
-        let [vocab, hidden] = self.embedding_table().dims();
-        let tables = vocab * hidden + if self.config.tie_word_embeddings { 0 } else { vocab * hidden };
-        let linears: usize = self
-            .linears
-            .iter()
-            .map(|l| l.in_features * l.out_features + l.out_features * usize::from(l.has_bias()))
-            .sum();
-        let positions = match &self.body {
-            Body::Gpt2(m) => m.position_count(),
-            Body::Llama(_) => 0,
-        };
-        // Norms: per layer two (RMSNorm weight, or LayerNorm weight + bias), plus the final one.
-        let norm_params = if self.config.architecture == Architecture::Gpt2 { 2 * hidden } else { hidden };
-        tables + linears + positions + norm_params * (2 * self.config.num_layers + 1)
+        self.parameters
     }
 
     /// Every linear layer, indexed by slot, with its HF module path: what LoRA can target.
@@ -100,45 +179,49 @@ impl CausalLm {
         &self.linears
     }
 
-    /// The input embedding table `[vocab, hidden]`.
-    pub fn embedding_table(&self) -> Tensor<2> {
-        match &self.body {
-            Body::Llama(m) => m.embed_tokens.weight.clone(),
-            Body::Gpt2(m) => m.wte.weight.clone(),
-        }
-    }
-
-    /// Token embeddings `[ids.len(), hidden]`; ids outside the vocabulary are an error.
+    /// Input embeddings `[ids.len(), hidden]` as the model's embedding module computes them
+    /// (Gemma 3 scales them by sqrt(hidden)); ids outside the vocabulary are an error.
     pub fn embed(&self, ids: &[u32]) -> Result<Tensor<2>> {
         let vocab = self.config.vocab_size;
         if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
             return Err(err!(InvalidTokenizer, "token id {bad} is outside the model's vocabulary of {vocab}"));
         }
-        let ids: Vec<i64> = ids.iter().map(|&id| id as i64).collect();
-        let n = ids.len();
-        let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [n]), &self.device);
-        Ok(self.embedding_table().select(0, ids))
+        Ok(self.body.embed(ids))
     }
 
     /// Final hidden states `[tokens, hidden]` for input embeddings `[tokens, hidden]`
     /// (tokens = batch × q_len, row-major) under the attention context `ctx`.
     pub fn hidden(&self, embeds: Tensor<2>, ctx: &mut AttentionContext, hooks: &dyn LayerHooks) -> Tensor<2> {
-        match &self.body {
-            Body::Llama(m) => m.hidden(&self.config, embeds, ctx, hooks),
-            Body::Gpt2(m) => m.hidden(&self.config, embeds, ctx, hooks),
-        }
+        self.body.hidden(&self.config, embeds, ctx, hooks)
     }
 
     /// Logits `[tokens, vocab]` of hidden states `[tokens, hidden]`.
     pub fn logits(&self, hidden: Tensor<2>) -> Tensor<2> {
-        hidden.matmul(self.lm_head().transpose())
+        self.body.head().project(hidden)
     }
 
-    /// The output projection `[vocab, hidden]` (the embedding table when tied).
-    pub fn lm_head(&self) -> Tensor<2> {
-        match &self.body {
-            Body::Llama(m) => m.lm_head(),
-            Body::Gpt2(m) => m.lm_head(),
+    /// `log p(target)` per row of hidden states `[n, hidden]` (`targets.len() = n`, each below the
+    /// vocabulary size): the log-softmax of the logits at the target. Where all `n × vocab`
+    /// logits would not fit one binding, or the head is split, they are never formed at once.
+    pub fn target_log_probs(&self, hidden: Tensor<2>, targets: &[u32]) -> Tensor<1> {
+        let head = self.body.head();
+        let n = targets.len();
+        if head.block_count() == 1 && n.saturating_mul(head.rows()) <= self.max_elements {
+            let ids: Vec<i64> = targets.iter().map(|&t| t as i64).collect();
+            let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [n, 1]), &self.device);
+            return activation::log_softmax(head.project(hidden), 1).gather(1, ids).reshape([n]);
+        }
+        head.target_log_probs(hidden, targets, self.max_elements)
+    }
+
+    /// `-Σ log p(target)` over rows of hidden states `[n, hidden]`: the summed token cross-entropy
+    /// of the loss. An unsplit head goes through the fused chunked kernel
+    /// ([`crate::kernels::cross_entropy_sum`]: one LM-head product and online log-sum-exp per
+    /// vocabulary chunk, no `[n, vocab]` tensor); a split one through [`Self::target_log_probs`].
+    pub fn cross_entropy_sum(&self, hidden: Tensor<2>, targets: &[u32]) -> Tensor<1> {
+        match self.body.head().single_block() {
+            Some(head) => crate::kernels::cross_entropy_sum(hidden, head, targets),
+            None => self.target_log_probs(hidden, targets).sum().neg(),
         }
     }
 
@@ -158,6 +241,14 @@ impl CausalLm {
     }
 }
 
+/// The key of the input embedding table, whose dtype is the checkpoint's.
+fn embedding_key(config: &ModelConfig) -> &'static str {
+    match config.architecture {
+        Architecture::Gpt2 => "transformer.wte.weight",
+        _ => "model.embed_tokens.weight",
+    }
+}
+
 /// A model ready to use: the network plus its tokenizer. The network is shared (training,
 /// evaluation and generation all read the same frozen weights).
 pub struct Model {
@@ -169,9 +260,14 @@ impl Model {
     /// Loads `config.json`, the weights, `tokenizer.json` and `tokenizer_config.json`. The
     /// tokenizer is checked first: it is cheap, and a mismatch makes the weights useless.
     pub fn load(source: &dyn FileSource, device: &Device) -> Result<Self> {
+        Self::load_with(source, device, &LoadOptions::default())
+    }
+
+    /// [`Model::load`] with a storage width or limits other than the device's defaults.
+    pub fn load_with(source: &dyn FileSource, device: &Device, options: &LoadOptions) -> Result<Self> {
         let config = ModelConfig::from_json(&source.read_text("config.json")?)?;
         let tokenizer = TextTokenizer::load(source, &config)?;
-        let lm = CausalLm::load_weights(config, source, device)?;
+        let lm = CausalLm::load_weights(config, source, device, options)?;
         Ok(Model { lm: Arc::new(lm), tokenizer: Arc::new(tokenizer) })
     }
 

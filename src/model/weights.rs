@@ -1,27 +1,38 @@
-//! Reading model weights from safetensors files (single or sharded) onto the GPU.
+//! Reading model weights from safetensors files (single or sharded) onto the device.
 //!
 //! The architecture first declares every tensor it needs with the shape `config.json` implies
-//! ([`WeightSpec`]); the files are then read one at a time, so peak host memory is one shard plus
-//! one tensor converted to f32. Anything wrong is reported with the file and tensor name.
+//! ([`WeightSpec`]); [`locate`] finds each in the files' headers and checks dtype and shape before
+//! any data is read; [`upload`] then reads one tensor at a time, converts it to the storage width
+//! of the [`StoragePlan`] (vectors always f32, matrices f16 or f32) and uploads it, as row blocks
+//! for vocabulary tables larger than one binding. Peak host memory is one tensor.
 
 use std::collections::{BTreeMap, HashMap};
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensorError, SafeTensors};
 
 use crate::err;
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::files::FileSource;
+use crate::model::header::{Headers, TensorHeader};
+use crate::model::load::StoragePlan;
+use crate::model::table::Table;
 
-pub const SINGLE_FILE: &str = "model.safetensors";
-pub const INDEX_FILE: &str = "model.safetensors.index.json";
+pub(crate) use crate::model::header::weight_files;
+pub use crate::model::header::{INDEX_FILE, SINGLE_FILE};
 
 /// The tensors an architecture needs: HF name (as in the model's module tree) and shape.
 #[derive(Default)]
 pub struct WeightSpec {
-    entries: BTreeMap<String, Vec<usize>>,
+    entries: BTreeMap<String, SpecEntry>,
     /// A prefix that checkpoints may omit (GPT-2 hub files lack `transformer.`).
     optional_prefix: Option<&'static str>,
+}
+
+struct SpecEntry {
+    shape: Vec<usize>,
+    /// A vocabulary-sized matrix that may be stored as row blocks ([`Table`]).
+    table: bool,
 }
 
 impl WeightSpec {
@@ -30,41 +41,68 @@ impl WeightSpec {
     }
 
     pub fn add(&mut self, name: impl Into<String>, shape: &[usize]) {
-        self.entries.insert(name.into(), shape.to_vec());
+        self.entries.insert(name.into(), SpecEntry { shape: shape.to_vec(), table: false });
+    }
+
+    /// A `[rows, cols]` matrix read by row or used as an output projection: split into row blocks
+    /// when larger than one binding.
+    pub fn add_table(&mut self, name: impl Into<String>, shape: [usize; 2]) {
+        self.entries.insert(name.into(), SpecEntry { shape: shape.to_vec(), table: true });
+    }
+
+    /// Every tensor's name and shape.
+    pub fn entries(&self) -> impl Iterator<Item = (&String, &Vec<usize>)> {
+        self.entries.iter().map(|(name, entry)| (name, &entry.shape))
     }
 
     /// The spec name a file key stands for, if the architecture needs it.
-    fn resolve<'a>(&'a self, key: &str) -> Option<(&'a String, &'a Vec<usize>)> {
-        if let Some(entry) = self.entries.get_key_value(key) {
-            return Some(entry);
+    fn resolve(&self, key: &str) -> Option<&String> {
+        if let Some((name, _)) = self.entries.get_key_value(key) {
+            return Some(name);
         }
         let prefix = self.optional_prefix?;
-        self.entries.get_key_value(&format!("{prefix}{key}"))
+        self.entries.get_key_value(&format!("{prefix}{key}")).map(|(name, _)| name)
     }
 }
 
-/// Tensors loaded onto the device, taken out by name while the model is assembled.
-pub struct Weights {
-    tensors: HashMap<String, Tensor<1>>,
-    shapes: BTreeMap<String, Vec<usize>>,
+/// Where each tensor of a spec lies in the files, checked against the spec.
+pub struct Located {
+    /// By spec name.
+    pub tensors: BTreeMap<String, TensorHeader>,
 }
 
-impl Weights {
-    /// Takes a tensor out with rank `D`; the spec guarantees it exists with this shape.
-    pub fn take<const D: usize>(&mut self, name: &str) -> Tensor<D> {
-        let shape = &self.shapes[name];
-        let shape: [usize; D] = shape.as_slice().try_into().unwrap_or_else(|_| panic!("{name}: spec rank is not {D}"));
-        self.tensors.remove(name).unwrap_or_else(|| panic!("{name} taken twice")).reshape(shape)
+impl Located {
+    /// Every located tensor with its header and whether it may be split into row blocks.
+    pub fn with_kinds<'a>(&'a self, spec: &WeightSpec) -> Vec<(&'a str, &'a TensorHeader, bool)> {
+        self.tensors.iter().map(|(name, header)| (name.as_str(), header, spec.entries[name].table)).collect()
     }
 }
 
-/// Reads every tensor of `spec` from the model's safetensors files in `source`.
-pub fn load_weights(source: &dyn FileSource, spec: &WeightSpec, device: &Device) -> Result<Weights> {
-    let files = weight_files(source)?;
-    let mut tensors = HashMap::new();
-    for file in &files {
-        let bytes = source.read(file)?;
-        read_file(file, &bytes, spec, device, &mut tensors)?;
+/// Finds every tensor of `spec` in the headers: a missing tensor, a shape other than the config
+/// implies, or a dtype webtune cannot read is an error naming the file and the tensor.
+pub fn locate(headers: &Headers, spec: &WeightSpec) -> Result<Located> {
+    let mut tensors = BTreeMap::new();
+    for (key, header) in &headers.tensors {
+        let Some(name) = spec.resolve(key) else { continue };
+        let shape = &spec.entries[name].shape;
+        if &header.shape != shape {
+            return Err(err!(
+                ShapeMismatch,
+                "{}: tensor \"{key}\" has shape {:?} but config.json implies {:?}",
+                header.file,
+                header.shape,
+                shape
+            ));
+        }
+        if !matches!(header.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64) {
+            return Err(err!(
+                CorruptWeights,
+                "{}: tensor \"{key}\" has dtype {:?}; webtune reads F32, F16, BF16 and F64",
+                header.file,
+                header.dtype
+            ));
+        }
+        tensors.insert(name.clone(), header.clone());
     }
     let missing: Vec<&String> = spec.entries.keys().filter(|name| !tensors.contains_key(*name)).collect();
     if let Some(first) = missing.first() {
@@ -72,94 +110,131 @@ pub fn load_weights(source: &dyn FileSource, spec: &WeightSpec, device: &Device)
         return Err(err!(
             MissingTensor,
             "{} has no tensor \"{first}\"{more}: the weights do not match config.json",
-            files.join(", ")
+            headers.files.join(", ")
         ));
     }
-    Ok(Weights { tensors, shapes: spec.entries.clone() })
+    Ok(Located { tensors })
+}
+
+/// Tensors on the device, taken out by name while the model is assembled.
+pub struct Weights {
+    /// Row blocks of each tensor (one block unless it is a split table), flattened.
+    tensors: HashMap<String, Vec<Tensor<1>>>,
+    shapes: BTreeMap<String, (Vec<usize>, usize)>,
+    /// Tensors kept in f32 under f16 storage (values beyond f16's range).
+    pub kept_f32: Vec<String>,
+    /// Tables stored as several row blocks, with their block count.
+    pub split: Vec<(String, usize)>,
+}
+
+impl Weights {
+    /// Takes a tensor out with rank `D`; the spec guarantees it exists with this shape.
+    pub fn take<const D: usize>(&mut self, name: &str) -> Tensor<D> {
+        let (shape, _) = &self.shapes[name];
+        let shape: [usize; D] = shape.as_slice().try_into().unwrap_or_else(|_| panic!("{name}: spec rank is not {D}"));
+        let mut blocks = self.tensors.remove(name).unwrap_or_else(|| panic!("{name} taken twice"));
+        assert_eq!(blocks.len(), 1, "{name} is a split table; take it with take_table");
+        blocks.pop().expect("one block").reshape(shape)
+    }
+
+    /// Takes a table (declared with [`WeightSpec::add_table`]) out as its row blocks.
+    pub fn take_table(&mut self, name: &str) -> Table {
+        let (shape, block_rows) = self.shapes[name].clone();
+        let blocks = self.tensors.remove(name).unwrap_or_else(|| panic!("{name} taken twice"));
+        let cols = shape[1];
+        let blocks = blocks
+            .into_iter()
+            .map(|b| {
+                let rows = b.dims()[0] / cols;
+                b.reshape([rows, cols])
+            })
+            .collect();
+        Table::from_blocks(blocks, block_rows)
+    }
+}
+
+/// Reads every located tensor from `source`, converts it to the plan's storage width and
+/// uploads it to `device`.
+pub fn upload(
+    source: &dyn FileSource,
+    located: &Located,
+    spec: &WeightSpec,
+    plan: &StoragePlan,
+    device: &Device,
+) -> Result<Weights> {
+    let mut tensors = HashMap::new();
+    let mut shapes = BTreeMap::new();
+    let mut kept_f32 = Vec::new();
+    let mut split = Vec::new();
+    for (name, header) in &located.tensors {
+        let entry = &spec.entries[name];
+        let bytes = source.read_range(&header.file, header.offset, header.bytes as usize)?;
+        let values = to_f32(header.dtype, &bytes).map_err(|dtype| {
+            err!(
+                CorruptWeights,
+                "{}: tensor \"{name}\" has dtype {dtype:?}; webtune reads F32, F16, BF16 and F64",
+                header.file
+            )
+        })?;
+        let matrix = entry.shape.len() >= 2;
+        let f16 = plan.f16 && matrix && values.iter().all(|v| v.abs() <= f32::from(half::f16::MAX) || v.is_nan());
+        if plan.f16 && matrix && !f16 {
+            kept_f32.push(name.clone());
+        }
+        let (rows, cols) = if entry.table { (entry.shape[0], entry.shape[1]) } else { (1, values.len()) };
+        let block_rows = if entry.table { plan.block_rows(rows, cols) } else { 1 };
+        let blocks: Vec<Tensor<1>> =
+            values.chunks(block_rows * cols).map(|chunk| upload_values(chunk, f16, device)).collect();
+        if blocks.len() > 1 {
+            split.push((name.clone(), blocks.len()));
+        }
+        tensors.insert(name.clone(), blocks);
+        shapes.insert(name.clone(), (entry.shape.clone(), block_rows));
+    }
+    Ok(Weights { tensors, shapes, kept_f32, split })
+}
+
+/// One tensor's values on the device, in f16 or f32.
+fn upload_values(values: &[f32], f16: bool, device: &Device) -> Tensor<1> {
+    let n = values.len();
+    if f16 {
+        let halves: Vec<half::f16> = values.iter().map(|&v| half::f16::from_f32(v)).collect();
+        Tensor::from_data(TensorData::new(halves, [n]), (device, DType::F16))
+    } else {
+        Tensor::from_data(TensorData::new(values.to_vec(), [n]), (device, DType::F32))
+    }
 }
 
 /// Random weights for every tensor of `spec` (benchmarks): N(0, 0.02) matrices, norm weights 1,
-/// biases 0, like transformers' `_init_weights`.
-pub fn random_weights(spec: &WeightSpec, device: &Device) -> Weights {
+/// biases 0, like transformers' `_init_weights`, at the plan's storage width.
+pub fn random_weights(spec: &WeightSpec, plan: &StoragePlan, device: &Device) -> Weights {
     use burn::tensor::Distribution;
-    let tensors = spec
-        .entries
-        .iter()
-        .map(|(name, shape)| {
-            let count: usize = shape.iter().product();
-            let tensor = match (shape.len(), name.ends_with(".bias")) {
-                (1, true) => Tensor::zeros([count], device),
-                (1, false) => Tensor::ones([count], device),
-                _ => Tensor::random([count], Distribution::Normal(0.0, 0.02), device),
-            };
-            (name.clone(), tensor)
-        })
-        .collect();
-    Weights { tensors, shapes: spec.entries.clone() }
-}
-
-/// The safetensors files of a model folder: the single file, or the shards of the index.
-pub(crate) fn weight_files(source: &dyn FileSource) -> Result<Vec<String>> {
-    if source.exists(SINGLE_FILE) {
-        return Ok(vec![SINGLE_FILE.to_owned()]);
-    }
-    if !source.exists(INDEX_FILE) {
-        return Err(err!(
-            FileMissing,
-            "{}: neither {SINGLE_FILE} nor {INDEX_FILE} is present (only safetensors weights are supported)",
-            source.describe()
-        ));
-    }
-    let text = source.read_text(INDEX_FILE)?;
-    let index: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| err!(CorruptWeights, "{INDEX_FILE} is not valid JSON: {e}"))?;
-    let map = index
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .ok_or_else(|| err!(CorruptWeights, "{INDEX_FILE} has no \"weight_map\" object"))?;
-    let mut files: Vec<String> = Vec::new();
-    for (tensor, file) in map {
-        let file = file
-            .as_str()
-            .ok_or_else(|| err!(CorruptWeights, "{INDEX_FILE}: the shard of \"{tensor}\" is not a file name"))?;
-        if !files.iter().any(|f| f == file) {
-            files.push(file.to_owned());
+    let mut tensors = HashMap::new();
+    let mut shapes = BTreeMap::new();
+    let mut split = Vec::new();
+    for (name, entry) in &spec.entries {
+        let count: usize = entry.shape.iter().product();
+        let (rows, cols) = if entry.table { (entry.shape[0], entry.shape[1]) } else { (1, count) };
+        let block_rows = if entry.table { plan.block_rows(rows, cols) } else { 1 };
+        let dtype = if plan.f16 && entry.shape.len() >= 2 { DType::F16 } else { DType::F32 };
+        let blocks: Vec<Tensor<1>> = (0..rows)
+            .step_by(block_rows)
+            .map(|first| {
+                let n = block_rows.min(rows - first) * cols;
+                match (entry.shape.len(), name.ends_with(".bias")) {
+                    (1, true) => Tensor::zeros([n], (device, dtype)),
+                    (1, false) => Tensor::ones([n], (device, dtype)),
+                    _ => Tensor::random([n], Distribution::Normal(0.0, 0.02), (device, dtype)),
+                }
+            })
+            .collect();
+        if blocks.len() > 1 {
+            split.push((name.clone(), blocks.len()));
         }
+        tensors.insert(name.clone(), blocks);
+        shapes.insert(name.clone(), (entry.shape.clone(), block_rows));
     }
-    files.sort();
-    for file in &files {
-        if !source.exists(file) {
-            return Err(err!(FileMissing, "{}: shard {file} listed in {INDEX_FILE} is missing", source.describe()));
-        }
-    }
-    Ok(files)
-}
-
-fn read_file(
-    file: &str,
-    bytes: &[u8],
-    spec: &WeightSpec,
-    device: &Device,
-    out: &mut HashMap<String, Tensor<1>>,
-) -> Result<()> {
-    let tensors = SafeTensors::deserialize(bytes).map_err(|e| corrupt(file, e))?;
-    for (key, view) in tensors.iter() {
-        let Some((name, shape)) = spec.resolve(key) else { continue };
-        if view.shape() != shape.as_slice() {
-            return Err(err!(
-                ShapeMismatch,
-                "{file}: tensor \"{key}\" has shape {:?} but config.json implies {:?}",
-                view.shape(),
-                shape
-            ));
-        }
-        let values = to_f32(view.dtype(), view.data()).map_err(|dtype| {
-            err!(CorruptWeights, "{file}: tensor \"{key}\" has dtype {dtype:?}; webtune reads F32, F16, BF16 and F64")
-        })?;
-        let count = values.len();
-        out.insert(name.clone(), Tensor::from_data(TensorData::new(values, [count]), device));
-    }
-    Ok(())
+    Weights { tensors, shapes, kept_f32: Vec::new(), split }
 }
 
 fn corrupt(file: &str, e: SafeTensorError) -> Error {

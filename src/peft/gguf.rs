@@ -23,13 +23,16 @@
 //!   converter's per-tensor transforms (renaming, permutations) on each A/B pair.
 //! - Base tensor names (`gguf-py/gguf/constants.py` `TENSOR_NAMES`, `tensor_mapping.py`):
 //!   `blk.{N}.attn_q|attn_k|attn_v|attn_output|ffn_gate|ffn_up|ffn_down.weight` for
-//!   `model.layers.{N}.self_attn.{q,k,v,o}_proj` / `mlp.{gate,up,down}_proj` (llama, qwen2), and
+//!   `model.layers.{N}.self_attn.{q,k,v,o}_proj` / `mlp.{gate,up,down}_proj` (llama, qwen2, qwen3,
+//!   gemma3), and
 //!   `blk.{N}.attn_qkv|attn_output|ffn_up|ffn_down.weight` for GPT-2's
 //!   `transformer.h.{N}.attn.c_attn|attn.c_proj|mlp.c_fc|mlp.c_proj`.
 //! - Base transforms: `conversion/llama.py` (`LlamaModel`, `undo_permute`) reorders the rows of
 //!   q_proj (by `num_attention_heads`) and k_proj (by `num_key_value_heads`) from HF's rotate-half
 //!   RoPE order to llama.cpp's interleaved pairs; on a LoRA pair that reorders the rows of B.
-//!   `conversion/qwen.py` (`Qwen2Model`) keeps q/k as they are (qwen2 uses NEOX RoPE).
+//!   `conversion/qwen.py` (`Qwen2Model`, and `Qwen3Model` = architecture `qwen3`, a subclass) keeps
+//!   q/k as they are (NEOX RoPE); so does `conversion/gemma.py` (`Gemma3Model`, architecture
+//!   `gemma3`), which changes only the norm weights (`+ 1`), never a LoRA target.
 //!   `conversion/gpt2.py` transposes the Conv1D weights `[in, out]` to `[out, in]` (`ne = [in,
 //!   out]`, as `src/models/gpt2.cpp` creates `attn_qkv` with `{n_embd, 3·n_embd}`).
 //!
@@ -174,6 +177,8 @@ fn llama_cpp_architecture(architecture: Architecture) -> &'static str {
     match architecture {
         Architecture::Llama => "llama",
         Architecture::Qwen2 => "qwen2",
+        Architecture::Qwen3 => "qwen3",
+        Architecture::Gemma3 => "gemma3",
         Architecture::Gpt2 => "gpt2",
     }
 }
@@ -181,7 +186,7 @@ fn llama_cpp_architecture(architecture: Architecture) -> &'static str {
 /// The GGUF name of the base weight a layer's LoRA applies to (`blk.0.attn_q.weight`).
 fn base_tensor_name(architecture: Architecture, path: &str) -> Result<String> {
     let (prefix, names): (&str, &[(&str, &str)]) = match architecture {
-        Architecture::Llama | Architecture::Qwen2 => (
+        Architecture::Llama | Architecture::Qwen2 | Architecture::Qwen3 | Architecture::Gemma3 => (
             "model.layers.",
             &[
                 ("self_attn.q_proj", "attn_q"),
@@ -314,6 +319,10 @@ mod tests {
         assert_eq!(name(Architecture::Llama, "model.layers.11.self_attn.o_proj"), "blk.11.attn_output.weight");
         assert_eq!(name(Architecture::Qwen2, "model.layers.3.mlp.gate_proj"), "blk.3.ffn_gate.weight");
         assert_eq!(name(Architecture::Qwen2, "model.layers.3.mlp.down_proj"), "blk.3.ffn_down.weight");
+        assert_eq!(name(Architecture::Qwen3, "model.layers.2.self_attn.k_proj"), "blk.2.attn_k.weight");
+        assert_eq!(name(Architecture::Gemma3, "model.layers.1.mlp.up_proj"), "blk.1.ffn_up.weight");
+        assert_eq!(llama_cpp_architecture(Architecture::Qwen3), "qwen3");
+        assert_eq!(llama_cpp_architecture(Architecture::Gemma3), "gemma3");
         assert_eq!(name(Architecture::Gpt2, "transformer.h.1.attn.c_attn"), "blk.1.attn_qkv.weight");
         assert_eq!(name(Architecture::Gpt2, "transformer.h.1.attn.c_proj"), "blk.1.attn_output.weight");
         assert_eq!(name(Architecture::Gpt2, "transformer.h.1.mlp.c_fc"), "blk.1.ffn_up.weight");

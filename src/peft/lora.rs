@@ -66,7 +66,7 @@ impl LoraInit {
 /// used when a run names none.
 pub fn default_targets(architecture: Architecture) -> Vec<String> {
     let names: &[&str] = match architecture {
-        Architecture::Llama | Architecture::Qwen2 => &["q_proj", "v_proj"],
+        Architecture::Llama | Architecture::Qwen2 | Architecture::Qwen3 | Architecture::Gemma3 => &["q_proj", "v_proj"],
         Architecture::Gpt2 => &["c_attn"],
     };
     names.iter().map(|s| s.to_string()).collect()

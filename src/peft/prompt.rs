@@ -2,7 +2,7 @@
 //! sequence. They take positions `0..n`, the real tokens `n..n+len`; PEFT prefixes the attention
 //! mask with ones and the labels with -100.
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 
 use crate::err;
 use crate::error::Result;
@@ -70,9 +70,8 @@ impl PromptAdapter {
             }
             PromptInit::SampleVocab => (0..n).map(|_| rng.below(lm.config.vocab_size) as u32).collect(),
         };
-        let ids: Vec<i64> = token_ids.iter().map(|&id| id as i64).collect();
-        let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [n]), lm.device());
-        Ok(Self::from_embeddings(lm, config, lm.embedding_table().select(0, ids)))
+        // PEFT calls the model's embedding module, so Gemma's rows come out scaled by sqrt(hidden).
+        Ok(Self::from_embeddings(lm, config, lm.embed(&token_ids)?))
     }
 
     pub fn from_embeddings(lm: &CausalLm, config: PromptConfig, embeddings: Tensor<2>) -> Self {

@@ -12,9 +12,6 @@ use crate::model::CausalLm;
 use crate::options::{Method, TrainingOptions};
 use crate::peft::Adapter;
 
-/// Bytes per stored base weight: the model keeps its weights as f32 on the device.
-pub const STORED_WEIGHT_BYTES: u64 = 4;
-
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunFacts {
@@ -111,7 +108,7 @@ impl RunFacts {
             config: &lm.config,
             parameters: lm.parameter_count(),
             largest_linear: lm.linears().iter().map(|l| l.in_features * l.out_features).max().unwrap_or(0),
-            weight_bytes: STORED_WEIGHT_BYTES,
+            weight_bytes: lm.report.bytes_per_weight(),
         };
         let adapted: Vec<AdaptedShape> =
             layers.iter().map(|l| AdaptedShape { in_features: l.in_features, rank: l.rank }).collect();

@@ -3,8 +3,10 @@
 //!
 //! `total = weights + adapter + gradients + optimizer + activations + logits` bytes, where
 //!
-//! - `weights = parameters · weight_bytes`: every base weight at its stored width (4 for the f32
-//!   the model stores today); tied embeddings count once.
+//! - `weights = parameters · weight_bytes`: every base weight at its stored width (2 under f16
+//!   storage, 4 under f32: `LoadReport::bytes_per_weight`); tied embeddings count once. Not
+//!   counted: under f16 storage a training step also holds the f32 casts autodiff keeps for the
+//!   backward pass (see `model::layers`).
 //! - `adapter = gradients = 4 · trainable`, `optimizer = 8 · trainable` (AdamW's two moments): f32.
 //! - `activations = 4 · B · T · (layers · per_layer + Σ_adapted (r + in·[dropout]) + 2h)`: what
 //!   autodiff keeps for the backward pass of one micro-batch of `B` rows of `T` tokens (virtual
@@ -30,7 +32,7 @@ use serde::Serialize;
 
 use crate::model::ModelConfig;
 
-/// Bytes of an f32, the width of everything but (in future) the stored base weights.
+/// Bytes of an f32, the width of everything but the stored base weights.
 const F32: u64 = 4;
 
 /// The shapes one training step works on.

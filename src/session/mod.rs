@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::data::{self, DatasetReport, PreviewRow, load_dataset, split_eval};
 use crate::err;
 use crate::error::Result;
-use crate::model::Model;
+use crate::model::{LoadReport, Model};
 use crate::options::TrainingOptions;
 use crate::peft::files::{self as adapter_files, ModelCard};
 use crate::peft::{Adapter, default_targets, gguf};
@@ -161,6 +161,8 @@ pub struct ModelInfo {
     /// PEFT's default LoRA targets for the architecture.
     pub default_targets: Vec<String>,
     pub has_chat_template: bool,
+    /// How the weights sit on the device: storage width and why, bytes, split tables.
+    pub weights: LoadReport,
 }
 
 pub fn model_info(model: &Model) -> ModelInfo {
@@ -184,6 +186,7 @@ pub fn model_info(model: &Model) -> ModelInfo {
         linear_layers,
         default_targets: default_targets(c.architecture),
         has_chat_template: model.tokenizer.chat_template.is_some(),
+        weights: model.lm.report.clone(),
     }
 }
 

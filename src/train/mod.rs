@@ -13,7 +13,6 @@ use burn::tensor::{Int, Tensor, TensorData};
 use crate::data::{Batch, Example, IGNORE_INDEX, bucket_len};
 use crate::err;
 use crate::error::Result;
-use crate::kernels;
 use crate::model::CausalLm;
 use crate::peft::Adapter;
 use crate::readback;
@@ -80,7 +79,7 @@ pub struct StepMetrics {
 /// Sum of the token cross-entropies over a batch's supervised positions (transformers'
 /// `ForCausalLMLoss` before dividing by the token count), and that count. Only supervised
 /// positions reach the LM head, and the head's vocabulary is processed in chunks
-/// ([`kernels::cross_entropy_sum`]), so no `[tokens, vocab]` tensor exists.
+/// ([`crate::kernels::cross_entropy_sum`]), so no `[tokens, vocab]` tensor exists.
 pub fn loss_sum(lm: &CausalLm, adapter: &Adapter, batch: &Batch) -> Result<Option<(Tensor<1>, usize)>> {
     let prefix = adapter.prefix_len();
     let (b, len) = (batch.batch, batch.len);
@@ -110,7 +109,7 @@ pub fn loss_sum(lm: &CausalLm, adapter: &Adapter, batch: &Batch) -> Result<Optio
     let hidden = adapter.hidden(lm, &batch.input_ids, b, Some(&batch.attention_mask), None)?;
     let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [count]), lm.device());
     let targets: Vec<u32> = targets.into_iter().map(|t| t as u32).collect();
-    Ok(Some((kernels::cross_entropy_sum(hidden.select(0, rows), lm.lm_head(), &targets), count)))
+    Ok(Some((lm.cross_entropy_sum(hidden.select(0, rows), &targets), count)))
 }
 
 /// Mean token loss of `adapter` on `examples` (eval batches of `batch_size` in order).

@@ -15,8 +15,8 @@ use wasm_bindgen::prelude::*;
 use crate::data;
 use crate::error::Error;
 use crate::generate::{Generation, SamplingOptions};
-use crate::model::Model;
 use crate::model::files::FileSource;
+use crate::model::{LoadOptions, Model};
 use crate::options::TrainingOptions;
 use crate::peft::Adapter;
 use crate::peft::files::{self as adapter_files, ModelCard};
@@ -105,6 +105,29 @@ impl FileSource for JsFiles {
     fn describe(&self) -> String {
         "the selected model files".to_owned()
     }
+
+    fn size(&self, name: &str) -> crate::Result<u64> {
+        Ok(self.bytes(name)?.length() as u64)
+    }
+
+    /// Copies only the range into wasm memory (a safetensors header, then one tensor at a time).
+    fn read_range(&self, name: &str, start: u64, len: usize) -> crate::Result<Vec<u8>> {
+        let bytes = self.bytes(name)?;
+        let end = start
+            .checked_add(len as u64)
+            .filter(|&end| end <= bytes.length() as u64)
+            .ok_or_else(|| err!(CorruptWeights, "{name} is shorter than its header says: the file is truncated"))?;
+        Ok(bytes.subarray(start as u32, end as u32).to_vec())
+    }
+}
+
+impl JsFiles {
+    fn bytes(&self, name: &str) -> crate::Result<Uint8Array> {
+        Reflect::get(&self.files, &name.into())
+            .ok()
+            .and_then(|v| v.dyn_into::<Uint8Array>().ok())
+            .ok_or_else(|| err!(FileMissing, "{name} is missing from the selected files"))
+    }
 }
 
 /// A loaded model (network on the GPU plus tokenizer).
@@ -116,9 +139,11 @@ pub struct WebModel {
 #[wasm_bindgen]
 impl WebModel {
     /// Loads a model from `{ fileName: Uint8Array }` (config.json, model.safetensors or the
-    /// sharded index and shards, tokenizer.json, tokenizer_config.json).
-    pub async fn load(files: Object) -> Result<WebModel, JsValue> {
-        let model = Model::load(&JsFiles { files }, &gpu()?).map_err(js_error)?;
+    /// sharded index and shards, tokenizer.json, tokenizer_config.json). `options`:
+    /// `{weightsDtype: "auto" | "f16" | "f32", maxBindingBytes}` (all optional).
+    pub async fn load(files: Object, options: Option<Object>) -> Result<WebModel, JsValue> {
+        let options: LoadOptions = from_js(options.map_or(JsValue::UNDEFINED, JsValue::from), "load options")?;
+        let model = Model::load_with(&JsFiles { files }, &gpu()?, &options).map_err(js_error)?;
         Ok(WebModel { model: Rc::new(model) })
     }
 

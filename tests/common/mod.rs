@@ -12,6 +12,8 @@ use burn::tensor::Device;
 use safetensors::{Dtype, SafeTensors};
 
 pub const MODELS: [&str; 3] = ["llama", "qwen2", "gpt2"];
+/// The wave-2 architectures (`manifest_wave2.json`).
+pub const WAVE2_MODELS: [&str; 2] = ["qwen3", "gemma3"];
 
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")

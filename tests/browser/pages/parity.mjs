@@ -49,10 +49,21 @@ export async function setup() {
   return gpu;
 }
 
-async function loadModel(name) {
+async function loadModel(name, loadOptions) {
   const files = {};
   for (const file of MODEL_FILES) files[file] = await bytes(`${name}/base/${file}`);
-  return WebModel.load(files);
+  return WebModel.load(files, loadOptions);
+}
+
+/** Worst |logit − transformers| over both fixture sequences of the base model. */
+async function baseLogitError(model, name) {
+  const reference = readSafetensors(await bytes(`${name}/base_logits.safetensors`));
+  let worst = 0;
+  for (const i of [0, 1]) {
+    const logits = await model.logits(Uint32Array.from(reference[`input_ids_${i}`].values), WebAdapter.base(model));
+    worst = Math.max(worst, maxAbsDiff(logits, reference[`logits_${i}`].values));
+  }
+  return worst;
 }
 
 /** Base-model logits and tokenizer ids of each fixture model: worst errors per model. */
@@ -61,15 +72,9 @@ export async function baseModels() {
   const batches = JSON.parse(await text('batches.json'));
   const evalRows = (await text('data/eval.jsonl')).trim().split('\n').map((line) => JSON.parse(line));
   const results = {};
-  for (const name of ['llama', 'qwen2', 'gpt2']) {
+  for (const name of ['llama', 'qwen2', 'gpt2', 'qwen3', 'gemma3']) {
     const model = await loadModel(name);
-    const reference = readSafetensors(await bytes(`${name}/base_logits.safetensors`));
-    let logitError = 0;
-    for (const i of [0, 1]) {
-      const ids = reference[`input_ids_${i}`].values;
-      const logits = await model.logits(Uint32Array.from(ids), WebAdapter.base(model));
-      logitError = Math.max(logitError, maxAbsDiff(logits, reference[`logits_${i}`].values));
-    }
+    const logitError = await baseLogitError(model, name);
     const tokenMismatches = [];
     const check = (got, expected, what) => {
       if (JSON.stringify(Array.from(got)) !== JSON.stringify(expected)) tokenMismatches.push(`${what}: ${Array.from(got)} vs ${expected}`);
@@ -85,17 +90,45 @@ export async function baseModels() {
   return results;
 }
 
-/** The llama LoRA fixture run, 20 AdamW steps from PEFT's initial adapter. */
-export async function llamaLora() {
+/**
+ * Embedding tables split into row blocks (the binding limit lowered to `maxBindingBytes`): the
+ * logits match transformers, and the load report says how the tables were split.
+ */
+export async function splitTables(names, maxBindingBytes) {
   await setup();
-  const model = await loadModel('llama');
-  const dir = 'llama/lora/';
+  const results = {};
+  for (const name of names) {
+    const model = await loadModel(name, { maxBindingBytes });
+    results[name] = { logitError: await baseLogitError(model, name), weights: model.info().weights };
+    model.free();
+  }
+  return results;
+}
+
+/** How `weightsDtype` resolves on this device for an F32 checkpoint: the report, or the error. */
+export async function weightsDtype(dtype) {
+  await setup();
+  try {
+    const model = await loadModel('llama', { weightsDtype: dtype });
+    const weights = model.info().weights;
+    model.free();
+    return { weights };
+  } catch (e) {
+    return { error: { code: e.code, message: e.message } };
+  }
+}
+
+/** A fixture run (LoRA or prompt tuning), 20 AdamW steps from PEFT's initial adapter. */
+export async function fixtureRun(name, method, loadOptions) {
+  await setup();
+  const model = await loadModel(name, loadOptions);
+  const dir = `${name}/${method}/`;
   const reference = JSON.parse(await text(dir + 'losses.json'));
   const gradients = readSafetensors(await bytes(dir + 'grads.safetensors'));
   const expectedLogits = readSafetensors(await bytes(dir + 'expected_logits.safetensors'));
   const finalAdapter = readSafetensors(await bytes(dir + 'final/adapter_model.safetensors'));
   const initial = await WebAdapter.import(model, await text(dir + 'initial/adapter_config.json'), await bytes(dir + 'initial/adapter_model.safetensors'));
-  const options = { method: 'lora', lr: 1e-3, schedule: 'constant', clip: 0, steps: 20, batchSize: 4, shuffle: false, seed: 0, maxLen: 64 };
+  const options = { method: method === 'lora' ? 'lora' : 'prompt-tuning', lr: 1e-3, schedule: 'constant', clip: 0, steps: 20, batchSize: 4, shuffle: false, seed: 0, maxLen: 64 };
   const trainer = await WebTrainer.create(
     model, 'train.jsonl', await bytes('data/train.jsonl'), 'eval.jsonl', await bytes('data/eval.jsonl'), options, initial,
   );
@@ -112,7 +145,7 @@ export async function llamaLora() {
     errors.loss = Math.max(errors.loss, Math.abs(metrics.loss - reference.train_loss[step]));
   }
   const adapter = trainer.adapter();
-  const exported = await adapter.export('peft', 'fixtures/llama/base', true, undefined);
+  const exported = await adapter.export('peft', `fixtures/${name}/base`, true, undefined);
   const trained = readSafetensors(exported['adapter_model.safetensors']);
   for (const [key, tensor] of Object.entries(finalAdapter)) {
     errors.adapter = Math.max(errors.adapter, maxAbsDiff(trained[key].values, tensor.values));
@@ -128,5 +161,6 @@ export async function llamaLora() {
     evalAfter,
     expectedEval: [reference.eval_loss_initial, reference.eval_loss_final],
     exportedFiles: Object.keys(exported).sort(),
+    weights: model.info().weights,
   };
 }

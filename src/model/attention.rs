@@ -1,0 +1,186 @@
+//! Scaled dot-product attention with transformers' eager masks: causal, key padding and, for
+//! Gemma 3's sliding layers, a window of the last `W` keys. The KV cache of a sliding layer keeps
+//! only the keys a later query can still see.
+
+use burn::tensor::{Device, Tensor, TensorData, activation};
+
+/// Keys and values of earlier positions, per layer, for incremental decoding.
+#[derive(Default)]
+pub struct KvCache {
+    layers: Vec<Option<LayerCache>>,
+    len: usize,
+}
+
+/// One layer's cached keys and values `[batch, kv_heads, kept, head_dim]`.
+struct LayerCache {
+    k: Tensor<4>,
+    v: Tensor<4>,
+    /// Position of the first kept key (above 0 once a sliding layer has dropped keys).
+    start: usize,
+}
+
+impl KvCache {
+    /// Number of positions already seen (also those a sliding layer no longer keeps).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Positions whose keys `layer` still holds (fewer than [`KvCache::len`] in a sliding layer).
+    pub fn kept(&self, layer: usize) -> usize {
+        self.layers.get(layer).and_then(Option::as_ref).map_or(0, |c| c.k.dims()[2])
+    }
+
+    /// Appends this step's keys/values for `layer` and returns the keys to attend to with the
+    /// position of the first. With a `window`, only the last `window - 1` keys are kept: a later
+    /// query at position `p` sees keys `> p - window`.
+    fn extend(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>, window: Option<usize>) -> LayerCache {
+        if self.layers.len() <= layer {
+            self.layers.resize_with(layer + 1, || None);
+        }
+        let all = match self.layers[layer].take() {
+            Some(c) => LayerCache { k: Tensor::cat(vec![c.k, k], 2), v: Tensor::cat(vec![c.v, v], 2), start: c.start },
+            None => LayerCache { k, v, start: 0 },
+        };
+        let held = all.k.dims()[2];
+        // One key more than needed when the window is 1: the mask hides it, and nothing is empty.
+        let keep = window.map_or(held, |w| held.min(w.saturating_sub(1).max(1)));
+        self.layers[layer] = Some(LayerCache {
+            k: all.k.clone().narrow(2, held - keep, keep),
+            v: all.v.clone().narrow(2, held - keep, keep),
+            start: all.start + held - keep,
+        });
+        all
+    }
+
+    /// Marks `added` new positions as cached once every layer has extended.
+    fn advance(&mut self, added: usize) {
+        self.len += added;
+    }
+}
+
+/// What an additive mask depends on besides the batch: the window and the first key's position.
+type MaskKey = (Option<usize>, usize);
+
+/// Per-forward attention context: which keys each query may see, and the cache to extend.
+pub struct AttentionContext<'a> {
+    pub cache: Option<&'a mut KvCache>,
+    pub batch: usize,
+    pub q_len: usize,
+    /// Positions already cached: the first query's position.
+    past: usize,
+    /// `[batch, past + q_len]`, 1 for a real token; `None` when nothing is padded.
+    key_mask: Option<Vec<u8>>,
+    /// Additive masks built so far, by (window, first key position).
+    biases: Vec<(MaskKey, Option<Tensor<4>>)>,
+    device: Device,
+}
+
+impl<'a> AttentionContext<'a> {
+    /// Queries at positions `past .. past + q_len` (past = the cache's length) over a key padding
+    /// mask (`key_mask[b * k_len + j]` = 1 for a real token, k_len = past + q_len).
+    pub fn new(
+        batch: usize,
+        q_len: usize,
+        key_mask: Option<&[u8]>,
+        cache: Option<&'a mut KvCache>,
+        device: &Device,
+    ) -> Self {
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        if let Some(mask) = key_mask {
+            assert_eq!(mask.len(), batch * (past + q_len), "key mask must cover the cached and new positions");
+        }
+        let key_mask = key_mask.filter(|m| m.contains(&0)).map(<[u8]>::to_vec);
+        AttentionContext { cache, batch, q_len, past, key_mask, biases: Vec::new(), device: device.clone() }
+    }
+
+    /// Position of the first query (the number of cached positions).
+    pub fn past_len(&self) -> usize {
+        self.past
+    }
+
+    /// Scaled dot-product attention of `q [b, heads, q_len, d]` over the cached and the new `k`,
+    /// `v` `[b, kv_heads, q_len, d]` (grouped-query: each kv head serves `heads / kv_heads`
+    /// queries). `window`: query `i` sees key `j` only if `i - j < window` (a sliding layer).
+    /// Returns `[b·q_len, heads·d]`.
+    pub fn attend(
+        &mut self,
+        layer: usize,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        scale: f64,
+        window: Option<usize>,
+    ) -> Tensor<2> {
+        let keys = match self.cache.as_deref_mut() {
+            Some(cache) => cache.extend(layer, k, v, window),
+            None => LayerCache { k, v, start: 0 },
+        };
+        let [b, heads, q_len, d] = q.dims();
+        let kv_heads = keys.k.dims()[1];
+        let (k, v) = (repeat_kv(keys.k, heads / kv_heads), repeat_kv(keys.v, heads / kv_heads));
+        let mut scores = q.matmul(k.swap_dims(2, 3)) * scale;
+        if let Some(bias) = self.bias(window, keys.start) {
+            scores = scores + bias;
+        }
+        let probs = activation::softmax(scores, 3);
+        probs.matmul(v).swap_dims(1, 2).reshape([b * q_len, heads * d])
+    }
+
+    /// The additive mask `[batch, 1, q_len, keys]` for keys from position `start` on: 0 where a
+    /// query may attend, `f32::MIN` elsewhere (transformers' eager mask, `finfo.min`). A query
+    /// that sees no key at all (a padding row beyond a sliding window) thus gets a uniform,
+    /// finite softmax, never NaN. `None` when every query sees every key.
+    fn bias(&mut self, window: Option<usize>, start: usize) -> Option<Tensor<4>> {
+        if let Some((_, bias)) = self.biases.iter().find(|(key, _)| *key == (window, start)) {
+            return bias.clone();
+        }
+        let (batch, q_len, past) = (self.batch, self.q_len, self.past);
+        let k_len = past + q_len;
+        let visible = |b: usize, i: usize, j: usize| {
+            let pos = past + i;
+            j <= pos
+                && window.is_none_or(|w| pos - j < w)
+                && self.key_mask.as_ref().is_none_or(|m| m[b * k_len + j] != 0)
+        };
+        let keys = start..k_len;
+        let all_visible = (0..batch).all(|b| (0..q_len).all(|i| keys.clone().all(|j| visible(b, i, j))));
+        let bias = (!all_visible).then(|| {
+            let mut data = Vec::with_capacity(batch * q_len * keys.len());
+            for b in 0..batch {
+                for i in 0..q_len {
+                    data.extend(keys.clone().map(|j| if visible(b, i, j) { 0.0 } else { f32::MIN }));
+                }
+            }
+            Tensor::from_data(TensorData::new(data, [batch, 1, q_len, keys.len()]), &self.device)
+        });
+        self.biases.push(((window, start), bias.clone()));
+        bias
+    }
+
+    /// Records the new positions in the cache; call once after the last layer.
+    pub fn finish(self) {
+        if let Some(cache) = self.cache {
+            cache.advance(self.q_len);
+        }
+    }
+}
+
+/// `[b, kv, len, d] -> [b, kv·groups, len, d]`, each kv head repeated `groups` times in a row
+/// (transformers' `repeat_kv`).
+fn repeat_kv(x: Tensor<4>, groups: usize) -> Tensor<4> {
+    if groups == 1 {
+        return x;
+    }
+    let [b, kv, len, d] = x.dims();
+    x.unsqueeze_dim::<5>(2).expand([b, kv, groups, len, d]).reshape([b, kv * groups, len, d])
+}
+
+/// `[tokens, heads·d] -> [batch, heads, len, d]`.
+pub fn split_heads(x: Tensor<2>, batch: usize, len: usize, heads: usize) -> Tensor<4> {
+    let [_, width] = x.dims();
+    x.reshape([batch, len, heads, width / heads]).swap_dims(1, 2)
+}

@@ -1,0 +1,122 @@
+//! Vocabulary-sized frozen matrices (token embeddings, LM heads, learned positions) stored as row
+//! blocks. A GPU binds at most `maxStorageBufferBindingSize` bytes per buffer (128 MiB to 1 GiB on
+//! many devices), less than Llama-3.2's 128,256 × 2,048 f32 embedding; each block fits one binding
+//! even when cast to f32 for use. A lookup reads the blocks holding the ids; a projection is the
+//! concatenation of per-block products; the loss needs only each row's log-sum-exp and target.
+
+use burn::tensor::{Int, Tensor, TensorData};
+
+use crate::model::layers::to_f32;
+
+/// A frozen `[rows, cols]` matrix as consecutive row blocks of `block_rows` rows (the last may be
+/// shorter), at the model's storage width.
+#[derive(Clone)]
+pub struct Table {
+    blocks: Vec<Tensor<2>>,
+    block_rows: usize,
+    rows: usize,
+    cols: usize,
+}
+
+impl Table {
+    /// Blocks of `block_rows` rows each (the last may be shorter), in row order.
+    pub fn from_blocks(blocks: Vec<Tensor<2>>, block_rows: usize) -> Self {
+        let cols = blocks[0].dims()[1];
+        let rows = blocks.iter().map(|b| b.dims()[0]).sum();
+        Table { blocks, block_rows, rows, cols }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Number of row blocks (1 when the matrix fits one binding).
+    pub fn block_count(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// The whole matrix in f32 when it is one block (fits one binding), else `None`.
+    pub fn single_block(&self) -> Option<Tensor<2>> {
+        match self.blocks.as_slice() {
+            [block] => Some(to_f32(block.clone())),
+            _ => None,
+        }
+    }
+
+    /// Rows `ids` (each `< rows`) as f32 `[ids.len(), cols]`, in the order given.
+    pub fn lookup(&self, ids: &[u32]) -> Tensor<2> {
+        let device = self.blocks[0].device();
+        let index = |ids: Vec<i64>| {
+            let n = ids.len();
+            Tensor::<1, Int>::from_data(TensorData::new(ids, [n]), &device)
+        };
+        if self.blocks.len() == 1 {
+            return to_f32(self.blocks[0].clone().select(0, index(ids.iter().map(|&id| id as i64).collect())));
+        }
+        // Gather per block, then put the rows back in the order asked for.
+        let mut parts = Vec::new();
+        let mut order = vec![0i64; ids.len()];
+        let mut placed = 0;
+        for (b, block) in self.blocks.iter().enumerate() {
+            let first = b * self.block_rows;
+            let local: Vec<(usize, i64)> = ids
+                .iter()
+                .enumerate()
+                .filter(|&(_, &id)| (id as usize) / self.block_rows == b)
+                .map(|(i, &id)| (i, (id as usize - first) as i64))
+                .collect();
+            if local.is_empty() {
+                continue;
+            }
+            for (k, &(i, _)) in local.iter().enumerate() {
+                order[i] = (placed + k) as i64;
+            }
+            placed += local.len();
+            parts.push(block.clone().select(0, index(local.into_iter().map(|(_, row)| row).collect())));
+        }
+        to_f32(Tensor::cat(parts, 0)).select(0, index(order))
+    }
+
+    /// `h · Wᵀ` for `h [n, cols]`: `[n, rows]` in f32 (an LM head's logits).
+    pub fn project(&self, h: Tensor<2>) -> Tensor<2> {
+        let parts: Vec<Tensor<2>> =
+            self.blocks.iter().map(|block| h.clone().matmul(to_f32(block.clone()).transpose())).collect();
+        if parts.len() == 1 { parts.into_iter().next().expect("one block") } else { Tensor::cat(parts, 1) }
+    }
+
+    /// `log softmax(h · Wᵀ)[target]` per row of `h [n, cols]`, mathematically
+    /// `log_softmax(project(h)).gather(targets)`, computed over row chunks and row blocks so that
+    /// no intermediate holds more than `max_elements` values: the target's logit `h · W[target]`
+    /// minus the log-sum-exp of the row's logits, combined from per-block log-sum-exps.
+    pub fn target_log_probs(&self, h: Tensor<2>, targets: &[u32], max_elements: usize) -> Tensor<1> {
+        let n = targets.len();
+        let widest = self.blocks.iter().map(|b| b.dims()[0]).max().unwrap_or(1);
+        let chunk = (max_elements / widest).clamp(1, n.max(1));
+        let mut out = Vec::new();
+        for start in (0..n).step_by(chunk) {
+            let len = chunk.min(n - start);
+            let rows = h.clone().narrow(0, start, len);
+            let per_block: Vec<Tensor<2>> = self
+                .blocks
+                .iter()
+                .map(|block| log_sum_exp(rows.clone().matmul(to_f32(block.clone()).transpose())))
+                .collect();
+            let lse = log_sum_exp(Tensor::cat(per_block, 1));
+            let target_rows = self.lookup(&targets[start..start + len]);
+            let target_logits = (rows * target_rows).sum_dim(1);
+            out.push((target_logits - lse).reshape([len]));
+        }
+        Tensor::cat(out, 0)
+    }
+}
+
+/// `log Σ_j exp(x[i, j])` per row of `x [n, m]` as `[n, 1]`, shifted by the row maximum (a
+/// constant for the gradient, as in `torch.logsumexp`).
+fn log_sum_exp(x: Tensor<2>) -> Tensor<2> {
+    let max = x.clone().max_dim(1).detach();
+    (x - max.clone()).exp().sum_dim(1).log() + max
+}
