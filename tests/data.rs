@@ -382,9 +382,10 @@ fn chat_rows_supervise_assistant_turns_only() {
                 "<|im_start|>system\nYou reverse words.<|im_end|>\n<|im_start|>user\nabc<|im_end|>\n<|im_start|>assistant\n",
                 false
             ),
-            ("cba<|im_end|>\n", true),
-            ("<|im_start|>user\nNow xyz, please<|im_end|>\n<|im_start|>assistant\n", false),
-            ("zyx<|im_end|>\n", true),
+            ("cba<|im_end|>", true),
+            ("\n<|im_start|>user\nNow xyz, please<|im_end|>\n<|im_start|>assistant\n", false),
+            ("zyx<|im_end|>", true),
+            ("\n", false),
         ])
     );
     // The rendering is tokenised once, without extra special tokens and without an added EOS.
@@ -421,7 +422,11 @@ fn chat_rows_supervise_assistant_turns_only() {
     let rows = preview("chat.jsonl", padded.as_bytes(), &stripping, &options(512), 1).unwrap();
     assert_eq!(
         rows[0].segments,
-        segments(&[("<|im_start|>user\nabc<|im_end|>\n<|im_start|>assistant\n", false), ("cba<|im_end|>\n", true)])
+        segments(&[
+            ("<|im_start|>user\nabc<|im_end|>\n<|im_start|>assistant\n", false),
+            ("cba<|im_end|>", true),
+            ("\n", false)
+        ])
     );
 }
 

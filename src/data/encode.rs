@@ -1,12 +1,13 @@
 //! Rows to training examples: recognises the row's field set, builds the text (templates), and
 //! tokenises it with labels that supervise only what the model should learn to write.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Range;
 
 use serde_json::Value;
 
 use super::source::{Fields, SourceRow, json_type};
-use super::template::{ChatTemplate, DEFAULT_INSTRUCTION_TEMPLATE, InstructionTemplate};
+use super::template::{AssistantRanges, ChatTemplate, DEFAULT_INSTRUCTION_TEMPLATE, InstructionTemplate};
 use super::{DataOptions, Example, IGNORE_INDEX};
 use crate::err;
 use crate::error::{Error, Result};
@@ -48,6 +49,8 @@ pub(super) struct RowEncoder<'a> {
     instruction_template: InstructionTemplate,
     /// Only an error once a `messages` row needs it: other datasets do not need a chat template.
     chat_template: Result<ChatTemplate>,
+    /// Tokens that close an assistant turn of a template without generation tags.
+    end_of_turn: HashSet<u32>,
 }
 
 impl<'a> RowEncoder<'a> {
@@ -63,6 +66,11 @@ impl<'a> RowEncoder<'a> {
                 options.template.as_deref().unwrap_or(DEFAULT_INSTRUCTION_TEMPLATE),
             )?,
             chat_template: ChatTemplate::new(tokenizer),
+            end_of_turn: tokenizer
+                .special_token_ids()
+                .into_iter()
+                .chain(tokenizer.eos_token_ids.iter().copied())
+                .collect(),
         })
     }
 
@@ -129,27 +137,84 @@ impl<'a> RowEncoder<'a> {
         Ok(self.instruction_template.render(&variables)?)
     }
 
-    /// The chat template's rendering of the conversation, tokenised once; a token is supervised
-    /// when it starts inside an assistant turn.
+    /// The chat template's rendering of the conversation, tokenised once, supervised where the
+    /// assistant writes: see [`supervised_ranges`].
     fn conversation(&self, messages: &Value) -> Result<(Vec<u32>, Vec<i64>), Rejection> {
         let messages = checked_messages(messages)?;
         let template = self.chat_template.as_ref().map_err(|e| Rejection::Fatal(e.clone()))?;
-        let (text, assistant_spans) = template.render_with_assistant_spans(messages)?;
+        let rendered = template.render_conversation(messages)?;
         // The template already wrote the special tokens (BOS, end of turn) into the text.
-        let (input_ids, offsets) = self.tokenizer.encode_with_offsets(&text, false)?;
+        let (input_ids, offsets) = self.tokenizer.encode_with_offsets(&rendered.text, false)?;
+        let ranges = supervised_ranges(&rendered.assistant, &input_ids, &offsets, &self.end_of_turn);
         let labels = input_ids
             .iter()
-            .zip(offsets)
-            .map(|(&id, token)| {
-                if assistant_spans.iter().any(|span| span.contains(&token.start)) {
-                    i64::from(id)
-                } else {
-                    IGNORE_INDEX
-                }
-            })
+            .zip(supervised_tokens(&offsets, &ranges))
+            .map(|(&id, supervised)| if supervised { i64::from(id) } else { IGNORE_INDEX })
             .collect();
         Ok((input_ids, labels))
     }
+}
+
+/// The byte ranges of a rendered conversation the model learns to write, as TRL's
+/// `assistant_only_loss` and transformers' `return_assistant_tokens_mask` define them: each
+/// assistant turn's content and its end-of-turn token, nothing after it (not the separator, not
+/// the next header).
+///
+/// A template with `{% generation %}` blocks says so itself. For one without, each turn (after
+/// its generation prompt) ends with the last end-of-turn token in it: a special token
+/// (`<|im_end|>` for ChatML, SmolLM2 and Qwen, `<|eot_id|>` for Llama 3, `<end_of_turn>` for
+/// Gemma) or EOS (`</s>`); the `\n` that ChatML and Gemma write after it is the separator. A
+/// turn without such a token (a plain-text template) is supervised whole, since its closing text
+/// is then the only way the model can learn to stop. Whatever the template writes inside the turn
+/// is the assistant's: with Qwen3 that includes the `<think>…</think>` block it puts in front
+/// of the final turn's answer (an empty one when the content has no reasoning), which is what
+/// the model generates after the generation prompt.
+fn supervised_ranges(
+    assistant: &AssistantRanges,
+    ids: &[u32],
+    offsets: &[Range<usize>],
+    end_of_turn: &HashSet<u32>,
+) -> Vec<Range<usize>> {
+    match assistant {
+        AssistantRanges::Tagged(ranges) => ranges.clone(),
+        AssistantRanges::Turns(turns) => turns
+            .iter()
+            .map(|turn| {
+                // Tokens are in text order: those inside the turn follow the first that starts in it.
+                let first = offsets.partition_point(|token| token.start < turn.start);
+                let end = (first..offsets.len())
+                    .take_while(|&i| offsets[i].end <= turn.end)
+                    .filter(|&i| end_of_turn.contains(&ids[i]))
+                    .last()
+                    .map_or(turn.end, |i| offsets[i].end);
+                turn.start..end
+            })
+            .collect(),
+    }
+}
+
+/// Which tokens meet a supervised range, tokens and ranges both in text order.
+fn supervised_tokens(offsets: &[Range<usize>], ranges: &[Range<usize>]) -> Vec<bool> {
+    let mut ranges: Vec<&Range<usize>> = ranges.iter().collect();
+    ranges.sort_by_key(|range| range.start);
+    let mut next = 0;
+    offsets
+        .iter()
+        .map(|token| {
+            // Ranges that end before this token can meet no later one.
+            while next < ranges.len() && ranges[next].end <= token.start {
+                next += 1;
+            }
+            ranges[next..].iter().take_while(|range| range.start <= token.end).any(|range| overlaps(token, range))
+        })
+        .collect()
+}
+
+/// Whether a token's bytes meet a supervised range, which is how transformers maps character
+/// spans to tokens (`char_to_token` of the first and last character). A token with no bytes
+/// counts where it sits.
+fn overlaps(token: &Range<usize>, range: &Range<usize>) -> bool {
+    if token.is_empty() { range.contains(&token.start) } else { token.start < range.end && range.start < token.end }
 }
 
 /// The `messages` list, checked to hold `{role, content}` strings and an assistant turn that

@@ -116,6 +116,12 @@ impl TextTokenizer {
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }
+
+    /// Ids of the added tokens marked special (`<|im_end|>`, `<|eot_id|>`, `<end_of_turn>`, ...):
+    /// the tokens chat templates write around turns.
+    pub fn special_token_ids(&self) -> Vec<u32> {
+        self.inner.get_added_tokens_decoder().into_iter().filter(|(_, token)| token.special).map(|(id, _)| id).collect()
+    }
 }
 
 /// A special token in `tokenizer_config.json`: a string or an AddedToken object.
