@@ -15,6 +15,11 @@ import { DeviceWatch, adapterName, initWatchingDevice, requireAdapterInfo } from
 /** @typedef {import('./index.js').ModelInfo} ModelInfo */
 /** @typedef {import('./index.js').GenerationResult} GenerationResult */
 
+/** How long a failed GPU call waits for the device's `lost` promise before it is reported as an
+ * ordinary GPU error: the browser settles that promise after the failure, late on a busy machine
+ * (250 ms was seen to be too short in a loaded test run), and only failures pay the wait. */
+const LOSS_REPORT_WAIT_MS = 3000;
+
 /** @type {Promise<unknown> | undefined} */
 let wasmReady;
 
@@ -100,7 +105,7 @@ class MainEngine {
    */
   async #failure(e) {
     const error = toWebtuneError(e);
-    if ((error.code === 'GPU' || error.code === 'INTERNAL') && (await this.#device.isLost(250))) return this.#device.error();
+    if ((error.code === 'GPU' || error.code === 'INTERNAL') && (await this.#device.isLost(LOSS_REPORT_WAIT_MS))) return this.#device.error();
     return error;
   }
 
