@@ -3,7 +3,10 @@
 # first failing phase.
 #
 #   1. scripts/setup.sh          (apt packages, rust wasm target, wasm-bindgen-cli, npm ci)
-#   2. cargo test                native tests (wgpu on a Vulkan device; lavapipe on CPU-only machines)
+#   2. cargo test                native tests on the default device (burn's Flex CPU backend where
+#                                the only GPU is a software rasteriser, as on CI)
+#      WEBTUNE_DEVICE=gpu ...    the kernel and parity tests again on wgpu (Mesa lavapipe on CI):
+#                                the WGSL path the browser runs, natively
 #   3. scripts/build-wasm.sh     www/pkg
 #      scripts/build-npm.sh      the npm package in npm/dist, copied to www/webtune
 #   4. npm run test:browser      tests/browser/*.test.mjs in headless Chromium (WebGPU)
@@ -35,6 +38,8 @@ phase() {
 
 phase "setup" scripts/setup.sh
 phase "native tests" cargo test "$@"
+phase "native tests on wgpu" env WEBTUNE_DEVICE=gpu cargo test "$@" --test kernels --test bucketing \
+  --test model_parity --test peft_parity --test adapter_methods -- --test-threads=1
 phase "wasm build" scripts/build-wasm.sh
 phase "npm package" scripts/build-npm.sh
 phase "browser tests" npm run --silent test:browser
