@@ -170,10 +170,14 @@ export interface ModelInfo {
 /** Every training option, with its default. The same names as the `webtune train` CLI flags.
  * Unknown keys are rejected with `INVALID_OPTIONS`. */
 export interface TrainingConfig {
-  /** default `"lora"` */
-  method?: "lora" | "prompt-tuning";
+  /** `"lora"` (LoRA, PiSSA, DoRA), `"prompt-tuning"`, `"seq-bn"` / `"double-seq-bn"` (AdapterHub
+   * bottleneck adapters after each MLP / after attention and MLP), `"ia3"` (PEFT IA3), default `"lora"` */
+  method?: "lora" | "prompt-tuning" | "seq-bn" | "double-seq-bn" | "ia3";
+  /** DoRA (method `"lora"` only): a trained magnitude per output row, PEFT's `use_dora`, default false */
+  dora?: boolean;
   /** LoRA: `"default"` | `"gaussian"` | `"pissa"` | `"pissa_niter_K"`; prompt tuning: `"random"` |
-   * `"text"` | `"sample-vocab"`. default: `"default"` / `"random"` (`"text"` when `initText` is set) */
+   * `"text"` | `"sample-vocab"`; bottleneck adapters: `"bert"` | `"mam_adapter"` | `"houlsby"`.
+   * default: `"default"` / `"random"` (`"text"` when `initText` is set) / `"bert"` */
   init?: string;
   /** prompt tuning: the text whose tokens initialise the virtual tokens */
   initText?: string;
@@ -183,7 +187,8 @@ export interface TrainingConfig {
   alpha?: number;
   /** default 0 */
   dropout?: number;
-  /** Module-name suffixes; default: PEFT's for the architecture (`ModelInfo.defaultTargets`). */
+  /** LoRA / IA3 module-name suffixes; default: PEFT's for the architecture (LoRA's are
+   * `ModelInfo.defaultTargets`). */
   targets?: string[];
   /** rsLoRA scaling alpha/√r, default false */
   rslora?: boolean;
@@ -193,7 +198,16 @@ export interface TrainingConfig {
   alphaPattern?: Record<string, number>;
   /** prompt tuning, default 20 */
   virtualTokens?: number;
-  /** default 2e-4 (LoRA) / 3e-2 (prompt tuning) */
+  /** bottleneck adapters: width = floor(hidden size / reductionFactor), default 16 */
+  reductionFactor?: number;
+  /** bottleneck adapters: `"relu"` | `"swish"` | `"silu"` | `"gelu"` | `"gelu_new"` | `"tanh"` | ...;
+   * default: `"relu"` (seq-bn) / `"swish"` (double-seq-bn) */
+  nonLinearity?: string | null;
+  /** bottleneck adapters: the name in every AdapterHub weight key, default: `"adapter"` */
+  adapterName?: string | null;
+  /** IA3: the targets whose input (not output) is scaled; default: PEFT's for the architecture */
+  feedforwardModules?: string[] | null;
+  /** default 2e-4 (LoRA) / 3e-2 (prompt tuning) / 1e-4 (bottleneck adapters) / 3e-3 (IA3) */
   lr?: number;
   /** AdamW weight decay, default 0 */
   weightDecay?: number;
@@ -338,7 +352,7 @@ export interface TrainReport {
  * largest workload the config allows), and `Trainer.report.facts` for the loaded data. */
 export interface RunFacts {
   trainableParameters: number;
-  /** The linear layers a LoRA adapts, in model order (empty for prompt tuning). */
+  /** The adapted modules, in model order (empty for prompt tuning). */
   layers: AdaptedLayer[];
   /** Virtual tokens in front of every sequence (prompt tuning; 0 for LoRA). */
   virtualTokens: number;
@@ -346,11 +360,17 @@ export interface RunFacts {
 }
 
 export interface AdaptedLayer {
-  /** Hugging Face module path, e.g. `model.layers.0.self_attn.q_proj`. */
+  /** Hugging Face module path, e.g. `model.layers.0.self_attn.q_proj`; for a bottleneck adapter
+   * its AdapterHub key prefix, which names the placement (`model.layers.0.output_adapters.adapters.adapter`). */
   path: string;
+  /** `"ia3"` scales the layer's output, `"ia3-feedforward"` its input. */
+  kind: "lora" | "dora" | "ia3" | "ia3-feedforward" | "bottleneck";
   inFeatures: number;
   outFeatures: number;
+  /** The LoRA rank or the bottleneck width; 0 for IA3. */
   rank: number;
+  /** Trainable values in this module. */
+  parameters: number;
 }
 
 /** Estimated GPU memory of training, in bytes, from the model's real layer shapes (the formula is

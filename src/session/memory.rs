@@ -129,6 +129,32 @@ pub fn estimate(
     }
 }
 
+/// What an adapted module other than a plain LoRA layer keeps for the backward pass, in f32
+/// values: per token of a micro-batch, and once per step. [`estimate`] counts LoRA's rank-`r`
+/// intermediates; [`with_method_terms`] adds these:
+///
+/// - DoRA: the rescaled layer's output (`out` per token) and `W + s·BA`, materialised for its row
+///   norms (`in · out` per step).
+/// - IA3: the vector's operand, the layer's output (`out`) or, for feed-forward layers, its input
+///   (`in`) per token.
+/// - Bottleneck adapter: its input, the down projection, the activation and the up projection
+///   (`2h + 2b` per token).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MethodTerm {
+    pub per_token: usize,
+    pub per_step: usize,
+}
+
+/// `estimate` plus the activations of `terms` for `work` (bytes added to `activations` and `total`).
+pub fn with_method_terms(mut memory: MemoryEstimate, terms: &[MethodTerm], work: Workload) -> MemoryEstimate {
+    let per_token: u64 = terms.iter().map(|t| t.per_token as u64).sum();
+    let per_step: u64 = terms.iter().map(|t| t.per_step as u64).sum();
+    let extra = F32 * (work.batch as u64 * work.tokens as u64 * per_token + per_step);
+    memory.activations += extra;
+    memory.total += extra;
+    memory
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
