@@ -181,4 +181,21 @@ mod tests {
         let f32_weights = estimate(BaseModel { weight_bytes: 4, ..base }, 100, &[], false, work);
         assert_eq!(f32_weights.weights, 4000);
     }
+
+    #[test]
+    fn method_terms_add_per_token_and_per_step_activations() {
+        let config = ModelConfig::from_json(
+            r#"{"model_type": "llama", "vocab_size": 100, "hidden_size": 8, "intermediate_size": 16,
+                "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+                "max_position_embeddings": 32, "tie_word_embeddings": true}"#,
+        )
+        .unwrap();
+        let base = BaseModel { config: &config, parameters: 1000, largest_linear: 128, weight_bytes: 4 };
+        let work = Workload { batch: 2, tokens: 5, supervised: 3 };
+        let plain = estimate(base, 100, &[], false, work);
+        let terms = [MethodTerm { per_token: 3, per_step: 64 }, MethodTerm { per_token: 1, per_step: 0 }];
+        let with = with_method_terms(plain.clone(), &terms, work);
+        assert_eq!(with.activations - plain.activations, 4 * (2 * 5 * 4 + 64));
+        assert_eq!(with.total - plain.total, with.activations - plain.activations);
+    }
 }
