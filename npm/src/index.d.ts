@@ -394,10 +394,17 @@ export interface MemoryEstimate {
 
 /** What an adapter is. */
 export interface AdapterInfo {
-  /** `"LORA"` or `"PROMPT_TUNING"` (PEFT's `peft_type`). */
+  /** `"LORA"`, `"PROMPT_TUNING"`, `"IA3"` (PEFT's `peft_type`) or `"BOTTLENECK"` (AdapterHub's). */
   peftType: string;
+  /** `"lora"` | `"pissa"` | `"dora"` | `"ia3"` | `"prompt_tuning"` | `"seq_bn"` | `"double_seq_bn"` */
+  method: string;
   trainableParameters: number;
+  /** The formats `exportAdapter` can write for this adapter: PEFT for LoRA/DoRA/IA3/prompt tuning,
+   * AdapterHub for bottleneck adapters, GGUF for plain LoRA, a merged model for LoRA/DoRA/IA3. */
+  exportFormats: ExportFormat[];
 }
+
+export type ExportFormat = "peft" | "adapterhub" | "gguf" | "merged";
 
 export interface Trainer {
   readonly totalSteps: number;

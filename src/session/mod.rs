@@ -195,13 +195,22 @@ pub fn model_info(model: &Model) -> ModelInfo {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AdapterInfo {
-    /// PEFT's `peft_type`: `LORA` or `PROMPT_TUNING`.
+    /// PEFT's `peft_type`: `LORA`, `PROMPT_TUNING`, `IA3`, or `BOTTLENECK` (AdapterHub's).
     pub peft_type: &'static str,
+    /// [`Adapter::method`]: `lora`, `pissa`, `dora`, `ia3`, `prompt_tuning`, `seq_bn`, `double_seq_bn`.
+    pub method: &'static str,
     pub trainable_parameters: usize,
+    /// What it can be exported as ([`Adapter::export_formats`]).
+    pub export_formats: &'static [ExportFormat],
 }
 
 pub fn adapter_info(adapter: &Adapter) -> AdapterInfo {
-    AdapterInfo { peft_type: adapter.peft_type(), trainable_parameters: adapter.trainable_parameters() }
+    AdapterInfo {
+        peft_type: adapter.peft_type(),
+        method: adapter.method(),
+        trainable_parameters: adapter.trainable_parameters(),
+        export_formats: adapter.export_formats(),
+    }
 }
 
 /// The adapter's files (name, bytes) in `format`, one the adapter has
