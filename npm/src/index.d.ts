@@ -442,17 +442,26 @@ export interface CreateTrainerOptions {
   checkpoint?: Uint8Array | ArrayBuffer;
 }
 
-/** PEFT adapter files (`adapter_config.json` + `adapter_model.safetensors`), as exported or as
- * picked by the user, or the `adapter.zip` that `exportAdapter({format: "peft"})` makes. */
+/** Adapter files: PEFT's (`adapter_config.json` + `adapter_model.safetensors`) or AdapterHub's
+ * (`adapter_config.json` + `adapter.safetensors`), as exported or as picked by the user, or the
+ * `adapter.zip` that `exportAdapter({format: "peft" | "adapterhub"})` makes. */
 export type AdapterFiles = Record<string, Blob | ArrayBuffer | Uint8Array> | FileList | File[] | Blob | ArrayBuffer | Uint8Array;
 
-/** The two files of a PEFT adapter, read from a pick, a drop, a record or a zip (no GPU, no engine):
- * what `loadAdapter` and `createTrainer({adapter})` read, for an app that keeps or inspects them.
- * Rejects with `FILE_MISSING` or `INVALID_ADAPTER` (a GGUF file, a damaged zip). */
-export declare function readAdapterFiles(files: AdapterFiles): Promise<{ config: string; weights: Uint8Array }>;
+/** The two files of a PEFT or AdapterHub adapter, read from a pick, a drop, a record or a zip (no
+ * GPU, no engine): what `loadAdapter` and `createTrainer({adapter})` read, for an app that keeps or
+ * inspects them. Rejects with `FILE_MISSING` or `INVALID_ADAPTER` (a GGUF file, a damaged zip, a
+ * pickled `adapter_model.bin` / `pytorch_adapter.bin`, with how to re-save it as safetensors). */
+export declare function readAdapterFiles(
+  files: AdapterFiles,
+): Promise<{ config: string; weights: Uint8Array; weightsFile: "adapter_model.safetensors" | "adapter.safetensors" }>;
 
 export interface ExportOptions {
-  format: "peft" | "gguf";
+  /** One of the adapter's `AdapterInfo.exportFormats`; another is refused with `INVALID_OPTIONS`
+   * naming the formats it has. */
+  format: ExportFormat;
+  /** `"merged"`: write the model folder into this directory (from `showDirectoryPicker()`, which
+   * needs the user's click, so the page calls it) instead of returning a zip. */
+  directory?: FileSystemDirectoryHandle;
   /** Write a PiSSA adapter as a plain LoRA for the original base model, default true. */
   pissaAsLora?: boolean;
   /** `base_model_name_or_path` in adapter_config.json, default `ModelInfo.name`. */
@@ -460,12 +469,18 @@ export interface ExportOptions {
 }
 
 export interface ExportedAdapter {
-  /** The individual files (`adapter_model.safetensors`, `adapter_config.json`, `README.md`, or `adapter.gguf`). */
+  /** The individual files (`adapter_model.safetensors`, `adapter_config.json`, `README.md`;
+   * `adapter.safetensors`, `adapter_config.json`; or `adapter.gguf`); empty for a merged model,
+   * which is never held in memory whole. */
   files: Record<string, Uint8Array>;
-  /** One download: a zip of the PEFT files, or the GGUF file. */
+  /** One download: a zip of the PEFT or AdapterHub files, the GGUF file, or the merged model folder
+   * as a zip (`config.json`, `model.safetensors` in the base's dtype or its shards, tokenizer
+   * files), assembled from the pieces as they came; empty when written to `directory`. */
   blob: Blob;
-  /** `"adapter.zip"` or `"adapter.gguf"` */
+  /** `"adapter.zip"`, `"adapter.gguf"`, `"<model>-merged.zip"`, or the merged folder's suggested name */
   fileName: string;
+  /** `"merged"` into a `directory`: the files written there. */
+  written?: string[];
 }
 
 export interface GenerateOptions {
@@ -516,7 +531,9 @@ export interface Engine {
   generate(prompt: string, options?: GenerateOptions): Generation;
   /** Loss of an adapter (default: tuned if any, else base) on a dataset. */
   evaluate(data: DatasetSource, options?: { adapter?: "tuned" | "base"; config?: TrainingConfig }): Promise<{ loss: number; perplexity: number }>;
-  /** The tuned adapter as PEFT files (zip) or a llama.cpp GGUF LoRA. */
+  /** The tuned adapter as PEFT or AdapterHub files (zip), a llama.cpp GGUF LoRA, or the base model
+   * with the adapter folded in (`"merged"`: LoRA, PiSSA, DoRA, IA3), streamed to a directory or a
+   * zip. `AdapterInfo.exportFormats` lists what the adapter has. */
   exportAdapter(options: ExportOptions): Promise<ExportedAdapter>;
   /** Frees the GPU (and terminates the worker for `createWorkerEngine`). Later calls reject
    * with `ENGINE_DISPOSED`. */

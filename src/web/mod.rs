@@ -25,6 +25,8 @@ use crate::session::{self, DataFile, ExportFormat, RunFacts, TrainReport};
 use crate::train::Trainer;
 use crate::{device, err, readback, zip};
 
+mod merged;
+
 thread_local! {
     static DEVICE: RefCell<Option<Device>> = const { RefCell::new(None) };
 }

@@ -54,6 +54,36 @@ function lineCount(file) {
   return fs.readFileSync(file, 'utf8').trimEnd().split('\n').length;
 }
 
+/** The entries of a zip from its central directory: name → bytes (stored entries only). */
+function zipEntries(bytes) {
+  const buf = Buffer.from(bytes);
+  const eocd = buf.lastIndexOf(Buffer.from([0x50, 0x4b, 0x05, 0x06]));
+  const count = buf.readUInt16LE(eocd + 10);
+  let at = buf.readUInt32LE(eocd + 16);
+  const entries = {};
+  for (let i = 0; i < count; i++) {
+    assert.equal(buf.readUInt32LE(at), 0x02014b50, 'central directory record');
+    const size = buf.readUInt32LE(at + 20);
+    const nameLength = buf.readUInt16LE(at + 28);
+    const extra = buf.readUInt16LE(at + 30) + buf.readUInt16LE(at + 32);
+    const local = buf.readUInt32LE(at + 42);
+    const name = buf.subarray(at + 46, at + 46 + nameLength).toString('utf8');
+    const start = local + 30 + buf.readUInt16LE(local + 26) + buf.readUInt16LE(local + 28);
+    entries[name] = buf.subarray(start, start + size);
+    assert.equal(zlib.crc32(entries[name]), buf.readUInt32LE(at + 16), `${name}: CRC`);
+    at += 46 + nameLength + extra;
+  }
+  return entries;
+}
+
+/** A safetensors file's header without its metadata: name → { dtype, shape }. */
+function safetensorsHeader(bytes) {
+  const length = Number(Buffer.from(bytes).readBigUInt64LE(0));
+  const header = JSON.parse(Buffer.from(bytes).subarray(8, 8 + length).toString('utf8'));
+  delete header.__metadata__;
+  return Object.fromEntries(Object.entries(header).map(([name, t]) => [name, { dtype: t.dtype, shape: t.shape }]));
+}
+
 /** Names of the entries in a zip's central directory. */
 function zipNames(bytes) {
   const buf = Buffer.from(bytes);
@@ -336,7 +366,7 @@ test('the worker engine runs the whole API in the built app', { timeout: 400_000
   // Evaluate, and the exported zip loads back as the same adapter.
   assert.ok(r.evalTuned.loss > 0 && Math.abs(r.evalTuned.perplexity - Math.exp(r.evalTuned.loss)) < 1e-6 * r.evalTuned.perplexity);
   assert.ok(Number.isFinite(r.evalBase.loss));
-  assert.deepEqual(r.loadAdapter, { peftType: 'LORA', trainableParameters: 3584 });
+  assert.deepEqual(r.loadAdapter, { peftType: 'LORA', method: 'lora', trainableParameters: 3584, exportFormats: ['peft', 'gguf', 'merged'] });
   assert.ok(Math.abs(r.evalLoaded.loss - r.evalTuned.loss) < 1e-4, `loaded ${r.evalLoaded.loss} vs trained ${r.evalTuned.loss}`);
 
   // Resuming from the pause checkpoint reproduces the run's last loss.
