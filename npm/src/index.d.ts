@@ -346,6 +346,8 @@ export interface TrainReport {
   evalExamples: number;
   /** What the run trains and needs, for the data actually loaded. */
   facts: RunFacts;
+  /** The adapter being trained: its method and the formats it exports as. */
+  adapter: AdapterInfo;
 }
 
 /** What a run will train and need: `engine.runFacts(config)` before any data is loaded (the

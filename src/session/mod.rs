@@ -41,6 +41,8 @@ pub struct TrainReport {
     pub train_examples: usize,
     pub eval_examples: usize,
     pub facts: RunFacts,
+    /// The adapter being trained: its method and export formats.
+    pub adapter: AdapterInfo,
 }
 
 /// A run ready to train.
@@ -83,6 +85,7 @@ pub async fn prepare(
         train_examples: train_examples.len(),
         eval_examples: eval_examples.len(),
         facts,
+        adapter: adapter_info(&adapter),
     };
     let mut trainer = Trainer::new(model.lm.clone(), adapter, train_examples, eval_examples, config, model.pad_id())?;
     trainer.identify("trainFile", describe_bytes(train.bytes));

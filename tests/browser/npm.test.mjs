@@ -76,14 +76,6 @@ function zipEntries(bytes) {
   return entries;
 }
 
-/** A safetensors file's header without its metadata: name → { dtype, shape }. */
-function safetensorsHeader(bytes) {
-  const length = Number(Buffer.from(bytes).readBigUInt64LE(0));
-  const header = JSON.parse(Buffer.from(bytes).subarray(8, 8 + length).toString('utf8'));
-  delete header.__metadata__;
-  return Object.fromEntries(Object.entries(header).map(([name, t]) => [name, { dtype: t.dtype, shape: t.shape }]));
-}
-
 /** Names of the entries in a zip's central directory. */
 function zipNames(bytes) {
   const buf = Buffer.from(bytes);
