@@ -379,14 +379,14 @@ class MainEngine {
    * @returns {Promise<import('./index.js').ExportedAdapter>}
    */
   async #exportMerged(directory) {
-    const model = this.#requireModel();
+    this.#requireModel();
     const base = this.#baseFiles;
     if (!base) throw new WebtuneError('NO_MODEL', 'the model\'s files are not available for merging: load the model again');
     const { sizes, readRange } = await rangeReader(await base());
     const sink = directory ? directorySink(directory) : zipSink();
     await this.exclusive(() =>
       this.#withAdapter('tuned', async (adapter) => {
-        const merged = adapter.merged(model, sizes, readRange);
+        const merged = adapter.merged(sizes, readRange);
         try {
           for (let chunk = await merged.next(); chunk; chunk = await merged.next()) await sink.write(chunk);
         } catch (e) {

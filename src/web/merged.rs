@@ -6,7 +6,7 @@
 use js_sys::{Function, Object, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 
-use super::{WebAdapter, WebModel, js_error, to_js};
+use super::{WebAdapter, js_error, to_js};
 use crate::err;
 use crate::model::files::FileSource;
 use crate::peft::merge::{MAX_SHARD_BYTES, MergedModel};
@@ -66,13 +66,13 @@ pub struct WebMergedModel {
 
 #[wasm_bindgen]
 impl WebAdapter {
-    /// Plans the base model `model` was loaded from with this adapter folded in (LoRA, PiSSA, DoRA,
+    /// Plans the base model this adapter belongs to with the adapter folded in (LoRA, PiSSA, DoRA,
     /// IA3): `sizes` `{ name: bytes }` of the base's files, `readRange(name, offset, length)` a
     /// synchronous reader of them. Checks everything (method, files, dtypes) before any output.
-    pub fn merged(&self, model: &WebModel, sizes: Object, read_range: Function) -> Result<WebMergedModel, JsValue> {
+    pub fn merged(&self, sizes: Object, read_range: Function) -> Result<WebMergedModel, JsValue> {
         let source = Box::new(JsRangeFiles { sizes, read_range });
-        let merged = MergedModel::new(model.model.lm.clone(), self.adapter.clone(), source, MAX_SHARD_BYTES)
-            .map_err(js_error)?;
+        let merged =
+            MergedModel::new(self.model.lm.clone(), self.adapter.clone(), source, MAX_SHARD_BYTES).map_err(js_error)?;
         Ok(WebMergedModel { merged })
     }
 }

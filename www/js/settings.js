@@ -1,9 +1,10 @@
 // Step 3, Settings: the form of settings-fields.js, filled with the defaults for the loaded model,
 // validated as the user types, with the GPU memory estimate of the run it describes.
 
-import { $, h, button, bytes, count } from './format.js';
-import { FIELDS, GROUPS, INITS, LORA, BOTTLENECK, METHODS, ATTENTION, SIZE_LABEL, coreMethod, defaultsFor, defaultLr, sizeClass } from './settings-fields.js';
-import { renderMemory, runFacts } from './memory.js';
+import { $, h, button } from './format.js';
+import { FIELDS, GROUPS, INITS, LORA, BOTTLENECK, ATTENTION, SIZE_LABEL, coreMethod, defaultsFor, defaultLr, sizeClass } from './settings-fields.js';
+import { renderMemory } from './memory.js';
+import { renderMethodFacts } from './method-facts.js';
 import { session } from './session.js';
 
 /** @typedef {import('../webtune/index.js').TrainingConfig} TrainingConfig */
@@ -33,41 +34,8 @@ export function onSettingsChange(fn) {
 /** @param {string} what */
 function changed(what) {
   renderMemory(config());
-  renderMethodFacts();
+  renderMethodFacts(config(), method());
   for (const fn of listeners) fn(what);
-}
-
-let factsCall = 0;
-
-/** Each method card's trainable parameters and memory for the loaded model, from the core's run
- * facts of the current settings with that method (and its defaults where it has its own). */
-async function renderMethodFacts() {
-  const call = ++factsCall;
-  const current = config();
-  for (const m of METHODS) {
-    const el = document.getElementById(`method-${m}-facts`);
-    if (!el) continue;
-    const facts = await runFacts(configFor(m, current));
-    if (call !== factsCall) return;
-    el.textContent = facts ? `${count(facts.trainableParameters)} trainable parameters · ≈ ${bytes(facts.memory.total)} to train` : '';
-  }
-}
-
-/**
- * `current` with another method: its own options from the form when it is the chosen one,
- * else the method's defaults.
- * @param {import('./settings-fields.js').Method} m @param {TrainingConfig} current
- * @returns {TrainingConfig}
- */
-function configFor(m, current) {
-  if (m === method()) return current;
-  const shared = { batchSize: current.batchSize, maxLen: current.maxLen };
-  if (LORA.includes(m)) {
-    const init = m === 'pissa' ? 'pissa_niter_4' : 'default';
-    return { ...shared, ...coreMethod(m), init, r: num('r'), alpha: num('alpha'), targets: targets() };
-  }
-  if (m === 'prompt-tuning') return { ...shared, method: 'prompt-tuning', virtualTokens: num('virtualTokens') };
-  return { ...shared, ...coreMethod(m) };
 }
 
 /** @returns {Method} */
