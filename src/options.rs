@@ -12,7 +12,8 @@ use crate::err;
 use crate::error::Result;
 use crate::model::{Architecture, Model};
 use crate::peft::{
-    Adapter, LoraAdapter, LoraConfig, LoraInit, PromptAdapter, PromptConfig, PromptInit, default_targets,
+    Adapter, BottleneckAdapter, BottleneckConfig, BottleneckInit, Ia3Adapter, Ia3Config, LoraAdapter, LoraConfig,
+    LoraInit, PromptAdapter, PromptConfig, PromptInit, ReductionFactor, default_targets,
 };
 use crate::train::{AdamWConfig, EarlyStopping, Schedule, TrainConfig};
 
@@ -25,12 +26,39 @@ pub enum Method {
     Lora,
     /// Trainable virtual tokens in front of every sequence.
     PromptTuning,
+    /// A bottleneck adapter after every MLP (AdapterHub `seq_bn`, Pfeiffer).
+    SeqBn,
+    /// Bottleneck adapters after every attention and every MLP (AdapterHub `double_seq_bn`, Houlsby).
+    DoubleSeqBn,
+    /// IA3: learned vectors that scale attention outputs and feed-forward inputs (PEFT).
+    Ia3,
 }
+
+impl Method {
+    /// The name the options use (`seq-bn`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Lora => "lora",
+            Method::PromptTuning => "prompt-tuning",
+            Method::SeqBn => "seq-bn",
+            Method::DoubleSeqBn => "double-seq-bn",
+            Method::Ia3 => "ia3",
+        }
+    }
+
+    fn is_bottleneck(self) -> bool {
+        matches!(self, Method::SeqBn | Method::DoubleSeqBn)
+    }
+}
+
+/// The bottleneck adapter's name when `adapterName` is not given.
+pub const DEFAULT_ADAPTER_NAME: &str = "adapter";
 
 /// Every default, in one place: `TrainingOptions::default()`, the CLI's `--help` and the
 /// documented defaults of `index.d.ts` (a test compares them) are these.
 pub const DEFAULTS: TrainingOptions = TrainingOptions {
     method: Method::Lora,
+    dora: false,
     init: None,
     init_text: None,
     r: 8,
@@ -41,6 +69,10 @@ pub const DEFAULTS: TrainingOptions = TrainingOptions {
     rank_pattern: BTreeMap::new(),
     alpha_pattern: BTreeMap::new(),
     virtual_tokens: 20,
+    reduction_factor: 16.0,
+    non_linearity: None,
+    adapter_name: None,
+    feedforward_modules: None,
     lr: None,
     weight_decay: 0.0,
     schedule: Schedule::Linear,
@@ -70,8 +102,13 @@ pub struct TrainingOptions {
     /// The fine-tuning method.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_enum, default_value_t = DEFAULTS.method))]
     pub method: Method,
-    /// LoRA: default | gaussian | pissa | pissa_niter_K; prompt tuning: random | text | sample-vocab
-    /// (default: default / random, or text when an init text is given).
+    /// DoRA (LoRA only): a trained magnitude per output row, PEFT's use_dora.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, action = clap::ArgAction::Set, num_args = 0..=1,
+        default_missing_value = "true", default_value_t = DEFAULTS.dora))]
+    pub dora: bool,
+    /// LoRA: default | gaussian | pissa | pissa_niter_K; prompt tuning: random | text | sample-vocab;
+    /// bottleneck adapters: bert | mam_adapter | houlsby (default: default / random, or text when
+    /// an init text is given / bert).
     #[cfg_attr(not(target_arch = "wasm32"), arg(long))]
     pub init: Option<String>,
     /// Prompt tuning: the text whose token embeddings start the virtual tokens (implies init text).
@@ -86,7 +123,7 @@ pub struct TrainingOptions {
     /// LoRA dropout on the adapted layers' inputs.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = DEFAULTS.dropout))]
     pub dropout: f64,
-    /// LoRA target module-name suffixes, comma separated (default: PEFT's for the architecture).
+    /// LoRA / IA3 target module-name suffixes, comma separated (default: PEFT's for the architecture).
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_delimiter = ','))]
     pub targets: Option<Vec<String>>,
     /// rsLoRA: scale by alpha / sqrt(r).
@@ -105,7 +142,22 @@ pub struct TrainingOptions {
     /// Prompt tuning: number of virtual tokens.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = DEFAULTS.virtual_tokens))]
     pub virtual_tokens: usize,
-    /// Learning rate (default 2e-4 for LoRA, 3e-2 for prompt tuning).
+    /// Bottleneck adapters: the bottleneck width is floor(hidden size / reduction factor).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = DEFAULTS.reduction_factor))]
+    pub reduction_factor: f64,
+    /// Bottleneck adapters: relu | swish | silu | gelu | gelu_new | tanh | ... (default: relu for
+    /// seq-bn, swish for double-seq-bn, as AdapterHub's configs).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long))]
+    pub non_linearity: Option<String>,
+    /// Bottleneck adapters: the name in every AdapterHub weight key (default: adapter).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long))]
+    pub adapter_name: Option<String>,
+    /// IA3: the targets whose input (not output) is scaled, comma separated (default: PEFT's for
+    /// the architecture, among the targets).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_delimiter = ','))]
+    pub feedforward_modules: Option<Vec<String>>,
+    /// Learning rate (default 2e-4 for LoRA, 3e-2 for prompt tuning, 1e-4 for bottleneck adapters,
+    /// 3e-3 for IA3).
     #[cfg_attr(not(target_arch = "wasm32"), arg(long))]
     pub lr: Option<f64>,
     /// AdamW weight decay.
@@ -200,10 +252,49 @@ impl TrainingOptions {
         self.lr.unwrap_or(match self.method {
             Method::Lora => 2e-4,
             Method::PromptTuning => 3e-2,
+            Method::SeqBn | Method::DoubleSeqBn => 1e-4,
+            Method::Ia3 => 3e-3,
         })
     }
 
+    /// Rejects options that belong to another method than the chosen one, naming the option and
+    /// the methods it applies to.
+    pub fn check_method(&self) -> Result<()> {
+        let method = self.method;
+        let only = |option: &str, applies: bool, methods: &str| {
+            if applies {
+                Ok(())
+            } else {
+                Err(err!(
+                    InvalidOptions,
+                    "option \"{option}\" applies only to method {methods}, not \"{}\"",
+                    method.name()
+                ))
+            }
+        };
+        if self.dora {
+            only("dora", method == Method::Lora, "\"lora\"")?;
+        }
+        if self.non_linearity.is_some() {
+            only("nonLinearity", method.is_bottleneck(), "\"seq-bn\" or \"double-seq-bn\"")?;
+        }
+        if self.adapter_name.is_some() {
+            only("adapterName", method.is_bottleneck(), "\"seq-bn\" or \"double-seq-bn\"")?;
+        }
+        if self.feedforward_modules.is_some() {
+            only("feedforwardModules", method == Method::Ia3, "\"ia3\"")?;
+        }
+        if self.targets.is_some() {
+            only("targets", matches!(method, Method::Lora | Method::Ia3), "\"lora\" or \"ia3\"")?;
+        }
+        if self.init_text.is_some() {
+            only("initText", method == Method::PromptTuning, "\"prompt-tuning\"")?;
+        }
+        Ok(())
+    }
+
     pub fn train_config(&self) -> Result<TrainConfig> {
+        self.check_method()?;
         if self.max_len < 2 {
             return Err(err!(InvalidOptions, "max length must be at least 2 tokens"));
         }
@@ -274,15 +365,72 @@ impl TrainingOptions {
         Ok(PromptConfig { num_virtual_tokens: self.virtual_tokens, init })
     }
 
+    /// AdapterHub's `SeqBnConfig` / `DoubleSeqBnConfig` with these options' reduction factor,
+    /// non-linearity, init and name.
+    pub fn bottleneck_config(&self) -> Result<BottleneckConfig> {
+        let factor = self.reduction_factor;
+        if !(factor > 0.0 && factor.is_finite()) {
+            return Err(err!(InvalidOptions, "reduction factor must be a positive number, got {factor}"));
+        }
+        let name = self.adapter_name.as_deref().unwrap_or(DEFAULT_ADAPTER_NAME);
+        let layout = match self.method {
+            Method::DoubleSeqBn => BottleneckConfig::double_seq_bn,
+            _ => BottleneckConfig::seq_bn,
+        };
+        let mut config = layout(name, ReductionFactor::Uniform(factor));
+        if let Some(non_linearity) = &self.non_linearity {
+            config.non_linearity = non_linearity.clone();
+        }
+        if let Some(init) = &self.init {
+            config.init_weights = BottleneckInit::parse(init).map_err(|_| {
+                err!(InvalidOptions, "bottleneck-adapter init \"{init}\" is not one of bert, mam_adapter, houlsby")
+            })?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// PEFT's `IA3Config`: the given targets and feed-forward modules, else PEFT's defaults for
+    /// the architecture (with given targets, the default feed-forward modules among them).
+    pub fn ia3_config(&self, architecture: Architecture) -> Result<Ia3Config> {
+        if self.init.is_some() {
+            return Err(err!(
+                InvalidOptions,
+                "option \"init\" does not apply to method \"ia3\" (its vectors start at 1)"
+            ));
+        }
+        let defaults = Ia3Config::for_model_type(architecture.name());
+        let target_modules = match (&self.targets, &defaults) {
+            (Some(targets), _) => targets.clone(),
+            (None, Ok(defaults)) => defaults.target_modules.clone(),
+            (None, Err(_)) => return defaults,
+        };
+        let feedforward_modules = match (&self.feedforward_modules, &defaults) {
+            (Some(feedforward), _) => feedforward.clone(),
+            (None, Ok(defaults)) => {
+                defaults.feedforward_modules.iter().filter(|f| target_modules.contains(f)).cloned().collect()
+            }
+            (None, Err(_)) => Vec::new(),
+        };
+        Ok(Ia3Config { target_modules, target_regex: false, feedforward_modules, feedforward_regex: false })
+    }
+
     /// A fresh adapter for `model` as these options describe.
     pub async fn init_adapter(&self, model: &Model) -> Result<Adapter> {
+        self.check_method()?;
+        let architecture = model.lm.config.architecture;
         Ok(match self.method {
-            Method::Lora => Adapter::Lora(
-                LoraAdapter::init(&model.lm, self.lora_config(model.lm.config.architecture)?, self.seed).await?,
-            ),
+            Method::Lora => {
+                let lora = LoraAdapter::init(&model.lm, self.lora_config(architecture)?, self.seed).await?;
+                Adapter::Lora(if self.dora { lora.with_dora(&model.lm)? } else { lora })
+            }
             Method::PromptTuning => {
                 Adapter::Prompt(PromptAdapter::init(&model.lm, &model.tokenizer, self.prompt_config()?, self.seed)?)
             }
+            Method::SeqBn | Method::DoubleSeqBn => {
+                Adapter::Bottleneck(BottleneckAdapter::init(&model.lm, self.bottleneck_config()?, self.seed)?)
+            }
+            Method::Ia3 => Adapter::Ia3(Ia3Adapter::init(&model.lm, self.ia3_config(architecture)?)?),
         })
     }
 }
@@ -320,5 +468,50 @@ mod tests {
         assert!(!e.message.contains("did you mean"), "{e}");
         let ok: TrainingOptions = from_json(r#"{"batchSize": 2, "schedule": "cosine"}"#, "config").unwrap();
         assert_eq!((ok.batch_size, ok.schedule), (2, Schedule::Cosine));
+    }
+
+    #[test]
+    fn an_option_of_another_method_names_the_option_and_its_methods() {
+        let cases = [
+            (r#"{"method": "prompt-tuning", "dora": true}"#, ["\"dora\"", "\"lora\"", "prompt-tuning"]),
+            (r#"{"method": "ia3", "nonLinearity": "relu"}"#, ["\"nonLinearity\"", "seq-bn", "ia3"]),
+            (r#"{"adapterName": "x"}"#, ["\"adapterName\"", "double-seq-bn", "\"lora\""]),
+            (r#"{"method": "seq-bn", "feedforwardModules": ["down_proj"]}"#, ["feedforwardModules", "ia3", "seq-bn"]),
+        ];
+        for (json, words) in cases {
+            let e = from_json::<TrainingOptions>(json, "config").unwrap().train_config().unwrap_err();
+            assert_eq!(e.code, crate::error::ErrorCode::InvalidOptions, "{e}");
+            for word in words {
+                assert!(e.message.contains(word), "{json}: \"{word}\" not in: {e}");
+            }
+        }
+        let bad_init = TrainingOptions { method: Method::SeqBn, init: Some("xavier".into()), ..DEFAULTS };
+        let e = bad_init.bottleneck_config().unwrap_err();
+        assert!(e.message.contains("xavier") && e.message.contains("mam_adapter"), "{e}");
+        let bad_act = TrainingOptions { method: Method::SeqBn, non_linearity: Some("swishy".into()), ..DEFAULTS };
+        assert!(bad_act.bottleneck_config().unwrap_err().message.contains("swishy"));
+        let bad_factor = TrainingOptions { method: Method::DoubleSeqBn, reduction_factor: 0.0, ..DEFAULTS };
+        assert!(bad_factor.bottleneck_config().unwrap_err().message.contains("reduction factor"));
+    }
+
+    #[test]
+    fn bottleneck_and_ia3_configs_follow_adapterhub_and_peft_defaults() {
+        let seq = TrainingOptions { method: Method::SeqBn, ..DEFAULTS }.bottleneck_config().unwrap();
+        assert_eq!((seq.non_linearity.as_str(), seq.mh_adapter, seq.name.as_str()), ("relu", false, "adapter"));
+        let double = TrainingOptions {
+            method: Method::DoubleSeqBn,
+            init: Some("mam_adapter".into()),
+            adapter_name: Some("houlsby".into()),
+            ..DEFAULTS
+        }
+        .bottleneck_config()
+        .unwrap();
+        assert_eq!((double.non_linearity.as_str(), double.mh_adapter), ("swish", true));
+        assert_eq!((double.init_weights, double.name.as_str()), (BottleneckInit::MamAdapter, "houlsby"));
+        let ia3 = TrainingOptions { method: Method::Ia3, ..DEFAULTS };
+        assert_eq!(ia3.ia3_config(Architecture::Llama).unwrap(), Ia3Config::for_model_type("llama").unwrap());
+        let some = TrainingOptions { targets: Some(vec!["q_proj".into(), "down_proj".into()]), ..ia3 };
+        let config = some.ia3_config(Architecture::Llama).unwrap();
+        assert_eq!((config.target_modules.len(), config.feedforward_modules), (2, vec!["down_proj".to_owned()]));
     }
 }

@@ -13,7 +13,7 @@ use serde_json::Value;
 use webtune::generate::SamplingOptions;
 use webtune::model::Model;
 use webtune::model::files::Folder;
-use webtune::options::{DEFAULTS, TrainingOptions};
+use webtune::options::{DEFAULTS, Method, TrainingOptions};
 use webtune::session::{self, DataFile, RunFacts};
 use webtune::train::StepMetrics;
 
@@ -107,7 +107,12 @@ fn run_facts_count_what_the_adapter_trains() {
     for (name, options) in [
         ("llama", TrainingOptions { targets: Some(vec!["k_proj".into(), "down_proj".into()]), ..DEFAULTS }),
         ("gpt2", TrainingOptions { rank_pattern: [("c_attn".to_owned(), 3)].into(), ..DEFAULTS }),
-        ("qwen2", TrainingOptions { method: webtune::options::Method::PromptTuning, virtual_tokens: 5, ..DEFAULTS }),
+        ("qwen2", TrainingOptions { method: Method::PromptTuning, virtual_tokens: 5, ..DEFAULTS }),
+        ("llama", TrainingOptions { dora: true, ..DEFAULTS }),
+        ("qwen2", TrainingOptions { method: Method::Ia3, ..DEFAULTS }),
+        ("gpt2", TrainingOptions { method: Method::Ia3, ..DEFAULTS }),
+        ("llama", TrainingOptions { method: Method::SeqBn, reduction_factor: 4.0, ..DEFAULTS }),
+        ("gpt2", TrainingOptions { method: Method::DoubleSeqBn, ..DEFAULTS }),
     ] {
         let model = Model::load(&Folder::new(fixtures().join(name).join("base")).unwrap(), &gpu()).unwrap();
         let planned = RunFacts::planned(&model.lm, &options).unwrap();
@@ -118,7 +123,10 @@ fn run_facts_count_what_the_adapter_trains() {
         assert_eq!(planned.trainable_parameters, trainable, "{name}");
         assert_eq!(run.report.facts.trainable_parameters, trainable, "{name}");
         assert_eq!(planned.layers, run.report.facts.layers, "{name}");
-        for layer in &planned.layers {
+        assert!(!planned.layers.is_empty() || options.method == Method::PromptTuning, "{name}");
+        let per_module: usize = planned.layers.iter().map(|l| l.parameters).sum();
+        assert_eq!(per_module + planned.virtual_tokens * model.lm.config.hidden_size, trainable, "{name}");
+        for layer in planned.layers.iter().filter(|l| l.kind != "bottleneck") {
             let linear = model.lm.linears().iter().find(|l| l.path == layer.path).unwrap();
             assert_eq!((layer.in_features, layer.out_features), (linear.in_features, linear.out_features));
         }

@@ -252,6 +252,8 @@ fn train_help_lists_the_options_of_index_d_ts_with_their_defaults() {
         "out",
         "init-adapter",
         "export-pissa-as-lora",
+        "gguf",
+        "merge-into",
         "checkpoint-every",
         "resume",
         "help",
@@ -406,4 +408,163 @@ fn a_run_killed_between_checkpoints_resumes_to_the_same_adapter_and_metrics() {
 
 fn keys_of(value: &serde_json::Value) -> Vec<&String> {
     value.as_object().unwrap().keys().collect()
+}
+
+/// The tensor names and dtype of a safetensors file's header.
+fn safetensors_header(path: &Path) -> serde_json::Map<String, serde_json::Value> {
+    let bytes = std::fs::read(path).unwrap();
+    let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
+    header.remove("__metadata__");
+    header
+}
+
+fn eval_loss(model_dir: &str, adapter: Option<&Path>) -> f64 {
+    let mut args = vec!["eval", "--model", model_dir, "--data"];
+    let data = data("eval.jsonl");
+    args.push(&data);
+    if let Some(dir) = adapter {
+        args.extend(["--adapter", path(dir)]);
+    }
+    let text = ok(&webtune(&args));
+    text.split("eval loss ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn bottleneck_adapters_are_written_and_read_as_adapterhub_folders() {
+    let out = scratch("cli-seq-bn");
+    let flags = [
+        "--method",
+        "seq-bn",
+        "--reduction-factor",
+        "4",
+        "--non-linearity",
+        "gelu",
+        "--adapter-name",
+        "mine",
+        "--init",
+        "mam_adapter",
+        "--steps",
+        "2",
+        "--lr",
+        "1e-2",
+    ];
+    let log = ok(&webtune(&train_args("llama", &out, &flags)));
+    assert!(log.contains("trainable parameters in 2 layers"), "{log}");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!((config["name"].as_str(), config["version"].as_str()), (Some("mine"), Some("adapters.1.3.0")));
+    assert_eq!(config["config"]["non_linearity"], "gelu");
+    assert_eq!(config["config"]["init_weights"], "mam_adapter");
+    assert_eq!(config["config"]["reduction_factor"].as_f64(), Some(4.0));
+    assert!(!out.join("adapter_model.safetensors").exists(), "a bottleneck adapter is not written as PEFT files");
+    let keys: Vec<String> = safetensors_header(&out.join("adapter.safetensors")).keys().cloned().collect();
+    assert!(
+        keys.contains(&"model.layers.0.output_adapters.adapters.mine.adapter_down.0.weight".to_owned()),
+        "{keys:?}"
+    );
+    assert_eq!(keys.len(), 2 * 4, "two layers, each down and up with biases: {keys:?}");
+
+    // Round trip: evaluate it, and train on from it (the name and layout come from the folder).
+    let tuned = eval_loss(&model("llama"), Some(&out));
+    assert!(tuned < eval_loss(&model("llama"), None), "the trained adapter lowers the loss");
+    let more = scratch("cli-seq-bn-more");
+    let init = ["--method", "seq-bn", "--init-adapter", path(&out), "--steps", "1"];
+    ok(&webtune(&train_args("llama", &more, &init)));
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(more.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!((again["name"].as_str(), &again["config"]), (Some("mine"), &config["config"]));
+    // AdapterHub's own files (the fixture run's, written by `adapters`) load as well.
+    let fixture = fixtures().join("adapterhub/llama/seq_bn/final");
+    eval_loss(&model("llama"), Some(&fixture));
+
+    // Houlsby on GPT-2: adapters after attention and after the MLP.
+    let out = scratch("cli-double-seq-bn");
+    ok(&webtune(&train_args("gpt2", &out, &["--method", "double-seq-bn", "--steps", "1"])));
+    let keys = safetensors_header(&out.join("adapter.safetensors"));
+    assert!(keys.contains_key("transformer.h.0.attention_adapters.adapters.adapter.adapter_up.weight"), "{keys:?}");
+    assert!(keys.contains_key("transformer.h.1.output_adapters.adapters.adapter.adapter_up.weight"), "{keys:?}");
+}
+
+#[test]
+fn ia3_and_dora_train_merge_and_evaluate_like_base_plus_adapter() {
+    let out = scratch("cli-ia3");
+    ok(&webtune(&train_args("qwen2", &out, &["--method", "ia3", "--steps", "2", "--lr", "3e-2"])));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(config["peft_type"], "IA3");
+    assert_eq!(config["feedforward_modules"], serde_json::json!(["down_proj"]));
+
+    let out = scratch("cli-dora");
+    let merged = scratch("cli-dora-merged");
+    std::fs::remove_dir(&merged).ok();
+    let flags = ["--dora", "--steps", "2", "--lr", "1e-2", "--merge-into", path(&merged)];
+    ok(&webtune(&train_args("llama", &out, &flags)));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(config["use_dora"], true);
+    for file in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+        assert!(merged.join(file).is_file(), "{file} missing from the merged folder");
+    }
+    let base = safetensors_header(&fixtures().join("llama/base/model.safetensors"));
+    let written = safetensors_header(&merged.join("model.safetensors"));
+    assert_eq!(base.keys().collect::<Vec<_>>(), written.keys().collect::<Vec<_>>());
+    for (key, info) in &base {
+        assert_eq!((&info["dtype"], &info["shape"]), (&written[key]["dtype"], &written[key]["shape"]), "{key}");
+    }
+    // The merged model alone evaluates as the base with the adapter.
+    let with_adapter = eval_loss(&model("llama"), Some(&out));
+    let merged_loss = eval_loss(path(&merged), None);
+    assert!((with_adapter - merged_loss).abs() < 1e-4, "merged {merged_loss} vs base + adapter {with_adapter}");
+    assert!((with_adapter - eval_loss(&model("llama"), None)).abs() > 1e-3, "training changed nothing");
+
+    // `webtune merge` writes the same folder from the saved adapter.
+    let again = scratch("cli-dora-merge-again");
+    ok(&webtune(&["merge", "--model", &model("llama"), "--adapter", path(&out), "--out", path(&again)]));
+    assert!(
+        std::fs::read(again.join("model.safetensors")).unwrap()
+            == std::fs::read(merged.join("model.safetensors")).unwrap()
+    );
+    // Into a folder in use: refused, nothing touched.
+    let error = failed(&webtune(&["merge", "--model", &model("llama"), "--adapter", path(&out), "--out", path(&out)]));
+    assert!(error.contains("not empty"), "{error}");
+}
+
+#[test]
+fn gguf_beside_the_peft_files_for_plain_lora_only() {
+    let out = scratch("cli-gguf");
+    ok(&webtune(&train_args("llama", &out, &["--steps", "1", "--gguf"])));
+    let gguf = std::fs::read(out.join("adapter.gguf")).unwrap();
+    assert_eq!(&gguf[..4], b"GGUF");
+    assert!(out.join("adapter_model.safetensors").is_file());
+
+    for (flags, words) in [
+        (&["--method", "ia3", "--gguf"][..], &["--gguf", "ia3", "llama.cpp"][..]),
+        (&["--dora", "--gguf"], &["--gguf", "dora", "llama.cpp"]),
+        (&["--method", "seq-bn", "--merge-into", "/nonexistent-merge"], &["--merge-into", "seq_bn", "adapterhub"]),
+        (&["--method", "prompt-tuning", "--dora"], &["\"dora\"", "\"lora\"", "prompt-tuning"]),
+        (&["--method", "seq-bn", "--non-linearity", "swishy"], &["non_linearity", "swishy", "gelu_new"]),
+        (&["--method", "seq-bn", "--init", "xavier"], &["xavier", "bert", "mam_adapter"]),
+    ] {
+        let out = scratch("cli-refused");
+        let args = train_args("llama", &out, &[flags, &["--steps", "1"]].concat());
+        let error = failed(&webtune(&args));
+        for word in words {
+            assert!(error.contains(word), "{flags:?}: \"{word}\" not in: {error}");
+        }
+        let left: Vec<_> = std::fs::read_dir(&out).map(|d| d.collect()).unwrap_or_default();
+        assert!(left.is_empty(), "{flags:?}: a refused run wrote {left:?}");
+    }
+}
+
+#[test]
+fn pickled_adapters_are_refused_with_how_to_resave_them() {
+    for pickle in ["pytorch_adapter.bin", "adapter_model.bin"] {
+        let dir = scratch("cli-pickle");
+        std::fs::write(dir.join("adapter_config.json"), "{}").unwrap();
+        std::fs::write(dir.join(pickle), b"\x80\x02}q\x00.").unwrap();
+        let out = scratch("cli-pickle-out");
+        let error = failed(&webtune(&train_args("llama", &out, &["--init-adapter", path(&dir), "--steps", "1"])));
+        assert!(error.contains(pickle) && error.contains("safetensors"), "{error}");
+    }
 }

@@ -6,6 +6,7 @@ import init, * as wasm from './wasm/webtune.js';
 import { Channel, makeGeneration } from './channel.js';
 import { WebtuneError, toWebtuneError } from './errors.js';
 import { checkTensorsFitGpu, safetensorsTensors } from './limits.js';
+import { directorySink, rangeReader, zipSink } from './merged.js';
 import { loadModelFiles, readAdapterFiles, readDataset, toBytes } from './sources.js';
 import { TrainerImpl } from './trainer.js';
 import { DeviceWatch, adapterName, initWatchingDevice, requireAdapterInfo } from './webgpu.js';
@@ -22,6 +23,17 @@ const LOSS_REPORT_WAIT_MS = 3000;
 
 /** @type {Promise<unknown> | undefined} */
 let wasmReady;
+
+const EXPORT_FORMATS = ['peft', 'adapterhub', 'gguf', 'merged'];
+
+/**
+ * An adapter from `readAdapterFiles`' result (PEFT or AdapterHub files).
+ * @param {wasm.WebModel} model
+ * @param {{ config: string, weights: Uint8Array, weightsFile: string }} files
+ */
+function importAdapter(model, { config, weights, weightsFile }) {
+  return wasm.WebAdapter.importFiles(model, { 'adapter_config.json': new TextEncoder().encode(config), [weightsFile]: weights });
+}
 
 /**
  * Instantiates the wasm module once per thread.
@@ -75,6 +87,8 @@ export async function createEngine(options = {}) {
 class MainEngine {
   /** @type {wasm.WebModel | null} */ #model = null;
   /** @type {ModelInfo | null} */ #info = null;
+  /** The loaded model's files again (the merged export reads them). @type {null | (() => Promise<Record<string, Blob | Uint8Array>>)} */
+  #baseFiles = null;
   /** The tuned adapter: a trainer's live adapter or a loaded one. @type {null | {trainer: TrainerImpl} | {adapter: wasm.WebAdapter}} */
   #tuned = null;
   /** @type {Set<TrainerImpl>} */ #trainers = new Set();
@@ -171,7 +185,7 @@ class MainEngine {
     const { onProgress, signal } = options;
     /** @param {string} file @param {Blob | Uint8Array} weights */
     const checkWeights = async (file, weights) => checkTensorsFitGpu(await safetensorsTensors(weights), this.gpu, file);
-    const { files, name } = await loadModelFiles(source, { onProgress, signal, checkWeights });
+    const { files, name, base } = await loadModelFiles(source, { onProgress, signal, checkWeights });
     if (signal?.aborted) throw new WebtuneError('ABORTED', 'loading the model was aborted');
     onProgress?.({ phase: 'load', loaded: 0, total: 1 });
     const model = await this.exclusive(() => wasm.WebModel.load(files));
@@ -186,6 +200,7 @@ class MainEngine {
     this.#setTuned(null);
     this.release(this.#model);
     this.#model = model;
+    this.#baseFiles = base;
     this.#info = { name: options.name ?? name ?? 'model', ...model.info() };
     onProgress?.({ phase: 'load', loaded: 1, total: 1 });
     return { .../** @type {ModelInfo} */ (this.#info) };
@@ -215,7 +230,7 @@ class MainEngine {
     const adapterFiles = options.adapter !== undefined ? await readAdapterFiles(options.adapter) : undefined;
     const checkpoint = options.checkpoint !== undefined ? await toBytes(options.checkpoint, 'checkpoint') : undefined;
     const wt = await this.exclusive(async () => {
-      const init = adapterFiles ? await wasm.WebAdapter.import(model, adapterFiles.config, adapterFiles.weights) : undefined;
+      const init = adapterFiles ? await importAdapter(model, adapterFiles) : undefined;
       const trainer = await wasm.WebTrainer.create(model, train.name, train.bytes, evalData?.name, evalData?.bytes, config, init);
       if (checkpoint) {
         try {
@@ -247,11 +262,10 @@ class MainEngine {
   async loadAdapter(files) {
     const model = this.#requireModel();
     this.#requireIdle('loading an adapter');
-    const { config, weights } = await readAdapterFiles(files);
-    const adapter = await this.exclusive(() => wasm.WebAdapter.import(model, config, weights));
+    const adapterFiles = await readAdapterFiles(files);
+    const adapter = await this.exclusive(() => importAdapter(model, adapterFiles));
     this.#setTuned({ adapter });
-    const info = adapter.info();
-    return { peftType: info.peftType, trainableParameters: info.trainableParameters };
+    return adapter.info();
   }
 
   /**
@@ -340,21 +354,52 @@ class MainEngine {
   async exportAdapter(options) {
     this.#requireModel();
     const format = options?.format;
-    if (format !== 'peft' && format !== 'gguf') {
-      throw new WebtuneError('INVALID_OPTIONS', `exportAdapter needs {format: "peft"} or {format: "gguf"}, not ${JSON.stringify(format)}`);
+    if (!EXPORT_FORMATS.includes(format)) {
+      throw new WebtuneError('INVALID_OPTIONS', `exportAdapter needs {format}: one of ${EXPORT_FORMATS.map((f) => `"${f}"`).join(', ')}, not ${JSON.stringify(format)}`);
     }
     if (!this.#tuned) throw new WebtuneError('NO_ADAPTER', 'there is no tuned adapter to export: train one (createTrainer, train) or loadAdapter() first');
+    if (format === 'merged') return this.#exportMerged(options.directory);
     const card = 'trainer' in this.#tuned ? this.#tuned.trainer.card() : undefined;
     const baseModel = options.baseModel ?? this.#info?.name ?? 'model';
     const out = await this.exclusive(() => this.#withAdapter('tuned', (a) => a.export(format, baseModel, options.pissaAsLora ?? true, card)));
     /** @type {Record<string, Uint8Array<ArrayBuffer>>} */
     const files = { ...out };
-    if (format === 'peft') {
+    if (format === 'peft' || format === 'adapterhub') {
       const zip = files['adapter.zip'];
       delete files['adapter.zip'];
       return { files, blob: new Blob([zip], { type: 'application/zip' }), fileName: 'adapter.zip' };
     }
     return { files, blob: new Blob([files['adapter.gguf']], { type: 'application/octet-stream' }), fileName: 'adapter.gguf' };
+  }
+
+  /**
+   * The tuned adapter folded into the base model, streamed from the wasm side into `directory`
+   * (File System Access API) or a zip Blob assembled from the pieces.
+   * @param {FileSystemDirectoryHandle | undefined} directory
+   * @returns {Promise<import('./index.js').ExportedAdapter>}
+   */
+  async #exportMerged(directory) {
+    this.#requireModel();
+    const base = this.#baseFiles;
+    if (!base) throw new WebtuneError('NO_MODEL', 'the model\'s files are not available for merging: load the model again');
+    const { sizes, readRange } = await rangeReader(await base());
+    const sink = directory ? directorySink(directory) : zipSink();
+    await this.exclusive(() =>
+      this.#withAdapter('tuned', async (adapter) => {
+        const merged = adapter.merged(sizes, readRange);
+        try {
+          for (let chunk = await merged.next(); chunk; chunk = await merged.next()) await sink.write(chunk);
+        } catch (e) {
+          if ('abort' in sink) await sink.abort();
+          throw e;
+        } finally {
+          merged.free();
+        }
+      }),
+    );
+    const name = `${(this.#info?.name ?? 'model').split('/').pop()}-merged`;
+    if ('written' in sink) return { files: {}, blob: new Blob([]), fileName: name, written: sink.written };
+    return { files: {}, blob: sink.finish(), fileName: `${name}.zip` };
   }
 
   dispose() {
@@ -367,6 +412,7 @@ class MainEngine {
     this.#trainers.clear();
     this.#tuned = null;
     this.#model = null;
+    this.#baseFiles = null;
     this.#info = null;
     // After everything queued so far (a running step finishes first).
     for (const t of trainers) t.release();

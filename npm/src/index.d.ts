@@ -170,10 +170,14 @@ export interface ModelInfo {
 /** Every training option, with its default. The same names as the `webtune train` CLI flags.
  * Unknown keys are rejected with `INVALID_OPTIONS`. */
 export interface TrainingConfig {
-  /** default `"lora"` */
-  method?: "lora" | "prompt-tuning";
+  /** `"lora"` (LoRA, PiSSA, DoRA), `"prompt-tuning"`, `"seq-bn"` / `"double-seq-bn"` (AdapterHub
+   * bottleneck adapters after each MLP / after attention and MLP), `"ia3"` (PEFT IA3), default `"lora"` */
+  method?: "lora" | "prompt-tuning" | "seq-bn" | "double-seq-bn" | "ia3";
+  /** DoRA (method `"lora"` only): a trained magnitude per output row, PEFT's `use_dora`, default false */
+  dora?: boolean;
   /** LoRA: `"default"` | `"gaussian"` | `"pissa"` | `"pissa_niter_K"`; prompt tuning: `"random"` |
-   * `"text"` | `"sample-vocab"`. default: `"default"` / `"random"` (`"text"` when `initText` is set) */
+   * `"text"` | `"sample-vocab"`; bottleneck adapters: `"bert"` | `"mam_adapter"` | `"houlsby"`.
+   * default: `"default"` / `"random"` (`"text"` when `initText` is set) / `"bert"` */
   init?: string;
   /** prompt tuning: the text whose tokens initialise the virtual tokens */
   initText?: string;
@@ -183,7 +187,8 @@ export interface TrainingConfig {
   alpha?: number;
   /** default 0 */
   dropout?: number;
-  /** Module-name suffixes; default: PEFT's for the architecture (`ModelInfo.defaultTargets`). */
+  /** LoRA / IA3 module-name suffixes; default: PEFT's for the architecture (LoRA's are
+   * `ModelInfo.defaultTargets`). */
   targets?: string[];
   /** rsLoRA scaling alpha/√r, default false */
   rslora?: boolean;
@@ -193,7 +198,16 @@ export interface TrainingConfig {
   alphaPattern?: Record<string, number>;
   /** prompt tuning, default 20 */
   virtualTokens?: number;
-  /** default 2e-4 (LoRA) / 3e-2 (prompt tuning) */
+  /** bottleneck adapters: width = floor(hidden size / reductionFactor), default 16 */
+  reductionFactor?: number;
+  /** bottleneck adapters: `"relu"` | `"swish"` | `"silu"` | `"gelu"` | `"gelu_new"` | `"tanh"` | ...;
+   * default: `"relu"` (seq-bn) / `"swish"` (double-seq-bn) */
+  nonLinearity?: string | null;
+  /** bottleneck adapters: the name in every AdapterHub weight key, default: `"adapter"` */
+  adapterName?: string | null;
+  /** IA3: the targets whose input (not output) is scaled; default: PEFT's for the architecture */
+  feedforwardModules?: string[] | null;
+  /** default 2e-4 (LoRA) / 3e-2 (prompt tuning) / 1e-4 (bottleneck adapters) / 3e-3 (IA3) */
   lr?: number;
   /** AdamW weight decay, default 0 */
   weightDecay?: number;
@@ -332,13 +346,15 @@ export interface TrainReport {
   evalExamples: number;
   /** What the run trains and needs, for the data actually loaded. */
   facts: RunFacts;
+  /** The adapter being trained: its method and the formats it exports as. */
+  adapter: AdapterInfo;
 }
 
 /** What a run will train and need: `engine.runFacts(config)` before any data is loaded (the
  * largest workload the config allows), and `Trainer.report.facts` for the loaded data. */
 export interface RunFacts {
   trainableParameters: number;
-  /** The linear layers a LoRA adapts, in model order (empty for prompt tuning). */
+  /** The adapted modules, in model order (empty for prompt tuning). */
   layers: AdaptedLayer[];
   /** Virtual tokens in front of every sequence (prompt tuning; 0 for LoRA). */
   virtualTokens: number;
@@ -346,11 +362,17 @@ export interface RunFacts {
 }
 
 export interface AdaptedLayer {
-  /** Hugging Face module path, e.g. `model.layers.0.self_attn.q_proj`. */
+  /** Hugging Face module path, e.g. `model.layers.0.self_attn.q_proj`; for a bottleneck adapter
+   * its AdapterHub key prefix, which names the placement (`model.layers.0.output_adapters.adapters.adapter`). */
   path: string;
+  /** `"ia3"` scales the layer's output, `"ia3-feedforward"` its input. */
+  kind: "lora" | "dora" | "ia3" | "ia3-feedforward" | "bottleneck";
   inFeatures: number;
   outFeatures: number;
+  /** The LoRA rank or the bottleneck width; 0 for IA3. */
   rank: number;
+  /** Trainable values in this module. */
+  parameters: number;
 }
 
 /** Estimated GPU memory of training, in bytes, from the model's real layer shapes (the formula is
@@ -374,10 +396,17 @@ export interface MemoryEstimate {
 
 /** What an adapter is. */
 export interface AdapterInfo {
-  /** `"LORA"` or `"PROMPT_TUNING"` (PEFT's `peft_type`). */
+  /** `"LORA"`, `"PROMPT_TUNING"`, `"IA3"` (PEFT's `peft_type`) or `"BOTTLENECK"` (AdapterHub's). */
   peftType: string;
+  /** `"lora"` | `"pissa"` | `"dora"` | `"ia3"` | `"prompt_tuning"` | `"seq_bn"` | `"double_seq_bn"` */
+  method: string;
   trainableParameters: number;
+  /** The formats `exportAdapter` can write for this adapter: PEFT for LoRA/DoRA/IA3/prompt tuning,
+   * AdapterHub for bottleneck adapters, GGUF for plain LoRA, a merged model for LoRA/DoRA/IA3. */
+  exportFormats: ExportFormat[];
 }
+
+export type ExportFormat = "peft" | "adapterhub" | "gguf" | "merged";
 
 export interface Trainer {
   readonly totalSteps: number;
@@ -415,17 +444,26 @@ export interface CreateTrainerOptions {
   checkpoint?: Uint8Array | ArrayBuffer;
 }
 
-/** PEFT adapter files (`adapter_config.json` + `adapter_model.safetensors`), as exported or as
- * picked by the user, or the `adapter.zip` that `exportAdapter({format: "peft"})` makes. */
+/** Adapter files: PEFT's (`adapter_config.json` + `adapter_model.safetensors`) or AdapterHub's
+ * (`adapter_config.json` + `adapter.safetensors`), as exported or as picked by the user, or the
+ * `adapter.zip` that `exportAdapter({format: "peft" | "adapterhub"})` makes. */
 export type AdapterFiles = Record<string, Blob | ArrayBuffer | Uint8Array> | FileList | File[] | Blob | ArrayBuffer | Uint8Array;
 
-/** The two files of a PEFT adapter, read from a pick, a drop, a record or a zip (no GPU, no engine):
- * what `loadAdapter` and `createTrainer({adapter})` read, for an app that keeps or inspects them.
- * Rejects with `FILE_MISSING` or `INVALID_ADAPTER` (a GGUF file, a damaged zip). */
-export declare function readAdapterFiles(files: AdapterFiles): Promise<{ config: string; weights: Uint8Array }>;
+/** The two files of a PEFT or AdapterHub adapter, read from a pick, a drop, a record or a zip (no
+ * GPU, no engine): what `loadAdapter` and `createTrainer({adapter})` read, for an app that keeps or
+ * inspects them. Rejects with `FILE_MISSING` or `INVALID_ADAPTER` (a GGUF file, a damaged zip, a
+ * pickled `adapter_model.bin` / `pytorch_adapter.bin`, with how to re-save it as safetensors). */
+export declare function readAdapterFiles(
+  files: AdapterFiles,
+): Promise<{ config: string; weights: Uint8Array; weightsFile: "adapter_model.safetensors" | "adapter.safetensors" }>;
 
 export interface ExportOptions {
-  format: "peft" | "gguf";
+  /** One of the adapter's `AdapterInfo.exportFormats`; another is refused with `INVALID_OPTIONS`
+   * naming the formats it has. */
+  format: ExportFormat;
+  /** `"merged"`: write the model folder into this directory (from `showDirectoryPicker()`, which
+   * needs the user's click, so the page calls it) instead of returning a zip. */
+  directory?: FileSystemDirectoryHandle;
   /** Write a PiSSA adapter as a plain LoRA for the original base model, default true. */
   pissaAsLora?: boolean;
   /** `base_model_name_or_path` in adapter_config.json, default `ModelInfo.name`. */
@@ -433,12 +471,18 @@ export interface ExportOptions {
 }
 
 export interface ExportedAdapter {
-  /** The individual files (`adapter_model.safetensors`, `adapter_config.json`, `README.md`, or `adapter.gguf`). */
+  /** The individual files (`adapter_model.safetensors`, `adapter_config.json`, `README.md`;
+   * `adapter.safetensors`, `adapter_config.json`; or `adapter.gguf`); empty for a merged model,
+   * which is never held in memory whole. */
   files: Record<string, Uint8Array>;
-  /** One download: a zip of the PEFT files, or the GGUF file. */
+  /** One download: a zip of the PEFT or AdapterHub files, the GGUF file, or the merged model folder
+   * as a zip (`config.json`, `model.safetensors` in the base's dtype or its shards, tokenizer
+   * files), assembled from the pieces as they came; empty when written to `directory`. */
   blob: Blob;
-  /** `"adapter.zip"` or `"adapter.gguf"` */
+  /** `"adapter.zip"`, `"adapter.gguf"`, `"<model>-merged.zip"`, or the merged folder's suggested name */
   fileName: string;
+  /** `"merged"` into a `directory`: the files written there. */
+  written?: string[];
 }
 
 export interface GenerateOptions {
@@ -489,7 +533,9 @@ export interface Engine {
   generate(prompt: string, options?: GenerateOptions): Generation;
   /** Loss of an adapter (default: tuned if any, else base) on a dataset. */
   evaluate(data: DatasetSource, options?: { adapter?: "tuned" | "base"; config?: TrainingConfig }): Promise<{ loss: number; perplexity: number }>;
-  /** The tuned adapter as PEFT files (zip) or a llama.cpp GGUF LoRA. */
+  /** The tuned adapter as PEFT or AdapterHub files (zip), a llama.cpp GGUF LoRA, or the base model
+   * with the adapter folded in (`"merged"`: LoRA, PiSSA, DoRA, IA3), streamed to a directory or a
+   * zip. `AdapterInfo.exportFormats` lists what the adapter has. */
   exportAdapter(options: ExportOptions): Promise<ExportedAdapter>;
   /** Frees the GPU (and terminates the worker for `createWorkerEngine`). Later calls reject
    * with `ENGINE_DISPOSED`. */

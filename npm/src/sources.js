@@ -201,7 +201,9 @@ async function download(url, file, { cache, onProgress, signal }) {
  * reject it (e.g. a tensor over the GPU's limits).
  * @param {ModelSource} source
  * @param {{ onProgress?: (p: LoadProgress) => void, signal?: AbortSignal, checkWeights?: (file: string, weights: Blob | Uint8Array) => Promise<void> }} options
- * @returns {Promise<{ files: Record<string, Uint8Array>, name: string | undefined }>}
+ * `base()` gives the same files again later without holding them meanwhile (the merged-model
+ * export reads them by range): the picked Files/Blobs or given bytes, or the cached downloads.
+ * @returns {Promise<{ files: Record<string, Uint8Array>, name: string | undefined, base: () => Promise<Record<string, Blob | Uint8Array>> }>}
  */
 export async function loadModelFiles(source, { onProgress, signal, checkWeights } = {}) {
   const s = /** @type {any} */ (source);
@@ -224,7 +226,10 @@ export async function loadModelFiles(source, { onProgress, signal, checkWeights 
       loaded++;
       onProgress?.({ phase: 'load', file: name, loaded, total: entries.length });
     }
-    return { files, name: s.name ?? folder };
+    /** @type {Record<string, Blob | Uint8Array>} */
+    const kept = {};
+    for (const [name, value] of entries) kept[name] = typeof Blob !== 'undefined' && value instanceof Blob ? value : files[name];
+    return { files, name: s.name ?? folder, base: async () => kept };
   }
 
   /** @type {(file: string) => string | undefined} */
@@ -298,7 +303,30 @@ export async function loadModelFiles(source, { onProgress, signal, checkWeights 
       // the wasm side reports a broken config.json
     }
   }
-  return { files, name };
+  const fileNames = Object.keys(files);
+  const base = async () => {
+    /** @type {Record<string, Blob | Uint8Array>} */
+    const out = {};
+    for (const file of fileNames) {
+      const url = /** @type {string} */ (urlOf(file));
+      const cached = options.cache ? await cachedBlob(url) : undefined;
+      const bytes = cached ?? (await download(url, file, { cache: options.cache }));
+      if (bytes === NOT_FOUND) throw new WebtuneError('FILE_MISSING', `${file} is no longer at ${url}`);
+      out[file] = bytes;
+    }
+    return out;
+  };
+  return { files, name, base };
+}
+
+/** The cached download of `url` as a Blob (kept on disk by the browser), if any. @param {string} url */
+async function cachedBlob(url) {
+  if (typeof caches === 'undefined' || !/^https?:/.test(url)) return undefined;
+  try {
+    return await (await (await caches.open(CACHE_NAME)).match(url))?.blob();
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -384,10 +412,11 @@ export async function unzip(zip) {
 }
 
 /**
- * `adapter_config.json` text and `adapter_model.safetensors` bytes from picked files, a record of
- * files, or a zip (webtune's `adapter.zip`).
+ * `adapter_config.json` text and the weights from picked files, a record of files, or a zip
+ * (webtune's `adapter.zip`): PEFT's `adapter_model.safetensors` or AdapterHub's
+ * `adapter.safetensors` (`weightsFile` says which). Pickled weights are refused.
  * @param {any} source
- * @returns {Promise<{ config: string, weights: Uint8Array }>}
+ * @returns {Promise<{ config: string, weights: Uint8Array, weightsFile: 'adapter_model.safetensors' | 'adapter.safetensors' }>}
  */
 export async function readAdapterFiles(source) {
   /** @type {Record<string, Uint8Array>} */
@@ -412,9 +441,20 @@ export async function readAdapterFiles(source) {
       'adapter_config.json is missing: pick the adapter folder\'s adapter_config.json and adapter_model.safetensors, or the adapter.zip webtune exported',
     );
   }
-  if (!files['adapter_model.safetensors']) {
-    const hint = files['adapter_model.bin'] ? ' (adapter_model.bin is a pickle file: save the adapter with safe_serialization=True)' : '';
-    throw new WebtuneError('FILE_MISSING', `adapter_model.safetensors is missing${hint}`);
+  const config = decoder.decode(files['adapter_config.json']);
+  for (const weightsFile of /** @type {const} */ (['adapter_model.safetensors', 'adapter.safetensors'])) {
+    if (files[weightsFile]) return { config, weights: files[weightsFile], weightsFile };
   }
-  return { config: decoder.decode(files['adapter_config.json']), weights: files['adapter_model.safetensors'] };
+  for (const [pickle, resave] of [
+    ['adapter_model.bin', 'with PEFT: `PeftModel.from_pretrained(base, "DIR").save_pretrained("OUT")`'],
+    ['pytorch_adapter.bin', 'with AdapterHub: `model.load_adapter("DIR"); model.save_adapter("OUT", name, use_safetensors=True)`'],
+  ]) {
+    if (files[pickle]) {
+      throw new WebtuneError(
+        'INVALID_ADAPTER',
+        `${pickle} is a pickled PyTorch file, which webtune does not read (loading a pickle can run code). Re-save it as safetensors ${resave}, then pick OUT`,
+      );
+    }
+  }
+  throw new WebtuneError('FILE_MISSING', 'adapter_model.safetensors (PEFT) or adapter.safetensors (AdapterHub) is missing');
 }

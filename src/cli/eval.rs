@@ -18,7 +18,7 @@ use crate::train::{print_dataset, read, read_adapter};
 pub struct Args {
     #[arg(long)]
     model: PathBuf,
-    /// PEFT adapter folder; without it the base model is evaluated.
+    /// Adapter folder (PEFT or AdapterHub); without it the base model is evaluated.
     #[arg(long)]
     adapter: Option<PathBuf>,
     #[arg(long)]

@@ -8,13 +8,14 @@ mod bench;
 mod eval;
 mod files;
 mod logits;
+mod merge;
 mod train;
 
 #[derive(Parser)]
 #[command(
     name = "webtune",
     version,
-    about = "Fine-tune small language models with LoRA, PiSSA or prompt tuning on your GPU"
+    about = "Fine-tune small language models with LoRA, PiSSA, DoRA, IA3, bottleneck adapters or prompt tuning on your GPU"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -25,8 +26,10 @@ struct Cli {
 enum Command {
     /// Run the base model on a text and print the top next tokens.
     Logits(logits::Args),
-    /// Train a LoRA / PiSSA / prompt-tuning adapter and write it as PEFT files.
+    /// Train an adapter and write it as PEFT files (AdapterHub's for bottleneck adapters).
     Train(Box<train::Args>),
+    /// Fold a LoRA / PiSSA / DoRA / IA3 adapter into its base model: a Hugging Face model folder.
+    Merge(merge::Args),
     /// Evaluate a model (optionally with an adapter) on a dataset: loss and perplexity.
     Eval(eval::Args),
     /// Measure a LoRA training step on a SmolLM2-135M-shaped model; prints one JSON line.
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         Command::Logits(args) => logits::run(args),
         Command::Train(args) => train::run(*args),
         Command::Eval(args) => eval::run(args),
+        Command::Merge(args) => merge::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

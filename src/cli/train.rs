@@ -1,5 +1,7 @@
-//! `webtune train`: fine-tune a model folder on a dataset file and write a PEFT adapter, a
-//! `metrics.jsonl` log and (with `--checkpoint-every`) a resumable checkpoint into `--out`.
+//! `webtune train`: fine-tune a model folder on a dataset file and write the adapter (PEFT files,
+//! or AdapterHub's for bottleneck adapters; with `--gguf` also `adapter.gguf`), a `metrics.jsonl`
+//! log and (with `--checkpoint-every`) a resumable checkpoint into `--out`; with `--merge-into`, a
+//! merged model folder.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -9,8 +11,10 @@ use webtune::data::DatasetReport;
 use webtune::model::Model;
 use webtune::model::files::Folder;
 use webtune::options::TrainingOptions;
-use webtune::peft::files::{self, ModelCard, import};
-use webtune::session::{self, DataFile, ExportFormat, Run, TrainReport};
+use webtune::peft::files::ModelCard;
+use webtune::peft::merge::{MAX_SHARD_BYTES, MergedModel, write_folder};
+use webtune::peft::{Adapter, ExportFormat};
+use webtune::session::{self, DataFile, Run, TrainReport};
 use webtune::train::StepMetrics;
 use webtune::{Result, device, err};
 
@@ -36,9 +40,17 @@ pub struct Args {
     out: PathBuf,
     #[command(flatten)]
     options: TrainingOptions,
-    /// Start from this PEFT adapter folder instead of a fresh adapter.
+    /// Start from this adapter folder (PEFT, or AdapterHub for bottleneck adapters) instead of a
+    /// fresh adapter.
     #[arg(long)]
     init_adapter: Option<PathBuf>,
+    /// Also write adapter.gguf (llama.cpp's --lora) beside the PEFT files: plain LoRA only.
+    #[arg(long)]
+    gguf: bool,
+    /// After training, write the base model with the adapter folded in (a Hugging Face model
+    /// folder) into this new or empty folder: LoRA, PiSSA, DoRA and IA3.
+    #[arg(long)]
+    merge_into: Option<PathBuf>,
     /// Write a PiSSA adapter as a plain LoRA (rank 2r) that applies to the original base model.
     #[arg(long)]
     export_pissa_as_lora: bool,
@@ -76,14 +88,51 @@ pub fn print_dataset(name: &str, r: &DatasetReport, max_len: usize) {
     }
 }
 
-/// Loads a PEFT adapter folder for `model`.
-pub fn read_adapter(dir: &Path, model: &Model) -> Result<webtune::peft::Adapter> {
-    let read = |name: &str| {
-        std::fs::read(dir.join(name)).map_err(|e| err!(InvalidAdapter, "cannot read {}: {e}", dir.join(name).display()))
+/// Loads an adapter folder (PEFT or AdapterHub) for `model`.
+pub fn read_adapter(dir: &Path, model: &Model) -> Result<Adapter> {
+    if !dir.is_dir() {
+        return Err(err!(FileMissing, "adapter folder {} does not exist", dir.display()));
+    }
+    block(webtune::peft::read_adapter(&Folder::new(dir)?, &model.lm))
+}
+
+/// The formats the run writes: the adapter's own (AdapterHub for bottleneck adapters, else PEFT),
+/// and GGUF when asked.
+fn export_formats(adapter: &Adapter, gguf: bool) -> Result<Vec<ExportFormat>> {
+    let own = if adapter.export_formats().contains(&ExportFormat::Peft) {
+        ExportFormat::Peft
+    } else {
+        ExportFormat::AdapterHub
     };
-    let config = String::from_utf8(read(files::CONFIG_FILE)?)
-        .map_err(|_| err!(InvalidAdapter, "{} is not UTF-8", files::CONFIG_FILE))?;
-    block(import(&config, &read(files::WEIGHTS_FILE)?, &model.lm))
+    let mut formats = vec![own];
+    if gguf {
+        adapter.check_export(ExportFormat::Gguf).map_err(|e| err!(InvalidOptions, "--gguf: {}", e.message))?;
+        formats.push(ExportFormat::Gguf);
+    }
+    Ok(formats)
+}
+
+/// Refuses `--merge-into` before training when the adapter cannot be merged or the folder is in use.
+pub fn check_merge_target(adapter: &Adapter, out: &Path) -> Result<()> {
+    adapter.check_export(ExportFormat::Merged).map_err(|e| err!(InvalidOptions, "--merge-into: {}", e.message))?;
+    let occupied = std::fs::read_dir(out).map(|mut entries| entries.next().is_some()).unwrap_or(false);
+    if occupied {
+        return Err(err!(
+            InvalidOptions,
+            "--merge-into: {} is not empty; a merged model is written only into a new or empty folder",
+            out.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Writes `model` with `adapter` folded in as a Hugging Face model folder in `out`.
+pub fn write_merged(model_dir: &Path, model: &Model, adapter: &Adapter, out: &Path) -> Result<()> {
+    let merged =
+        MergedModel::new(model.lm.clone(), adapter.clone(), Box::new(Folder::new(model_dir)?), MAX_SHARD_BYTES)?;
+    block(write_folder(merged, out))?;
+    println!("wrote the merged model to {}", out.display());
+    Ok(())
 }
 
 fn print_report(args: &Args, report: &TrainReport) {
@@ -142,6 +191,10 @@ pub fn run(args: Args) -> Result<()> {
         adapter,
     ))?;
     print_report(&args, &report);
+    let formats = export_formats(trainer.adapter(), args.gguf)?;
+    if let Some(out) = &args.merge_into {
+        check_merge_target(trainer.adapter(), out)?;
+    }
     let checkpoint_path = args.out.join(CHECKPOINT_FILE);
     let metrics_path = args.out.join(METRICS_FILE);
     if args.resume {
@@ -194,10 +247,16 @@ pub fn run(args: Args) -> Result<()> {
         dataset: args.data.file_name().map(|n| n.to_string_lossy().into_owned()),
     };
     let base = args.model.display().to_string();
-    let saved =
-        block(session::export(&model, trainer.adapter(), ExportFormat::Peft, &base, args.export_pissa_as_lora, &card))?;
-    write_files_atomic(&saved.into_iter().map(|(name, bytes)| (args.out.join(name), bytes)).collect::<Vec<_>>())?;
+    let mut saved = Vec::new();
+    for format in formats {
+        let files = block(session::export(&model, trainer.adapter(), format, &base, args.export_pissa_as_lora, &card))?;
+        saved.extend(files.into_iter().map(|(name, bytes)| (args.out.join(name), bytes)));
+    }
+    write_files_atomic(&saved)?;
     println!("wrote the adapter to {}", args.out.display());
+    if let Some(out) = &args.merge_into {
+        write_merged(&args.model, &model, trainer.adapter(), out)?;
+    }
     Ok(())
 }
 

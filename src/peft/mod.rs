@@ -39,8 +39,10 @@ pub fn peft_key(path: &str, name: &str) -> String {
     format!("base_model.model.{path}.{name}")
 }
 
-/// The files an adapter can be exported as.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The files an adapter can be exported as; JS and the CLI name them `peft`, `adapterhub`,
+/// `gguf` and `merged`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ExportFormat {
     /// PEFT's `adapter_config.json` + `adapter_model.safetensors` ([`files::export`]).
     Peft,
@@ -50,6 +52,30 @@ pub enum ExportFormat {
     Gguf,
     /// A Hugging Face model folder with the adapter folded into the weights ([`merge`]).
     Merged,
+}
+
+impl ExportFormat {
+    pub const ALL: [ExportFormat; 4] =
+        [ExportFormat::Peft, ExportFormat::AdapterHub, ExportFormat::Gguf, ExportFormat::Merged];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ExportFormat::Peft => "peft",
+            ExportFormat::AdapterHub => "adapterhub",
+            ExportFormat::Gguf => "gguf",
+            ExportFormat::Merged => "merged",
+        }
+    }
+}
+
+impl std::str::FromStr for ExportFormat {
+    type Err = crate::Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        Self::ALL.into_iter().find(|f| f.name() == name).ok_or_else(|| {
+            err!(InvalidOptions, "export format \"{name}\" is not one of peft, adapterhub, gguf, merged")
+        })
+    }
 }
 
 impl Adapter {
@@ -92,6 +118,31 @@ impl Adapter {
                 _ => "bottleneck",
             },
         }
+    }
+
+    /// Refuses `format` when this adapter cannot be exported as it, naming the method, the
+    /// formats it has and why.
+    pub fn check_export(&self, format: ExportFormat) -> Result<()> {
+        if self.export_formats().contains(&format) {
+            return Ok(());
+        }
+        let why = match format {
+            ExportFormat::Gguf => "llama.cpp loads only plain LoRA adapters",
+            ExportFormat::Peft => "PEFT has no bottleneck adapters",
+            ExportFormat::AdapterHub => "AdapterHub's files hold bottleneck adapters only",
+            ExportFormat::Merged => match self {
+                Adapter::Bottleneck(_) => "it adds a small network with a non-linearity between the layers",
+                _ => "it adds virtual tokens to every input, which no weight can hold",
+            },
+        };
+        let has: Vec<&str> = self.export_formats().iter().map(|f| f.name()).collect();
+        Err(err!(
+            InvalidOptions,
+            "a {} adapter cannot be exported as {} ({why}); it exports as {}",
+            self.method(),
+            format.name(),
+            has.join(", ")
+        ))
     }
 
     /// The formats this adapter can be exported as: GGUF only for plain LoRA (llama.cpp has no

@@ -5,33 +5,81 @@
 
 use serde::Serialize;
 
-use super::memory::{AdaptedShape, BaseModel, MemoryEstimate, Workload, estimate};
+use super::memory::{AdaptedShape, BaseModel, MemoryEstimate, MethodTerm, Workload, estimate, with_method_terms};
 use crate::data::{Example, IGNORE_INDEX};
 use crate::error::Result;
-use crate::model::CausalLm;
+use crate::model::{CausalLm, Linear};
 use crate::options::{Method, TrainingOptions};
 use crate::peft::Adapter;
+use crate::peft::bottleneck::placements;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunFacts {
     pub trainable_parameters: usize,
-    /// The adapted linear layers, in model order (empty for prompt tuning).
+    /// The adapted modules, in model order (empty for prompt tuning).
     pub layers: Vec<AdaptedLayer>,
     /// Virtual tokens in front of every sequence (prompt tuning; 0 for LoRA).
     pub virtual_tokens: usize,
     pub memory: MemoryEstimate,
 }
 
-/// One linear layer a LoRA adapts.
+/// One adapted module: a linear layer with LoRA, DoRA or an IA3 vector, or a bottleneck adapter.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AdaptedLayer {
-    /// The HF module path (`model.layers.0.self_attn.q_proj`).
+    /// The HF module path (`model.layers.0.self_attn.q_proj`); for a bottleneck adapter its
+    /// AdapterHub key prefix, which names the placement
+    /// (`model.layers.0.output_adapters.adapters.adapter`).
     pub path: String,
+    /// `lora`, `dora`, `ia3` (scales the output), `ia3-feedforward` (scales the input) or `bottleneck`.
+    pub kind: &'static str,
     pub in_features: usize,
     pub out_features: usize,
+    /// The LoRA rank or the bottleneck width; 0 for IA3.
     pub rank: usize,
+    /// Trainable values in this module (LoRA's A and B, DoRA's magnitude, the IA3 vector, the
+    /// bottleneck's weights and biases).
+    pub parameters: usize,
+}
+
+impl AdaptedLayer {
+    fn lora(linear: &Linear, rank: usize, dora: bool) -> Self {
+        let (i, o) = (linear.in_features, linear.out_features);
+        let parameters = rank * (i + o) + if dora { o } else { 0 };
+        let kind = if dora { "dora" } else { "lora" };
+        AdaptedLayer { path: linear.path.clone(), kind, in_features: i, out_features: o, rank, parameters }
+    }
+
+    fn ia3(linear: &Linear, feedforward: bool) -> Self {
+        let (i, o) = (linear.in_features, linear.out_features);
+        let (kind, parameters) = if feedforward { ("ia3-feedforward", i) } else { ("ia3", o) };
+        AdaptedLayer { path: linear.path.clone(), kind, in_features: i, out_features: o, rank: 0, parameters }
+    }
+
+    fn bottleneck(key: &str, hidden: usize, width: usize) -> Self {
+        AdaptedLayer {
+            path: key.to_owned(),
+            kind: "bottleneck",
+            in_features: hidden,
+            out_features: hidden,
+            rank: width,
+            parameters: 2 * hidden * width + width + hidden,
+        }
+    }
+
+    /// What it keeps for the backward pass beyond LoRA's intermediates ([`MethodTerm`]).
+    fn method_term(&self) -> MethodTerm {
+        let (i, o) = (self.in_features, self.out_features);
+        let (per_token, per_step) = match self.kind {
+            "dora" => (o, i * o),
+            "ia3" => (o, 0),
+            "ia3-feedforward" => (i, 0),
+            "bottleneck" => (2 * i + 2 * self.rank, 0),
+            _ => (0, 0),
+        };
+        MethodTerm { per_token, per_step }
+    }
 }
 
 impl RunFacts {
@@ -44,22 +92,35 @@ impl RunFacts {
                 let layers = config
                     .resolve(lm)?
                     .into_iter()
-                    .map(|(linear, rank, _)| AdaptedLayer {
-                        path: linear.path.clone(),
-                        in_features: linear.in_features,
-                        out_features: linear.out_features,
-                        rank,
-                    })
+                    .map(|(linear, rank, _)| AdaptedLayer::lora(linear, rank, options.dora))
                     .collect();
                 (layers, 0, config.dropout > 0.0)
             }
             Method::PromptTuning => (Vec::new(), options.prompt_config()?.num_virtual_tokens, false),
+            Method::Ia3 => {
+                let config = options.ia3_config(lm.config.architecture)?;
+                let layers =
+                    config.resolve(lm)?.into_iter().map(|(linear, ff)| AdaptedLayer::ia3(linear, ff)).collect();
+                (layers, 0, false)
+            }
+            Method::SeqBn | Method::DoubleSeqBn => {
+                let config = options.bottleneck_config()?;
+                let hidden = lm.config.hidden_size;
+                let mut layers = Vec::new();
+                for (layer, _, key) in placements(lm, &config)? {
+                    layers.push(AdaptedLayer::bottleneck(
+                        &key,
+                        hidden,
+                        config.reduction_factor.bottleneck(layer, hidden)?,
+                    ));
+                }
+                (layers, 0, false)
+            }
         };
         let len = options.max_len.min(lm.config.max_positions);
         let work =
             Workload { batch: options.batch_size, tokens: len + virtual_tokens, supervised: options.batch_size * len };
-        let trainable = virtual_tokens * lm.config.hidden_size
-            + layers.iter().map(|l| l.rank * (l.in_features + l.out_features)).sum::<usize>();
+        let trainable = virtual_tokens * lm.config.hidden_size + layers.iter().map(|l| l.parameters).sum::<usize>();
         Ok(Self::new(lm, trainable, layers, virtual_tokens, dropout, work))
     }
 
@@ -71,20 +132,21 @@ impl RunFacts {
                 let layers = lora
                     .modules
                     .iter()
-                    .map(|m| {
-                        let linear = &lm.linears()[m.slot];
-                        AdaptedLayer {
-                            path: m.path.clone(),
-                            in_features: linear.in_features,
-                            out_features: linear.out_features,
-                            rank: m.rank(),
-                        }
-                    })
+                    .map(|m| AdaptedLayer::lora(&lm.linears()[m.slot], m.rank(), m.magnitude.is_some()))
                     .collect();
                 (layers, 0, lora.config.dropout > 0.0)
             }
             Adapter::Prompt(prompt) => (Vec::new(), prompt.len(), false),
-            Adapter::Ia3(_) | Adapter::Bottleneck(_) => (Vec::new(), 0, false),
+            Adapter::Ia3(ia3) => {
+                let layers =
+                    ia3.modules.iter().map(|m| AdaptedLayer::ia3(&lm.linears()[m.slot], m.feedforward)).collect();
+                (layers, 0, false)
+            }
+            Adapter::Bottleneck(b) => {
+                let layers =
+                    b.modules.iter().map(|m| AdaptedLayer::bottleneck(&m.key, b.hidden_size, m.bottleneck())).collect();
+                (layers, 0, false)
+            }
         };
         let batch = batch_size.min(examples.len()).max(1);
         let mut supervised: Vec<usize> =
@@ -110,9 +172,13 @@ impl RunFacts {
             largest_linear: lm.linears().iter().map(|l| l.in_features * l.out_features).max().unwrap_or(0),
             weight_bytes: lm.report.bytes_per_weight(),
         };
-        let adapted: Vec<AdaptedShape> =
-            layers.iter().map(|l| AdaptedShape { in_features: l.in_features, rank: l.rank }).collect();
-        let memory = estimate(base, trainable, &adapted, dropout, work);
+        let adapted: Vec<AdaptedShape> = layers
+            .iter()
+            .filter(|l| matches!(l.kind, "lora" | "dora"))
+            .map(|l| AdaptedShape { in_features: l.in_features, rank: l.rank })
+            .collect();
+        let terms: Vec<MethodTerm> = layers.iter().map(AdaptedLayer::method_term).collect();
+        let memory = with_method_terms(estimate(base, trainable, &adapted, dropout, work), &terms, work);
         RunFacts { trainable_parameters: trainable, layers, virtual_tokens, memory }
     }
 }

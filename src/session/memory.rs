@@ -129,6 +129,32 @@ pub fn estimate(
     }
 }
 
+/// What an adapted module other than a plain LoRA layer keeps for the backward pass, in f32
+/// values: per token of a micro-batch, and once per step. [`estimate`] counts LoRA's rank-`r`
+/// intermediates; [`with_method_terms`] adds these:
+///
+/// - DoRA: the rescaled layer's output (`out` per token) and `W + s·BA`, materialised for its row
+///   norms (`in · out` per step).
+/// - IA3: the vector's operand, the layer's output (`out`) or, for feed-forward layers, its input
+///   (`in`) per token.
+/// - Bottleneck adapter: its input, the down projection, the activation and the up projection
+///   (`2h + 2b` per token).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MethodTerm {
+    pub per_token: usize,
+    pub per_step: usize,
+}
+
+/// `estimate` plus the activations of `terms` for `work` (bytes added to `activations` and `total`).
+pub fn with_method_terms(mut memory: MemoryEstimate, terms: &[MethodTerm], work: Workload) -> MemoryEstimate {
+    let per_token: u64 = terms.iter().map(|t| t.per_token as u64).sum();
+    let per_step: u64 = terms.iter().map(|t| t.per_step as u64).sum();
+    let extra = F32 * (work.batch as u64 * work.tokens as u64 * per_token + per_step);
+    memory.activations += extra;
+    memory.total += extra;
+    memory
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +180,22 @@ mod tests {
         assert_eq!(m.largest_buffer, 100 * 8 * 2, "the embedding table at 2 bytes a weight");
         let f32_weights = estimate(BaseModel { weight_bytes: 4, ..base }, 100, &[], false, work);
         assert_eq!(f32_weights.weights, 4000);
+    }
+
+    #[test]
+    fn method_terms_add_per_token_and_per_step_activations() {
+        let config = ModelConfig::from_json(
+            r#"{"model_type": "llama", "vocab_size": 100, "hidden_size": 8, "intermediate_size": 16,
+                "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+                "max_position_embeddings": 32, "tie_word_embeddings": true}"#,
+        )
+        .unwrap();
+        let base = BaseModel { config: &config, parameters: 1000, largest_linear: 128, weight_bytes: 4 };
+        let work = Workload { batch: 2, tokens: 5, supervised: 3 };
+        let plain = estimate(base, 100, &[], false, work);
+        let terms = [MethodTerm { per_token: 3, per_step: 64 }, MethodTerm { per_token: 1, per_step: 0 }];
+        let with = with_method_terms(plain.clone(), &terms, work);
+        assert_eq!(with.activations - plain.activations, 4 * (2 * 5 * 4 + 64));
+        assert_eq!(with.total - plain.total, with.activations - plain.activations);
     }
 }

@@ -14,8 +14,9 @@ use crate::err;
 use crate::error::Result;
 use crate::model::{LoadReport, Model};
 use crate::options::TrainingOptions;
+pub use crate::peft::ExportFormat;
 use crate::peft::files::{self as adapter_files, ModelCard};
-use crate::peft::{Adapter, default_targets, gguf};
+use crate::peft::{Adapter, adapterhub, default_targets, gguf};
 use crate::train::checkpoint::describe_bytes;
 use crate::train::{self, Trainer};
 pub use facts::{AdaptedLayer, RunFacts};
@@ -40,6 +41,8 @@ pub struct TrainReport {
     pub train_examples: usize,
     pub eval_examples: usize,
     pub facts: RunFacts,
+    /// The adapter being trained: its method and export formats.
+    pub adapter: AdapterInfo,
 }
 
 /// A run ready to train.
@@ -82,6 +85,7 @@ pub async fn prepare(
         train_examples: train_examples.len(),
         eval_examples: eval_examples.len(),
         facts,
+        adapter: adapter_info(&adapter),
     };
     let mut trainer = Trainer::new(model.lm.clone(), adapter, train_examples, eval_examples, config, model.pad_id())?;
     trainer.identify("trainFile", describe_bytes(train.bytes));
@@ -194,39 +198,29 @@ pub fn model_info(model: &Model) -> ModelInfo {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AdapterInfo {
-    /// PEFT's `peft_type`: `LORA` or `PROMPT_TUNING`.
+    /// PEFT's `peft_type`: `LORA`, `PROMPT_TUNING`, `IA3`, or `BOTTLENECK` (AdapterHub's).
     pub peft_type: &'static str,
+    /// [`Adapter::method`]: `lora`, `pissa`, `dora`, `ia3`, `prompt_tuning`, `seq_bn`, `double_seq_bn`.
+    pub method: &'static str,
     pub trainable_parameters: usize,
+    /// What it can be exported as ([`Adapter::export_formats`]).
+    pub export_formats: &'static [ExportFormat],
 }
 
 pub fn adapter_info(adapter: &Adapter) -> AdapterInfo {
-    AdapterInfo { peft_type: adapter.peft_type(), trainable_parameters: adapter.trainable_parameters() }
-}
-
-/// The file formats an adapter exports to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExportFormat {
-    /// PEFT's `adapter_model.safetensors`, `adapter_config.json` and a `README.md` model card.
-    Peft,
-    /// One `adapter.gguf` for llama.cpp's `--lora`.
-    Gguf,
-}
-
-impl std::str::FromStr for ExportFormat {
-    type Err = crate::Error;
-
-    fn from_str(name: &str) -> Result<Self> {
-        match name {
-            "peft" => Ok(ExportFormat::Peft),
-            "gguf" => Ok(ExportFormat::Gguf),
-            other => Err(err!(InvalidOptions, "export format \"{other}\" is not \"peft\" or \"gguf\"")),
-        }
+    AdapterInfo {
+        peft_type: adapter.peft_type(),
+        method: adapter.method(),
+        trainable_parameters: adapter.trainable_parameters(),
+        export_formats: adapter.export_formats(),
     }
 }
 
-/// The adapter's files (name, bytes) in `format`. `base_model` becomes PEFT's
-/// `base_model_name_or_path`; a PiSSA adapter is written as a plain LoRA for the original base
-/// when `pissa_as_lora` (GGUF always is).
+/// The adapter's files (name, bytes) in `format`, one the adapter has
+/// ([`Adapter::export_formats`]). `base_model` becomes PEFT's `base_model_name_or_path` (AdapterHub's
+/// `model_name`); a PiSSA adapter is written as a plain LoRA for the original base when
+/// `pissa_as_lora` (GGUF always is). A merged model is not a few files in memory: it is streamed
+/// with [`crate::peft::merge::MergedModel`].
 pub async fn export(
     model: &Model,
     adapter: &Adapter,
@@ -235,8 +229,9 @@ pub async fn export(
     pissa_as_lora: bool,
     card: &ModelCard,
 ) -> Result<Vec<(&'static str, Vec<u8>)>> {
-    Ok(match format {
-        ExportFormat::Peft => {
+    adapter.check_export(format)?;
+    Ok(match (format, adapter) {
+        (ExportFormat::Peft, _) => {
             let saved = adapter_files::export(adapter, base_model, pissa_as_lora, card).await?;
             vec![
                 (adapter_files::WEIGHTS_FILE, saved.weights),
@@ -244,6 +239,14 @@ pub async fn export(
                 (adapter_files::README_FILE, saved.readme.into_bytes()),
             ]
         }
-        ExportFormat::Gguf => vec![("adapter.gguf", gguf::export_gguf(adapter, &model.lm.config).await?)],
+        (ExportFormat::AdapterHub, Adapter::Bottleneck(bottleneck)) => {
+            let saved = adapterhub::export(bottleneck, base_model).await?;
+            vec![(adapterhub::CONFIG_FILE, saved.config_json.into_bytes()), (adapterhub::WEIGHTS_FILE, saved.weights)]
+        }
+        (ExportFormat::Gguf, _) => vec![("adapter.gguf", gguf::export_gguf(adapter, &model.lm.config).await?)],
+        // `check_export` let only a merged model through here.
+        (ExportFormat::AdapterHub | ExportFormat::Merged, _) => {
+            return Err(err!(InvalidOptions, "a merged model is streamed with MergedModel, not exported as files"));
+        }
     })
 }

@@ -16,13 +16,16 @@ use crate::data;
 use crate::error::Error;
 use crate::generate::{Generation, SamplingOptions};
 use crate::model::files::FileSource;
+use crate::model::files::MemoryFiles;
 use crate::model::{LoadOptions, Model};
 use crate::options::TrainingOptions;
-use crate::peft::Adapter;
 use crate::peft::files::{self as adapter_files, ModelCard};
+use crate::peft::{Adapter, read_adapter};
 use crate::session::{self, DataFile, ExportFormat, RunFacts, TrainReport};
 use crate::train::Trainer;
 use crate::{device, err, readback, zip};
+
+mod merged;
 
 thread_local! {
     static DEVICE: RefCell<Option<Device>> = const { RefCell::new(None) };
@@ -264,13 +267,28 @@ impl WebAdapter {
         Ok(WebAdapter { adapter, model: model.model.clone() })
     }
 
-    /// `AdapterInfo`: `{peftType, trainableParameters}`.
+    /// Reads an adapter folder handed over as `{ fileName: Uint8Array }`: PEFT's files or
+    /// AdapterHub's (`adapter_config.json` + `adapter.safetensors`); pickles are refused.
+    #[wasm_bindgen(js_name = importFiles)]
+    pub async fn import_files(model: &WebModel, files: Object) -> Result<WebAdapter, JsValue> {
+        let mut folder = MemoryFiles::new("the selected adapter files");
+        for name in Object::keys(&files).iter().filter_map(|k| k.as_string()) {
+            if let Ok(bytes) = Reflect::get(&files, &name.as_str().into())?.dyn_into::<Uint8Array>() {
+                folder.insert(&name, bytes.to_vec());
+            }
+        }
+        let adapter = read_adapter(&folder, &model.model.lm).await.map_err(js_error)?;
+        Ok(WebAdapter { adapter, model: model.model.clone() })
+    }
+
+    /// `AdapterInfo`: `{peftType, method, trainableParameters, exportFormats}`.
     pub fn info(&self) -> Result<JsValue, JsValue> {
         to_js(&session::adapter_info(&self.adapter))
     }
 
     /// The adapter's files. `format`: `"peft"` → `{ "adapter_model.safetensors", "adapter_config.json",
-    /// "README.md", "adapter.zip" }` (the zip holds the first three); `"gguf"` → `{ "adapter.gguf" }`
+    /// "README.md", "adapter.zip" }` (the zip holds the first three); `"adapterhub"` →
+    /// `{ "adapter.safetensors", "adapter_config.json", "adapter.zip" }`; `"gguf"` → `{ "adapter.gguf" }`
     /// for llama.cpp's `--lora`. A PiSSA adapter is written as a plain LoRA for the original base
     /// unless `pissaAsLora` is false.
     pub async fn export(
@@ -285,7 +303,7 @@ impl WebAdapter {
         let mut files = session::export(&self.model, &self.adapter, format, base_model, pissa_as_lora, &card)
             .await
             .map_err(js_error)?;
-        if format == ExportFormat::Peft {
+        if matches!(format, ExportFormat::Peft | ExportFormat::AdapterHub) {
             // One download for the page: the same files in a zip.
             let archive = zip::store(&files.iter().map(|(n, b)| (*n, b.as_slice())).collect::<Vec<_>>());
             files.push(("adapter.zip", archive));

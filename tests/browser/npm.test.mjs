@@ -54,6 +54,28 @@ function lineCount(file) {
   return fs.readFileSync(file, 'utf8').trimEnd().split('\n').length;
 }
 
+/** The entries of a zip from its central directory: name → bytes (stored entries only). */
+function zipEntries(bytes) {
+  const buf = Buffer.from(bytes);
+  const eocd = buf.lastIndexOf(Buffer.from([0x50, 0x4b, 0x05, 0x06]));
+  const count = buf.readUInt16LE(eocd + 10);
+  let at = buf.readUInt32LE(eocd + 16);
+  const entries = {};
+  for (let i = 0; i < count; i++) {
+    assert.equal(buf.readUInt32LE(at), 0x02014b50, 'central directory record');
+    const size = buf.readUInt32LE(at + 20);
+    const nameLength = buf.readUInt16LE(at + 28);
+    const extra = buf.readUInt16LE(at + 30) + buf.readUInt16LE(at + 32);
+    const local = buf.readUInt32LE(at + 42);
+    const name = buf.subarray(at + 46, at + 46 + nameLength).toString('utf8');
+    const start = local + 30 + buf.readUInt16LE(local + 26) + buf.readUInt16LE(local + 28);
+    entries[name] = buf.subarray(start, start + size);
+    assert.equal(zlib.crc32(entries[name]), buf.readUInt32LE(at + 16), `${name}: CRC`);
+    at += 46 + nameLength + extra;
+  }
+  return entries;
+}
+
 /** Names of the entries in a zip's central directory. */
 function zipNames(bytes) {
   const buf = Buffer.from(bytes);
@@ -336,8 +358,36 @@ test('the worker engine runs the whole API in the built app', { timeout: 400_000
   // Evaluate, and the exported zip loads back as the same adapter.
   assert.ok(r.evalTuned.loss > 0 && Math.abs(r.evalTuned.perplexity - Math.exp(r.evalTuned.loss)) < 1e-6 * r.evalTuned.perplexity);
   assert.ok(Number.isFinite(r.evalBase.loss));
-  assert.deepEqual(r.loadAdapter, { peftType: 'LORA', trainableParameters: 3584 });
+  assert.deepEqual(r.loadAdapter, { peftType: 'LORA', method: 'lora', trainableParameters: 3584, exportFormats: ['peft', 'gguf', 'merged'] });
   assert.ok(Math.abs(r.evalLoaded.loss - r.evalTuned.loss) < 1e-4, `loaded ${r.evalLoaded.loss} vs trained ${r.evalTuned.loss}`);
+
+  // The merged model: a Hugging Face folder in a zip, the base's tensors with their dtypes and shapes.
+  assert.equal(r.merged.fileName, 'webtune-demo-llama-merged.zip');
+  assert.deepEqual(r.merged.files, []);
+  const merged = zipEntries(r.merged.zip);
+  assert.deepEqual(Object.keys(merged).sort(), ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
+  const demoDir = path.join(DIST, 'demo');
+  const tensors = (bytes) => Object.entries(safetensorsHeader(bytes)).map(([name, t]) => [name, t.dtype, t.shape]).sort();
+  assert.deepEqual(tensors(merged['model.safetensors']), tensors(fs.readFileSync(path.join(demoDir, 'model.safetensors'))));
+  assert.deepEqual(merged['config.json'], fs.readFileSync(path.join(demoDir, 'config.json')));
+  assert.deepEqual(merged['tokenizer.json'], fs.readFileSync(path.join(demoDir, 'tokenizer.json')));
+  console.log(`merged export: ${r.merged.zip.length} bytes zipped`);
+
+  // Bottleneck adapters (AdapterHub files, no GGUF), IA3 and DoRA through the package.
+  assert.equal(r.seqBnSummary.state, 'done');
+  assert.deepEqual(r.seqBnFacts.layers.map((l) => [l.path, l.kind, l.rank]), [
+    ['model.layers.0.output_adapters.adapters.adapter', 'bottleneck', 8],
+    ['model.layers.1.output_adapters.adapters.adapter', 'bottleneck', 8],
+  ]);
+  assert.deepEqual(r.adapterhub, { fileName: 'adapter.zip', files: ['adapter.safetensors', 'adapter_config.json'] });
+  assert.equal(r.seqBnGguf.code, 'INVALID_OPTIONS');
+  assert.match(r.seqBnGguf.message, /seq_bn.*gguf.*llama\.cpp/);
+  assert.deepEqual(r.loadAdapterHub, { peftType: 'BOTTLENECK', method: 'seq_bn', trainableParameters: r.seqBnFacts.trainableParameters, exportFormats: ['adapterhub'] });
+  for (const [config, { summary, trainable }] of Object.entries(r.methods)) {
+    assert.equal(summary.state, 'done', config);
+    assert.ok(Number.isFinite(summary.finalLoss) && trainable > 0, `${config}: ${JSON.stringify(summary)}`);
+  }
+  console.log(`methods: ${JSON.stringify(Object.fromEntries(Object.entries(r.methods).map(([c, m]) => [c, m.trainable])))}, seq-bn ${r.seqBnFacts.trainableParameters}`);
 
   // Resuming from the pause checkpoint reproduces the run's last loss.
   assert.equal(r.resumedFrom, r.pausedAt);

@@ -16,7 +16,8 @@
  *   | { kind: 'files', name: string, parameters: number, vocabSize: number, hiddenSize: number, numLayers: number }} ModelIdentity
  */
 /** @typedef {{ info: ModelInfo, identity: ModelIdentity, label: string, fromCache: boolean }} LoadedModel */
-/** @typedef {{ method: string, init: string, source: 'train' | 'import' | 'restore' }} TunedAdapter */
+/** `formats`: what the adapter exports as (the core's `AdapterInfo.exportFormats`).
+ * @typedef {{ method: string, init: string, source: 'train' | 'import' | 'restore', formats?: import('../webtune/index.js').ExportFormat[] }} TunedAdapter */
 /** @typedef {{ files: Record<string, Uint8Array>, key: string, peftType: string, trainableParameters: number }} ImportedAdapter */
 /**
  * What the engine is doing for the page outside training.

@@ -3,8 +3,9 @@
 // model size. settings.js renders them as a form.
 
 /**
- * The method choices of the form: PiSSA is LoRA with an SVD init, a choice of its own on the page.
- * @typedef {'lora' | 'pissa' | 'prompt-tuning'} Method
+ * The method choices of the form: PiSSA is LoRA with an SVD init and DoRA is LoRA with `dora`,
+ * each a choice of its own on the page.
+ * @typedef {'lora' | 'pissa' | 'dora' | 'prompt-tuning' | 'ia3' | 'seq-bn' | 'double-seq-bn'} Method
  */
 /**
  * A field of the form. `name` is the TrainingConfig key (or a page option for `page: true`);
@@ -29,11 +30,28 @@
 /** @typedef {import('../webtune/index.js').ModelInfo} ModelInfo */
 
 /** @type {Method[]} */
-export const LORA = ['lora', 'pissa'];
+export const LORA = ['lora', 'pissa', 'dora'];
 /** @type {Method[]} */
 const PROMPT = ['prompt-tuning'];
+/** AdapterHub's bottleneck adapters. @type {Method[]} */
+export const BOTTLENECK = ['seq-bn', 'double-seq-bn'];
 /** @type {Method[]} */
-const ALL = [...LORA, ...PROMPT];
+const IA3 = ['ia3'];
+/** @type {Method[]} */
+const ALL = [...LORA, ...PROMPT, ...BOTTLENECK, ...IA3];
+/** Every method, in the order of the method cards. */
+export const METHODS = ALL;
+
+/**
+ * The core's options for a page method: `method` (and `dora`) of TrainingConfig.
+ * @param {Method} method
+ * @returns {{ method: 'lora' | 'prompt-tuning' | 'seq-bn' | 'double-seq-bn' | 'ia3', dora?: boolean }}
+ */
+export function coreMethod(method) {
+  if (method === 'pissa' || method === 'lora') return { method: 'lora' };
+  if (method === 'dora') return { method: 'lora', dora: true };
+  return { method };
+}
 
 /** The `init` choices of each method. @type {Record<Method, Array<[string, string]>>} */
 export const INITS = {
@@ -45,11 +63,26 @@ export const INITS = {
     ['pissa_niter_4', 'Fast SVD (4 iterations)'],
     ['pissa', 'Exact SVD (slower)'],
   ],
+  dora: [
+    ['default', 'Default (as PEFT)'],
+    ['gaussian', 'Gaussian'],
+  ],
   'prompt-tuning': [
     ['random', 'Random'],
     ['text', 'From a text'],
     ['sample-vocab', 'Random vocabulary tokens'],
   ],
+  'seq-bn': [
+    ['bert', 'BERT (small random weights)'],
+    ['mam_adapter', 'Identity at start (mam_adapter)'],
+    ['houlsby', 'Houlsby (truncated normal)'],
+  ],
+  'double-seq-bn': [
+    ['bert', 'BERT (small random weights)'],
+    ['mam_adapter', 'Identity at start (mam_adapter)'],
+    ['houlsby', 'Houlsby (truncated normal)'],
+  ],
+  ia3: [['ones', 'Ones (no change at start)']],
 };
 
 /** The fields, in groups. @type {Group[]} */
@@ -57,7 +90,10 @@ export const GROUPS = [
   {
     title: 'Adapter',
     fields: [
-      { name: 'init', label: 'Initialisation', type: 'select', methods: ALL, hint: 'How the adapter starts. LoRA: A random, B zero (PEFT’s default); PiSSA: from an SVD of each layer.' },
+      { name: 'init', label: 'Initialisation', type: 'select', methods: [...LORA, ...PROMPT, ...BOTTLENECK], hint: 'How the adapter starts. LoRA: A random, B zero (PEFT’s default); PiSSA: from an SVD of each layer.' },
+      { name: 'reductionFactor', label: 'Reduction factor', type: 'number', min: 1, step: 'any', methods: BOTTLENECK, hint: 'The bottleneck is the hidden size divided by this: 16 is AdapterHub’s default; lower learns more.' },
+      { name: 'nonLinearity', label: 'Non-linearity', type: 'select', options: [['', 'Default (relu / swish)'], ['relu', 'ReLU'], ['swish', 'Swish (SiLU)'], ['gelu', 'GELU'], ['gelu_new', 'GELU (tanh)'], ['tanh', 'tanh']], methods: BOTTLENECK, hint: 'Between the down and up projections.' },
+      { name: 'adapterName', label: 'Adapter name', type: 'text', optional: true, methods: BOTTLENECK, placeholder: 'adapter', hint: 'AdapterHub’s name for it, part of every weight key.' },
       { name: 'initText', label: 'Init text', type: 'text', methods: PROMPT, wide: true, hint: 'Text whose token embeddings start the virtual tokens, e.g. a task description.' },
       { name: 'r', label: 'Rank r', type: 'number', min: 1, max: 1024, step: 1, methods: LORA, hint: 'Size of the low-rank update. 8–16 is typical; higher learns more and costs more.' },
       { name: 'alpha', label: 'Alpha', type: 'number', min: 0, step: 'any', methods: LORA, hint: 'Scale of the update (alpha / r). Often 2 × r.' },
@@ -153,6 +189,9 @@ export function defaultsFor(info) {
     targets,
     rslora: false,
     virtualTokens: 20,
+    reductionFactor: 16,
+    nonLinearity: '',
+    adapterName: '',
     lr: 2e-4,
     schedule: 'linear',
     warmupSteps: 0,
@@ -190,7 +229,10 @@ export function defaultsFor(info) {
  * @param {Method} method @param {ModelInfo | undefined} info
  */
 export function defaultLr(method, info) {
+  const toy = !info || sizeClass(info.parameters) === 'toy';
   if (method === 'prompt-tuning') return 3e-2;
+  if (method === 'ia3') return toy ? 3e-2 : 3e-3;
+  if (BOTTLENECK.includes(method)) return toy ? 1e-2 : 1e-4;
   return /** @type {number} */ (defaultsFor(info).lr);
 }
 

@@ -2,8 +2,9 @@
 // validated as the user types, with the GPU memory estimate of the run it describes.
 
 import { $, h, button } from './format.js';
-import { FIELDS, GROUPS, INITS, LORA, ATTENTION, SIZE_LABEL, defaultsFor, defaultLr, sizeClass } from './settings-fields.js';
+import { FIELDS, GROUPS, INITS, LORA, BOTTLENECK, ATTENTION, SIZE_LABEL, coreMethod, defaultsFor, defaultLr, sizeClass } from './settings-fields.js';
 import { renderMemory } from './memory.js';
+import { renderMethodFacts } from './method-facts.js';
 import { session } from './session.js';
 
 /** @typedef {import('../webtune/index.js').TrainingConfig} TrainingConfig */
@@ -33,6 +34,7 @@ export function onSettingsChange(fn) {
 /** @param {string} what */
 function changed(what) {
   renderMemory(config());
+  renderMethodFacts(config(), method());
   for (const fn of listeners) fn(what);
 }
 
@@ -216,8 +218,8 @@ export function config() {
   const m = method();
   /** @type {Record<string, unknown>} */
   const c = {
-    method: m === 'prompt-tuning' ? 'prompt-tuning' : 'lora',
-    init: control('init').value,
+    ...coreMethod(m),
+    init: m === 'ia3' ? undefined : control('init').value,
     schedule: control('schedule').value,
     shuffle: control('shuffle').checked,
   };
@@ -236,7 +238,13 @@ export function config() {
         /* reported by validate() */
       }
     }
-  } else {
+  } else if (BOTTLENECK.includes(m)) {
+    c.reductionFactor = num('reductionFactor');
+    for (const name of ['nonLinearity', 'adapterName']) {
+      const value = control(name).value.trim();
+      if (value) c[name] = value;
+    }
+  } else if (m === 'prompt-tuning') {
     c.virtualTokens = num('virtualTokens');
     if (c.init === 'text') c.initText = control('initText').value;
   }

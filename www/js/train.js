@@ -92,7 +92,7 @@ export async function startTraining({ resume, train = true } = {}) {
     return;
   }
   const t = trainer;
-  session.update({ tuned: { method: config.method ?? 'lora', init: config.init ?? 'default', source: resume ? 'restore' : 'train' } });
+  session.update({ tuned: { method: config.method ?? 'lora', init: config.init ?? 'default', source: resume ? 'restore' : 'train', formats: t.report.adapter.exportFormats } });
   const base = {
     id: resume?.id ?? `${Date.now()}`,
     model: model.identity,

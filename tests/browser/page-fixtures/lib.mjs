@@ -111,13 +111,21 @@ export async function trainToEnd(page, timeout = 600_000) {
   return lossHistory(page);
 }
 
+/** The export step's button of each format. */
+export const EXPORT_BUTTONS = {
+  peft: 'Download PEFT adapter (.zip)',
+  adapterhub: 'Download AdapterHub adapter (.zip)',
+  gguf: 'Download GGUF LoRA',
+  merged: 'Download merged model (.zip)',
+};
+
 /** Clicks an export button and returns the downloaded file {name, bytes}. */
 export async function exportFile(page, format) {
   let download;
   try {
     [download] = await Promise.all([
       page.waitForEvent('download', { timeout: 120_000 }),
-      section(page, 'Export').getByRole('button', { name: format === 'gguf' ? 'Download GGUF LoRA' : 'Download PEFT adapter (.zip)' }).click(),
+      section(page, 'Export').getByRole('button', { name: EXPORT_BUTTONS[format] ?? 'Download PEFT adapter (.zip)' }).click(),
     ]);
   } catch (error) {
     // Say what the page shows, so a failure in CI can be understood from the log alone.

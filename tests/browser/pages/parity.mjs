@@ -118,35 +118,71 @@ export async function weightsDtype(dtype) {
   }
 }
 
-/** A fixture run (LoRA or prompt tuning), 20 AdamW steps from PEFT's initial adapter. */
+/** Elementwise `|got − ref| / max(1, |ref|)` (worst) and `‖got − ref‖ / ‖ref‖`, as the native
+ * tests' `gradient_error`: NaN anywhere gives NaN, an all-zero gradient against a non-zero
+ * reference gives a relative norm of 1. */
+function gradientError(got, expected) {
+  if (got.length !== expected.length) throw new Error(`length ${got.length} vs ${expected.length}`);
+  let scaled = 0;
+  let diffSq = 0;
+  let refSq = 0;
+  for (let i = 0; i < got.length; i++) {
+    const d = Math.abs(got[i] - expected[i]);
+    scaled = Number.isNaN(d) || Number.isNaN(scaled) ? NaN : Math.max(scaled, d / Math.max(1, Math.abs(expected[i])));
+    diffSq += d * d;
+    refSq += expected[i] * expected[i];
+  }
+  const relNorm = Number.isNaN(diffSq) || diffSq === 0 ? diffSq : refSq === 0 ? Infinity : Math.sqrt(diffSq / refSq);
+  return { scaled, relNorm };
+}
+
+/** The option `method` and the export format of a fixture run's adapter. */
+function runKind(method) {
+  if (method === 'seq_bn' || method === 'double_seq_bn') return { method: method.replaceAll('_', '-'), format: 'adapterhub' };
+  if (method.startsWith('prompt_tuning')) return { method: 'prompt-tuning', format: 'peft' };
+  return { method: 'lora', format: 'peft' };
+}
+
+/** A fixture run (LoRA, DoRA, prompt tuning: `<name>/<method>`; AdapterHub bottleneck adapters:
+ * `adapterhub/<name>/<method>`), 20 AdamW steps from the reference's initial adapter. */
 export async function fixtureRun(name, method, loadOptions) {
   await setup();
   const model = await loadModel(name, loadOptions);
-  const dir = `${name}/${method}/`;
+  const { method: optionMethod, format } = runKind(method);
+  const dir = format === 'adapterhub' ? `adapterhub/${name}/${method}/` : `${name}/${method}/`;
+  const weightsFile = format === 'adapterhub' ? 'adapter.safetensors' : 'adapter_model.safetensors';
   const reference = JSON.parse(await text(dir + 'losses.json'));
   const gradients = readSafetensors(await bytes(dir + 'grads.safetensors'));
   const expectedLogits = readSafetensors(await bytes(dir + 'expected_logits.safetensors'));
-  const finalAdapter = readSafetensors(await bytes(dir + 'final/adapter_model.safetensors'));
-  const initial = await WebAdapter.import(model, await text(dir + 'initial/adapter_config.json'), await bytes(dir + 'initial/adapter_model.safetensors'));
-  const options = { method: method === 'lora' ? 'lora' : 'prompt-tuning', lr: 1e-3, schedule: 'constant', clip: 0, steps: 20, batchSize: 4, shuffle: false, seed: 0, maxLen: 64 };
+  const finalAdapter = readSafetensors(await bytes(dir + 'final/' + weightsFile));
+  const initial = await WebAdapter.importFiles(model, {
+    'adapter_config.json': await bytes(dir + 'initial/adapter_config.json'),
+    [weightsFile]: await bytes(dir + 'initial/' + weightsFile),
+  });
+  const options = { method: optionMethod, lr: 1e-3, schedule: 'constant', clip: 0, steps: 20, batchSize: 4, shuffle: false, seed: 0, maxLen: 64 };
   const trainer = await WebTrainer.create(
     model, 'train.jsonl', await bytes('data/train.jsonl'), 'eval.jsonl', await bytes('data/eval.jsonl'), options, initial,
   );
-  const errors = { loss: 0, gradient: 0, adapter: 0, logits: 0 };
+  const errors = { loss: 0, gradient: 0, gradientScaled: 0, adapter: 0, logits: 0 };
+  let gradientRelNorm = 0;
   const evalBefore = await trainer.evaluate();
   for (let step = 0; step < 20; step++) {
     if (step < 2) {
       const grads = await trainer.nextGradients();
       for (const [key, values] of Object.entries(grads)) {
-        errors.gradient = Math.max(errors.gradient, maxAbsDiff(values, gradients[`step${step}.${key}`].values));
+        const expected = gradients[`step${step}.${key}`].values;
+        errors.gradient = Math.max(errors.gradient, maxAbsDiff(values, expected));
+        const { scaled, relNorm } = gradientError(values, expected);
+        errors.gradientScaled = Math.max(errors.gradientScaled, scaled);
+        gradientRelNorm = Number.isNaN(relNorm) ? NaN : Math.max(gradientRelNorm, relNorm);
       }
     }
     const metrics = await trainer.step();
     errors.loss = Math.max(errors.loss, Math.abs(metrics.loss - reference.train_loss[step]));
   }
   const adapter = trainer.adapter();
-  const exported = await adapter.export('peft', `fixtures/${name}/base`, true, undefined);
-  const trained = readSafetensors(exported['adapter_model.safetensors']);
+  const exported = await adapter.export(format, `fixtures/${name}/base`, true, undefined);
+  const trained = readSafetensors(exported[weightsFile]);
   for (const [key, tensor] of Object.entries(finalAdapter)) {
     errors.adapter = Math.max(errors.adapter, maxAbsDiff(trained[key].values, tensor.values));
   }
@@ -157,10 +193,13 @@ export async function fixtureRun(name, method, loadOptions) {
   const evalAfter = await trainer.evaluate();
   return {
     errors,
+    gradientRelNorm,
     evalBefore,
     evalAfter,
     expectedEval: [reference.eval_loss_initial, reference.eval_loss_final],
     exportedFiles: Object.keys(exported).sort(),
+    info: adapter.info(),
+    expectedTrainable: reference.n_trainable_params ?? null,
     weights: model.info().weights,
   };
 }

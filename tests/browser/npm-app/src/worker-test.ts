@@ -72,10 +72,34 @@ async function run(engine: Engine) {
   out.loadAdapter = await engine.loadAdapter(peft.blob);
   out.evalLoaded = await engine.evaluate(demo.eval);
 
+  // The base with the adapter folded in, streamed into a zip (no directory given).
+  const merged = await engine.exportAdapter({ format: 'merged' });
+  out.merged = { fileName: merged.fileName, files: Object.keys(merged.files), zip: await bytesOf(merged.blob) };
+
   // Resuming from the checkpoint taken at the pause reproduces the run.
   const resumed = await engine.createTrainer({ data: demo.train, evalData: demo.eval, config, checkpoint: checkpoints[0].bytes });
   out.resumedFrom = resumed.stepsDone;
   out.resumedSummary = await resumed.train();
+
+  // Other methods: a bottleneck adapter exports as AdapterHub files (and loads back from them),
+  // not as GGUF; IA3 and DoRA train too.
+  const seqBn = await engine.createTrainer({ data: demo.train, config: { method: 'seq-bn', reductionFactor: 8, steps: 2 } });
+  out.seqBnFacts = seqBn.report.facts;
+  out.seqBnSummary = await seqBn.train();
+  const adapterhub = await engine.exportAdapter({ format: 'adapterhub' });
+  out.adapterhub = { fileName: adapterhub.fileName, files: Object.keys(adapterhub.files).sort() };
+  try {
+    await engine.exportAdapter({ format: 'gguf' });
+  } catch (e) {
+    out.seqBnGguf = codeOf(e);
+  }
+  out.loadAdapterHub = await engine.loadAdapter(adapterhub.blob);
+  out.methods = {};
+  for (const config of [{ method: 'ia3' as const }, { dora: true }]) {
+    const t = await engine.createTrainer({ data: demo.train, config: { ...config, steps: 2 } });
+    const summary = await t.train();
+    (out.methods as Record<string, unknown>)[JSON.stringify(config)] = { summary, trainable: t.report.facts.trainableParameters };
+  }
 
   // A Hugging Face style source with a sharded checkpoint (served by the test under /hub): the
   // second load comes from Cache Storage.
