@@ -8,7 +8,8 @@
 # Steps:
 #   system        apt: chromium (browser tests; ships SwiftShader for WebGPU without a GPU),
 #                 mesa-vulkan-drivers + libvulkan1 (lavapipe: a CPU Vulkan device for wgpu in the
-#                 native tests), a C compiler (cc, for build scripts and linking)
+#                 native tests), a C compiler (cc, for build scripts and linking), a C++ compiler
+#                 (c++, for libFuzzer in scripts/fuzz.sh)
 #   rust          cargo/rustc: rustup's toolchain if present, else Debian's rustc-web/cargo-web
 #   wasm-target   the wasm32-unknown-unknown std: `rustup target add`, else (no rustup, or the
 #                 target cannot be downloaded) Debian's rust-web-src + lld-22, used by
@@ -73,6 +74,7 @@ step_system() {
     deb_installed "$pkg" || missing+=("$pkg")
   done
   command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+  command -v c++ >/dev/null 2>&1 || missing+=(g++)
   # python3: a zip test reads the page's download back with Python's zipfile.
   command -v python3 >/dev/null 2>&1 || missing+=(python3)
   if [[ ${#missing[@]} -gt 0 ]]; then
@@ -81,7 +83,7 @@ step_system() {
   fi
   say "chromium ok ($(chromium --version 2>/dev/null | head -n1 || echo '?'))"
   say "vulkan (mesa lavapipe) ok"
-  say "cc, python3 ok"
+  say "cc, c++, python3 ok"
 }
 
 # --- rust --------------------------------------------------------------------------------------

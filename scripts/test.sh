@@ -7,6 +7,7 @@
 #                                the only GPU is a software rasteriser, as on CI)
 #      WEBTUNE_DEVICE=gpu ...    the kernel and parity tests again on wgpu (Mesa lavapipe on CI):
 #                                the WGSL path the browser runs, natively
+#      scripts/fuzz.sh           every fuzz target for 5 s (fuzz/README.md)
 #   3. scripts/build-wasm.sh     www/pkg
 #      scripts/build-npm.sh      the npm package in npm/dist, copied to www/webtune
 #   4. npm run test:browser      tests/browser/*.test.mjs in headless Chromium (WebGPU)
@@ -40,6 +41,7 @@ phase "setup" scripts/setup.sh
 phase "native tests" cargo test "$@"
 phase "native tests on wgpu" env WEBTUNE_DEVICE=gpu cargo test "$@" --test kernels --test bucketing \
   --test model_parity --test peft_parity --test adapter_methods -- --test-threads=1
+phase "fuzz" scripts/fuzz.sh
 phase "wasm build" scripts/build-wasm.sh
 phase "npm package" scripts/build-npm.sh
 phase "browser tests" npm run --silent test:browser

@@ -117,6 +117,19 @@ fn unreadable_tokenizer() {
     assert_error(&load(&dir), ErrorCode::InvalidTokenizer, &["tokenizer.json"]);
 }
 
+/// Found by fuzzing (`fuzz/regressions/tokenizer/`): tokenizers 0.22 panics ("Helper") on a JSON
+/// syntax error inside the `decoder` object instead of returning an error.
+#[test]
+fn tokenizer_with_a_control_character_in_its_decoder() {
+    let dir = copy_model("llama", "decoder-control-character");
+    let json = std::fs::read_to_string(dir.join("tokenizer.json")).unwrap();
+    let decoder = json.find("\"decoder\"").expect("the fixture tokenizer has a decoder");
+    let broken = format!("{}{}", &json[..decoder], json[decoder..].replacen("ByteLevel", "B\u{1}yteLevel", 1));
+    assert_ne!(json, broken, "the fixture tokenizer's decoder is ByteLevel");
+    std::fs::write(dir.join("tokenizer.json"), broken).unwrap();
+    assert_error(&load(&dir), ErrorCode::InvalidTokenizer, &["tokenizer.json", "not valid JSON"]);
+}
+
 fn logits(dir: &Path) -> Vec<f32> {
     let model = Model::load(&Folder::new(dir).unwrap(), &gpu()).unwrap();
     let ids = [375, 27, 340, 73, 88, 71, 361];

@@ -27,6 +27,30 @@ pub struct TextTokenizer {
 const TOKENIZER: &str = "tokenizer.json";
 const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
 
+/// What tokenizers 0.22 panics on instead of returning an error (its untagged helpers `expect`):
+/// a JSON syntax error inside the `decoder` object, and a `Precompiled` normalizer whose
+/// `precompiled_charsmap` does not decode. Both are checked here so that tokenizers never sees them.
+fn check_tokenizer_json(bytes: &[u8]) -> Result<()> {
+    let json: Value =
+        serde_json::from_slice(bytes).map_err(|e| err!(InvalidTokenizer, "{TOKENIZER} is not valid JSON: {e}"))?;
+    let mut pending = vec![&json];
+    while let Some(value) = pending.pop() {
+        match value {
+            Value::Object(map) => {
+                if map.get("type").and_then(Value::as_str) == Some("Precompiled") {
+                    serde_json::from_value::<tokenizers::normalizers::Precompiled>(value.clone()).map_err(|e| {
+                        err!(InvalidTokenizer, "{TOKENIZER} has a Precompiled normalizer that does not decode: {e}")
+                    })?;
+                }
+                pending.extend(map.values());
+            }
+            Value::Array(items) => pending.extend(items),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 impl TextTokenizer {
     /// Reads `tokenizer.json` (required) and `tokenizer_config.json` (optional) and checks that
     /// every token id fits the model's vocabulary.
@@ -45,6 +69,7 @@ impl TextTokenizer {
     }
 
     pub fn from_parts(tokenizer_json: &[u8], settings: Option<&Value>, config: &ModelConfig) -> Result<Self> {
+        check_tokenizer_json(tokenizer_json)?;
         let inner = Tokenizer::from_bytes(tokenizer_json)
             .map_err(|e| err!(InvalidTokenizer, "{TOKENIZER} could not be read: {e}"))?;
         let (max_token, max_id) = inner
