@@ -132,6 +132,40 @@ fn fresh_bottleneck_adapters_match_adapterhub_layout() {
     }
 }
 
+/// AdapterHub has reference runs for Llama and GPT-2 only; on Qwen2, Qwen3 and Gemma 3 (q/k
+/// norms, four norms per layer, sliding windows) both layouts must still start as the identity
+/// with `mam_adapter` and give every tensor a gradient with `bert`.
+#[test]
+fn bottleneck_adapters_on_every_architecture() {
+    let ids = [5, 17, 42, 9, 63, 2, 11, 30];
+    for model_name in ["qwen2", "qwen3", "gemma3"] {
+        let m = model(model_name);
+        let logits = |a: &Adapter| m.lm.logits(a.hidden(&m.lm, &ids, 1, None, None).unwrap());
+        for layout in ["seq_bn", "double_seq_bn"] {
+            let rf = ReductionFactor::Uniform(8.0);
+            let config = match layout {
+                "seq_bn" => BottleneckConfig::seq_bn(layout, rf),
+                _ => BottleneckConfig::double_seq_bn(layout, rf),
+            };
+            let identity = BottleneckConfig { init_weights: BottleneckInit::MamAdapter, ..config.clone() };
+            let identity = Adapter::Bottleneck(BottleneckAdapter::init(&m.lm, identity, 1).unwrap());
+            let base = floats(logits(&Adapter::none(&m.lm)));
+            assert_eq!(floats(logits(&identity)), base, "{model_name} {layout}: mam_adapter is not the identity");
+            let adapter = Adapter::Bottleneck(BottleneckAdapter::init(&m.lm, config, 2).unwrap()).tracked();
+            let out = logits(&adapter);
+            let loss = (out.clone() * out).sum();
+            assert!(floats(loss.clone().detach().inner())[0].is_finite(), "{model_name} {layout}");
+            let grads = loss.backward();
+            for (key, t) in adapter.params() {
+                let g =
+                    floats(t.grad(&grads).unwrap_or_else(|| panic!("{model_name} {layout}: no gradient for {key}")));
+                let norm = g.iter().map(|v| v * v).sum::<f32>().sqrt();
+                assert!(norm.is_finite() && norm > 0.0, "{model_name} {layout} {key}: gradient norm {norm}");
+            }
+        }
+    }
+}
+
 /// Per-layer reduction factors, as AdapterHub's `{"<layer>": rf, "default": rf}`, and leave_out.
 #[test]
 fn per_layer_reduction_factor_and_leave_out() {
