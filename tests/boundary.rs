@@ -10,10 +10,13 @@ use std::collections::BTreeSet;
 use common::dts::{documented_default, index_d_ts, interface, same_value};
 use common::*;
 use serde_json::Value;
+use webtune::device::GpuInfo;
 use webtune::generate::SamplingOptions;
-use webtune::model::Model;
+use webtune::model::files::FileSource;
 use webtune::model::files::Folder;
+use webtune::model::{LinearShape, LoadOptions, Model, ModelShape};
 use webtune::options::{DEFAULTS, Method, TrainingOptions};
+use webtune::session::presets::Preset;
 use webtune::session::{self, DataFile, RunFacts};
 use webtune::train::StepMetrics;
 
@@ -59,7 +62,7 @@ fn what_the_wasm_side_returns_matches_index_d_ts() {
     assert_schema(&source, "ModelInfo", &json(&session::model_info(&model)), &["name"]);
 
     let options = TrainingOptions { dropout: 0.1, eval_split: 0.25, max_len: 64, ..DEFAULTS };
-    let facts = json(&RunFacts::planned(&model.lm, &options).unwrap());
+    let facts = json(&RunFacts::planned(model.lm.shape(), model.lm.report.bytes_per_weight(), &options).unwrap());
     assert_schema(&source, "RunFacts", &facts, &[]);
     assert_schema(&source, "AdaptedLayer", &facts["layers"][0], &[]);
     assert_schema(&source, "MemoryEstimate", &facts["memory"], &[]);
@@ -100,6 +103,41 @@ fn what_the_wasm_side_returns_matches_index_d_ts() {
     assert_eq!(json(&StepMetrics { eval_loss: None, early_stopped: false, ..metrics }).get("evalLoss"), None);
 
     assert_schema(&source, "GenerateOptions", &json(&SamplingOptions::default()), &["adapter", "chat", "signal"]);
+
+    let qwen3 = Preset::find("qwen3-0.6b").unwrap();
+    assert_schema(&source, "ModelPreset", &json(&qwen3.info()), &[]);
+    // A GPU whose bindings hold 8 MiB cannot take Qwen3's 12 MiB MLP matrices: `problem` says so.
+    let small = GpuInfo { max_storage_buffer_binding_size: 8 << 20, ..gpu_info };
+    let facts = json(&qwen3.facts(&TrainingOptions::default(), &LoadOptions::default(), &small).unwrap());
+    assert!(facts["problem"].as_str().unwrap().contains("Qwen/Qwen3-0.6B/model.safetensors"), "{facts}");
+    assert_schema(&source, "PresetFacts", &facts, &[]);
+}
+
+/// What the page knows of a model from its config.json alone is what loading it gives: the same
+/// linear layers (paths, slots, sizes, layouts) and parameter count, for every architecture.
+#[test]
+fn a_config_alone_gives_the_loaded_models_shape() {
+    for name in ["llama", "qwen2", "qwen3", "gemma3", "gpt2"] {
+        let folder = Folder::new(fixtures().join(name).join("base")).unwrap();
+        let model = Model::load(&folder, &gpu()).unwrap();
+        let config = webtune::model::ModelConfig::from_json(&folder.read_text("config.json").unwrap()).unwrap();
+        let shape = ModelShape::of(config);
+        assert_eq!(shape.parameters, model.lm.parameter_count(), "{name}");
+        let loaded: Vec<LinearShape> = model
+            .lm
+            .linears()
+            .iter()
+            .map(|l| LinearShape {
+                path: l.path.clone(),
+                slot: l.slot,
+                in_features: l.in_features,
+                out_features: l.out_features,
+                layout: l.layout,
+            })
+            .collect();
+        assert_eq!(shape.linears, loaded, "{name}");
+        assert_eq!(&shape.linears, &model.lm.shape().linears, "{name}");
+    }
 }
 
 #[test]
@@ -115,7 +153,7 @@ fn run_facts_count_what_the_adapter_trains() {
         ("gpt2", TrainingOptions { method: Method::DoubleSeqBn, ..DEFAULTS }),
     ] {
         let model = Model::load(&Folder::new(fixtures().join(name).join("base")).unwrap(), &gpu()).unwrap();
-        let planned = RunFacts::planned(&model.lm, &options).unwrap();
+        let planned = RunFacts::planned(model.lm.shape(), model.lm.report.bytes_per_weight(), &options).unwrap();
         let data = std::fs::read(fixtures().join("data/train.jsonl")).unwrap();
         let run = block(session::prepare(&model, DataFile { name: "train.jsonl", bytes: &data }, None, &options, None))
             .unwrap();

@@ -97,6 +97,37 @@ fn glu_forward_and_backward_match_composed_ops() {
     }
 }
 
+/// A frozen f16 weight in either layout: the product and the input gradient equal the composed
+/// `x · to_f32(W)`, and the weight stays without a gradient.
+#[test]
+fn frozen_matmul_matches_the_product_with_the_cast_weight() {
+    let _serial = one_at_a_time();
+    use burn::tensor::FloatDType;
+    let device = gpu();
+    let (rows, inputs, outputs) = (37, 96, 80);
+    let x = values([rows, inputs], 11, 1.0, &device);
+    let upstream = values([rows, outputs], 12, 1.0, &device).autodiff();
+    for transposed in [true, false] {
+        let shape = if transposed { [outputs, inputs] } else { [inputs, outputs] };
+        for dtype in [FloatDType::F16, FloatDType::F32] {
+            let weight = values(shape, 13, 0.1, &device).cast(dtype);
+            let used = || {
+                let w = weight.clone().cast(FloatDType::F32);
+                if transposed { w.transpose() } else { w }
+            };
+            let xf = tracked(&x);
+            let fused = kernels::frozen_matmul(xf.clone(), weight.clone(), transposed);
+            let grads = (fused.clone() * upstream.clone()).sum().backward();
+            let xr = tracked(&x);
+            let reference = xr.clone().matmul(used());
+            let ref_grads = (reference.clone() * upstream.clone()).sum().backward();
+            let case = format!("frozen matmul {dtype:?}, transposed {transposed}");
+            close(&format!("{case}: out"), fused.inner(), reference.inner());
+            close(&format!("{case}: dx"), xf.grad(&grads).unwrap(), xr.grad(&ref_grads).unwrap());
+        }
+    }
+}
+
 #[test]
 fn adamw_matches_the_torch_update_in_composed_ops() {
     let _serial = one_at_a_time();

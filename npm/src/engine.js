@@ -219,6 +219,18 @@ class MainEngine {
     return this.exclusive(() => model.runFacts(plainObject(config, 'config')));
   }
 
+  /** @type {Engine['modelPresets']} */
+  async modelPresets() {
+    this.#checkAlive();
+    return wasm.modelPresets();
+  }
+
+  /** @type {Engine['presetFacts']} */
+  async presetFacts(name, config) {
+    this.#checkAlive();
+    return this.exclusive(() => wasm.presetFacts(String(name), plainObject(config, 'config')));
+  }
+
   /** @type {Engine['createTrainer']} */
   async createTrainer(options) {
     const model = this.#requireModel();

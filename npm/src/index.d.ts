@@ -361,6 +361,36 @@ export interface RunFacts {
   memory: MemoryEstimate;
 }
 
+/** A hub model webtune suggests, known from its config.json alone (`engine.modelPresets()`). */
+export interface ModelPreset {
+  /** Short name, e.g. `qwen3-0.6b` (also `webtune bench --shape`). */
+  name: string;
+  /** Hugging Face id, e.g. `Qwen/Qwen3-0.6B`: a `ModelSource` `{ hub }`. */
+  hubId: string;
+  architecture: string;
+  /** Weights (embeddings once when tied), as transformers' `num_parameters`. */
+  parameters: number;
+  /** The hub checkpoint's dtype (`BF16`). */
+  checkpointDtype: string;
+  /** Bytes of weights to download. */
+  downloadBytes: number;
+  /** Names of the linear layers adapters can target (`q_proj`), sorted. */
+  linearLayers: string[];
+  /** PEFT's default LoRA targets for the architecture. */
+  defaultTargets: string[];
+}
+
+/** What training a preset would take on this GPU (`engine.presetFacts(name, config)`), before
+ * anything is downloaded: worked out as loading and `runFacts` would once it is. */
+export interface PresetFacts {
+  /** The storage width loading would pick for the frozen weights, and why. */
+  weightsDtype: "f16" | "f32";
+  weightsReason: string;
+  /** Why loading would refuse the model on this GPU, as loading would say it; absent when it fits. */
+  problem?: string;
+  facts: RunFacts;
+}
+
 export interface AdaptedLayer {
   /** Hugging Face module path, e.g. `model.layers.0.self_attn.q_proj`; for a bottleneck adapter
    * its AdapterHub key prefix, which names the placement (`model.layers.0.output_adapters.adapters.adapter`). */
@@ -526,6 +556,13 @@ export interface Engine {
    * adapted layers, a GPU memory estimate), before any data is loaded: the largest workload the
    * config allows. `Trainer.report.facts` has the same for the loaded data. */
   runFacts(config?: TrainingConfig): Promise<RunFacts>;
+  /** The hub models webtune suggests (SmolLM2, Gemma 3, Qwen2.5, Qwen3, Llama 3.2), from their
+   * config.json alone: nothing is fetched. */
+  modelPresets(): Promise<ModelPreset[]>;
+  /** What training preset `name` with `config` would take on this GPU: storage width, whether it
+   * fits the GPU's limits, trainable parameters and a memory estimate. Rejects with
+   * `INVALID_OPTIONS` for an unknown name or options the core refuses. */
+  presetFacts(name: string, config?: TrainingConfig): Promise<PresetFacts>;
   /** Prepares a training run on the loaded model; its adapter becomes the engine's "tuned" one. */
   createTrainer(options: CreateTrainerOptions): Promise<Trainer>;
   /** Makes a PEFT adapter the engine's "tuned" adapter (to try it, evaluate or re-export it). */

@@ -279,6 +279,16 @@ class WorkerEngine {
     return this.#rpc.call('runFacts', [config]);
   }
 
+  /** @type {Engine['modelPresets']} */
+  modelPresets() {
+    return this.#rpc.call('modelPresets', []);
+  }
+
+  /** @type {Engine['presetFacts']} */
+  presetFacts(name, config) {
+    return this.#rpc.call('presetFacts', [name, config]);
+  }
+
   /** @type {Engine['createTrainer']} */
   async createTrainer(options) {
     const o = /** @type {any} */ (options ?? {});

@@ -86,6 +86,8 @@ const methods = {
   },
   previewDataset: (id, [data, config, maxRows]) => requireEngine().previewDataset(data, config, maxRows),
   runFacts: (id, [config]) => requireEngine().runFacts(config),
+  modelPresets: () => requireEngine().modelPresets(),
+  presetFacts: (id, [name, config]) => requireEngine().presetFacts(name, config),
   loadAdapter: (id, [files]) => requireEngine().loadAdapter(files),
   evaluate: (id, [data, options]) => requireEngine().evaluate(data, options),
   exportAdapter: (id, [options]) => requireEngine().exportAdapter(options),

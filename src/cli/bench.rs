@@ -1,114 +1,151 @@
 //! `webtune bench`: time LoRA training steps (r 8 on q/k/v/o, batch 4 × 128 by default) on a
-//! randomly initialised SmolLM2-135M-shaped model, and a large f32 matmul on the same device, so
-//! model-FLOPs utilisation can be read off one line of JSON. Figures only; nothing asserts speed.
+//! model with random weights and a suggested model's real shape (`--shape`, the presets of
+//! `session::presets`), print the peak GPU memory beside the core's estimate for the same run, and
+//! time a large f32 matmul on the same device, so model-FLOPs utilisation can be read off one line
+//! of JSON. Figures only; nothing asserts speed or memory.
 
 use std::time::Instant;
 
 use burn::tensor::{Distribution, Tensor};
 use serde_json::json;
-use webtune::data::Example;
-use webtune::model::{CausalLm, LoadOptions, ModelConfig, WeightsDtype};
-use webtune::options::DEFAULTS;
-use webtune::peft::{Adapter, LoraAdapter, LoraConfig};
+use webtune::data::{Batch, Example};
+use webtune::model::{CausalLm, LoadOptions, WeightsDtype};
+use webtune::options::TrainingOptions;
+use webtune::peft::{Adapter, LoraAdapter};
 use webtune::rng::Rng;
-use webtune::train::{Schedule, TrainConfig, Trainer};
+use webtune::session::RunFacts;
+use webtune::session::presets::Preset;
+use webtune::train::{Schedule, TrainConfig, Trainer, loss_sum};
 use webtune::{Result, device};
 
 use crate::block;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Decoder layers (SmolLM2-135M has 30; fewer for a quick smoke run).
-    #[arg(long, default_value_t = 30)]
-    layers: usize,
+    /// The model shape: smollm2-135m, smollm2-360m, gemma3-270m, qwen2.5-0.5b, qwen3-0.6b or
+    /// llama3.2-1b (config.json of the hub model; random weights).
+    #[arg(long, default_value = "smollm2-135m")]
+    shape: String,
+    /// Decoder layers, fewer than the shape's for a quick smoke run.
+    #[arg(long)]
+    layers: Option<usize>,
     #[arg(long, default_value_t = 4)]
     batch_size: usize,
     #[arg(long, default_value_t = 128)]
     seq_len: usize,
-    /// Timed steps, after one untimed warm-up step (shader compilation).
+    /// Untimed steps first (shader compilation). With 0 the timed steps include it.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
     #[arg(long, default_value_t = 3)]
     steps: usize,
-    /// Side of the square f32 matmul used for the device's peak GFLOP/s.
+    /// Side of the square f32 matmul used for the device's peak GFLOP/s (0: none).
     #[arg(long, default_value_t = 2048)]
     matmul_size: usize,
     /// Storage width of the frozen weights: auto (f16 where the device computes in f16, as for a
     /// BF16 checkpoint), f16 or f32.
     #[arg(long, default_value = "auto", value_parser = WeightsDtype::parse)]
     weights_dtype: WeightsDtype,
+    /// Also count the kernel dispatches of one more step (and of 1- and 2-layer copies).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    count_dispatches: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let (device, gpu) = device::gpu()?;
-    let config = ModelConfig::from_json(&format!(
-        r#"{{"model_type":"llama","vocab_size":49152,"hidden_size":576,"intermediate_size":1536,
-            "num_hidden_layers":{},"num_attention_heads":9,"num_key_value_heads":3,"rms_norm_eps":1e-5,
-            "rope_theta":100000.0,"tie_word_embeddings":true,"max_position_embeddings":8192}}"#,
-        args.layers
-    ))?;
+    let preset = Preset::find(&args.shape)?;
+    let mut config = preset.config();
+    if let Some(layers) = args.layers {
+        config.num_layers = layers;
+        config.layer_types.truncate(layers);
+    }
     let vocab = config.vocab_size;
-    let options = LoadOptions { weights_dtype: args.weights_dtype, ..LoadOptions::default() };
-    let lm = std::sync::Arc::new(CausalLm::random(config, &device, &options)?);
-    let lora = LoraConfig {
-        target_modules: ["q_proj", "k_proj", "v_proj", "o_proj"].map(String::from).to_vec(),
-        ..LoraConfig::default()
+    let load = LoadOptions { weights_dtype: args.weights_dtype, ..LoadOptions::default() };
+    let lm = std::sync::Arc::new(CausalLm::random(config, &device, &load)?);
+    let options = TrainingOptions {
+        targets: Some(["q_proj", "k_proj", "v_proj", "o_proj"].map(String::from).to_vec()),
+        batch_size: args.batch_size,
+        max_len: args.seq_len,
+        lr: Some(1e-4),
+        ..TrainingOptions::default()
     };
-    let adapter = Adapter::Lora(block(LoraAdapter::init(&lm, lora, 0))?);
+    let estimate = RunFacts::planned(lm.shape(), lm.report.bytes_per_weight(), &options)?.memory;
+    let adapter = Adapter::Lora(block(LoraAdapter::init(&lm, options.lora_config(lm.config.architecture)?, 0))?);
 
     let mut rng = Rng::new(0);
-    let examples: Vec<Example> = (0..args.batch_size * (args.steps + 1))
+    let examples: Vec<Example> = (0..args.batch_size * (args.warmup + args.steps + 1))
         .map(|_| {
             let ids: Vec<u32> = (0..args.seq_len).map(|_| rng.below(vocab) as u32).collect();
             Example { labels: ids.iter().map(|&i| i as i64).collect(), input_ids: ids, line: 0 }
         })
         .collect();
     let config = TrainConfig {
-        lr: 1e-4,
         schedule: Schedule::Constant,
-        batch_size: args.batch_size,
-        max_steps: Some(args.steps + 2),
+        max_steps: Some(args.warmup + args.steps + 2),
         shuffle: false,
-        ..DEFAULTS.train_config()?
+        ..options.train_config()?
     };
+    let first_batch = Batch::collate(&examples[..args.batch_size].iter().collect::<Vec<_>>(), 0);
     let mut trainer = Trainer::new(lm.clone(), adapter, examples, Vec::new(), config, 0)?;
-    block(trainer.step())?;
-    let mut peak_reserved = 0u64;
+    // Pages that only held random weights before their cast are let go: the pool keeps what it
+    // reserved, so after each step it holds that step's peak (rounded up to its pages).
+    device.sync().map_err(|e| webtune::err!(Gpu, "GPU sync failed: {e:?}"))?;
+    device.memory_cleanup();
+    let (mut peak_reserved, mut in_use) = (0u64, 0u64);
+    let mut sample_peak = || {
+        if let Some(usage) = device.memory_pool_usage() {
+            peak_reserved = peak_reserved.max(usage.bytes_reserved);
+            in_use = usage.bytes_in_use;
+        }
+    };
+    for _ in 0..args.warmup {
+        block(trainer.step())?;
+        sample_peak();
+    }
     let start = Instant::now();
     for _ in 0..args.steps {
         block(trainer.step())?;
-        if let Some(usage) = device.memory_pool_usage() {
-            peak_reserved = peak_reserved.max(usage.bytes_reserved);
-        }
+        sample_peak();
     }
-    let step_s = start.elapsed().as_secs_f64() / args.steps as f64;
+    let step_s = start.elapsed().as_secs_f64() / args.steps.max(1) as f64;
+    let kept = kept_for_backward(&trainer, &first_batch)?;
     let tokens = (args.batch_size * args.seq_len) as f64;
 
     // Frozen base: forward (2·N·T) plus input gradients (2·N·T) over the linear layers and head.
     let weights: usize =
         lm.linears().iter().map(|l| l.in_features * l.out_features).sum::<usize>() + vocab * lm.config.hidden_size;
     let model_gflop = 4.0 * weights as f64 * tokens / 1e9;
-    let gflops = matmul_gflops(&device, args.matmul_size)?;
     let achieved = model_gflop / step_s;
+    let gflops = if args.matmul_size > 0 { Some(matmul_gflops(&device, args.matmul_size)?) } else { None };
+    let counted =
+        if args.count_dispatches { Some(webtune::profile::lora_step(&mut trainer, args.seq_len)?) } else { None };
+    let mb = |bytes: u64| round(bytes as f64 / 1_048_576.0);
     println!(
         "{}",
         json!({
             "bench": "lora_step",
             "device": gpu.name,
             "backend": gpu.backend,
-            "model": "SmolLM2-135M-shaped, random weights",
-            "layers": args.layers,
+            "shape": preset.name,
+            "model": format!("{}-shaped, random weights", preset.hub_id),
+            "layers": lm.config.num_layers,
             "batch": args.batch_size,
             "seq_len": args.seq_len,
             "lora": "r=8 q,k,v,o",
             "weights_dtype": lm.report.weights_dtype,
+            "warmup_steps": args.warmup,
             "ms_per_step": round(step_s * 1e3),
             "tokens_per_s": round(tokens / step_s),
-            "peak_gpu_reserved_mb": round(peak_reserved as f64 / 1_048_576.0),
+            "peak_gpu_reserved_mb": mb(peak_reserved),
+            "gpu_in_use_between_steps_mb": mb(in_use),
+            "kept_for_backward_mb": kept.map(mb),
+            "estimate_mb": mb(estimate.total),
+            "estimate": estimate,
             "model_gflop_per_step": round(model_gflop),
             "achieved_gflops": round(achieved),
             "matmul_size": args.matmul_size,
-            "matmul_gflops": round(gflops),
-            "mfu_vs_matmul": (achieved / gflops * 1000.0).round() / 1000.0,
-            "counted_step": webtune::profile::lora_step(&mut trainer, args.seq_len)?,
+            "matmul_gflops": gflops.map(round),
+            "mfu_vs_matmul": gflops.map(|g| (achieved / g * 1000.0).round() / 1000.0),
+            "counted_step": counted,
         })
     );
     Ok(())
@@ -116,6 +153,23 @@ pub fn run(args: Args) -> Result<()> {
 
 fn round(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
+}
+
+/// Bytes a forward pass over `batch` leaves on the device while its autodiff graph is alive:
+/// what the backward pass will read (activations and kept logits), measured as the pool's bytes in
+/// use before and after (`None` where the backend does not report them).
+fn kept_for_backward(trainer: &Trainer, batch: &Batch) -> Result<Option<u64>> {
+    let device = trainer.model().device();
+    let sync = || device.sync().map_err(|e| webtune::err!(Gpu, "GPU sync failed: {e:?}"));
+    let mut adapter = trainer.adapter().tracked();
+    adapter.set_training(Some(1));
+    sync()?;
+    let Some(before) = device.memory_pool_usage() else { return Ok(None) };
+    let loss = loss_sum(trainer.model(), &adapter, batch)?;
+    sync()?;
+    let after = device.memory_pool_usage().map_or(0, |u| u.bytes_in_use);
+    drop(loss);
+    Ok(Some(after.saturating_sub(before.bytes_in_use)))
 }
 
 /// Sustained GFLOP/s of an `n × n` f32 matmul (after a warm-up run).

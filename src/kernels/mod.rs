@@ -19,6 +19,7 @@ mod adamw;
 mod attention;
 mod cross_entropy;
 mod cube;
+mod frozen;
 mod glu;
 mod rms_norm;
 
@@ -146,6 +147,9 @@ pub trait FusedOps: Backend {
     /// See [`glu`].
     fn fused_glu(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: u32) -> FloatTensor<Self>;
 
+    /// See [`frozen_matmul`].
+    fn frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, transposed: bool) -> FloatTensor<Self>;
+
     /// See [`cross_entropy_sum`].
     fn fused_cross_entropy(
         hidden: FloatTensor<Self>,
@@ -178,6 +182,13 @@ pub fn rms_norm(x: Tensor<2>, weight: Tensor<1>, eps: f64, offset: f32) -> Tenso
 /// SiLU, GeGLU for the GELUs). Reference: `model::layers::activate(gate, act) * up`.
 pub fn glu(gate: Tensor<2>, up: Tensor<2>, act: Activation) -> Tensor<2> {
     Tensor::from_dispatch(Dispatch::fused_glu(gate.into_dispatch(), up.into_dispatch(), glu::code(act)))
+}
+
+/// `x [n, in] · W` in f32 for a frozen weight stored at any float width (`weight` `[out, in]`
+/// when `transposed`, else `[in, out]`), whose backward pass keeps the stored weight rather than
+/// its f32 cast (see the `frozen` module). Reference: `x.matmul(to_f32(weight))`, transposed.
+pub fn frozen_matmul(x: Tensor<2>, weight: Tensor<2>, transposed: bool) -> Tensor<2> {
+    Tensor::from_dispatch(Dispatch::frozen_matmul(x.into_dispatch(), weight.into_dispatch(), transposed))
 }
 
 /// What every attention layer of one forward pass shares, uploaded once: the key padding mask and
@@ -511,6 +522,10 @@ mod flex {
             Self::glu_forward(gate, up, act)
         }
 
+        fn frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, transposed: bool) -> FloatTensor<Self> {
+            super::frozen::forward::<Self>(x, weight, transposed)
+        }
+
         fn fused_cross_entropy(
             hidden: FloatTensor<Self>,
             head: FloatTensor<Self>,
@@ -555,6 +570,10 @@ impl FusedOps for Cube {
         Self::glu_forward(gate, up, act)
     }
 
+    fn frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, transposed: bool) -> FloatTensor<Self> {
+        frozen::forward::<Self>(x, weight, transposed)
+    }
+
     fn fused_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -586,6 +605,10 @@ impl<B: FusedKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
 
     fn fused_glu(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: u32) -> FloatTensor<Self> {
         glu::autodiff::<B, C>(gate, up, act)
+    }
+
+    fn frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, transposed: bool) -> FloatTensor<Self> {
+        frozen::autodiff::<B, C>(x, weight, transposed)
     }
 
     fn fused_attention(

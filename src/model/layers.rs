@@ -4,10 +4,10 @@
 //! where it is used, so activations, adapters, gradients and every sum stay f32. burn 0.22 has no
 //! mixed-dtype matmul to do better with: Flex asserts equal dtypes, CubeCL's unfused kernel reads
 //! the right operand with the left one's dtype, and only its fused path reads each in its own. The
-//! cast is transient in inference; under autodiff the matmul keeps it for the backward pass of
-//! every layer whose input is tracked, so a training step's peak still holds f32 copies.
+//! cast is transient: the linear layers' product ([`Linear::matmul`]) and the loss's LM head
+//! (`kernels::cross_entropy_sum`) cast again in the backward pass instead of keeping f32 copies.
 
-use burn::tensor::{Device, FloatDType, Tensor, TensorData, activation};
+use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData, activation};
 
 use crate::model::config::{RopeConfig, RopeScaling};
 use crate::model::weights::{WeightSpec, Weights};
@@ -54,6 +54,18 @@ pub struct NoAdapter;
 
 impl LayerHooks for NoAdapter {}
 
+/// A linear layer's place and size without its weight: known from config.json alone
+/// ([`crate::model::ModelShape`]), it is what adapters resolve their targets against and what run
+/// facts read. `slot` indexes [`crate::model::CausalLm::linears`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinearShape {
+    pub path: String,
+    pub slot: usize,
+    pub in_features: usize,
+    pub out_features: usize,
+    pub layout: WeightLayout,
+}
+
 /// A frozen linear layer, named by its HF module path (`model.layers.0.self_attn.q_proj`). Its
 /// weight is stored at the model's storage width; every accessor returns f32.
 #[derive(Clone)]
@@ -82,9 +94,15 @@ impl Linear {
         }
     }
 
-    /// `x·W` without the bias.
+    /// `x·W` without the bias, in f32. A weight stored in f16 goes through
+    /// [`crate::kernels::frozen_matmul`], so that training keeps the f16 weight for the backward
+    /// pass rather than an f32 copy of it.
     pub fn matmul(&self, x: Tensor<2>) -> Tensor<2> {
-        x.matmul(self.weight_in_out())
+        if self.weight.dtype() == DType::F32 {
+            x.matmul(self.weight_in_out())
+        } else {
+            crate::kernels::frozen_matmul(x, self.weight.clone(), self.layout == WeightLayout::OutIn)
+        }
     }
 
     pub fn bias(&self) -> Option<&Tensor<1>> {
@@ -121,6 +139,8 @@ pub struct LinearTable {
 }
 
 impl LinearTable {
+    /// Declares the layer's weight (and bias) and its [`LinearShape`], in slot order: `build`
+    /// must then build the layers in the order they were declared.
     pub fn declare(spec: &mut WeightSpec, path: &str, in_f: usize, out_f: usize, layout: WeightLayout, bias: bool) {
         let shape = match layout {
             WeightLayout::OutIn => [out_f, in_f],
@@ -130,6 +150,7 @@ impl LinearTable {
         if bias {
             spec.add(format!("{path}.bias"), &[out_f]);
         }
+        spec.add_linear(LinearShape { path: path.to_owned(), slot: 0, in_features: in_f, out_features: out_f, layout });
     }
 
     pub fn build(

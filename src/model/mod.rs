@@ -18,6 +18,7 @@ use std::sync::Arc;
 use burn::tensor::{Device, Int, Tensor, TensorData, activation};
 use safetensors::Dtype;
 
+use crate::device::GpuInfo;
 use crate::err;
 use crate::error::Result;
 pub use attention::{AttentionContext, KvCache};
@@ -26,9 +27,9 @@ pub use files::FileSource;
 use gemma3::Gemma3;
 use gpt2::Gpt2;
 use header::Headers;
-pub use layers::{LayerHooks, Linear, NoAdapter, SubBlock, WeightLayout};
+pub use layers::{LayerHooks, Linear, LinearShape, NoAdapter, SubBlock, WeightLayout};
 use llama::Llama;
-pub use load::{LoadOptions, LoadReport, WeightsDtype};
+pub use load::{LoadOptions, LoadReport, StoragePlan, WeightsDtype};
 use table::Table;
 pub use tokenizer::TextTokenizer;
 
@@ -50,6 +51,64 @@ trait Decoder: Send + Sync {
     fn head(&self) -> &Table;
 }
 
+/// A model as config.json describes it, without weights: its linear layers (what adapters
+/// target) and its size. Known before anything is downloaded, so run facts and memory estimates
+/// of a hub model need only its config; a loaded [`CausalLm`] has the same shape.
+#[derive(Clone, Debug)]
+pub struct ModelShape {
+    pub config: ModelConfig,
+    /// Every linear layer, indexed by slot.
+    pub linears: Vec<LinearShape>,
+    /// Number of weights (embeddings counted once when tied), as transformers' `num_parameters`.
+    pub parameters: usize,
+}
+
+impl ModelShape {
+    pub fn of(config: ModelConfig) -> Self {
+        let spec = weight_spec_of(&config);
+        Self::with_spec(config, &spec)
+    }
+
+    fn with_spec(config: ModelConfig, spec: &weights::WeightSpec) -> Self {
+        ModelShape { linears: spec.linears().to_vec(), parameters: spec.parameters(), config }
+    }
+
+    /// `in · out` of the largest linear layer.
+    pub fn largest_linear(&self) -> usize {
+        self.linears.iter().map(|l| l.in_features * l.out_features).max().unwrap_or(0)
+    }
+
+    /// The distinct last path components of the linear layers (`q_proj`, `c_attn`, ...), sorted.
+    pub fn linear_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.linears.iter().map(|l| l.path.rsplit('.').next().unwrap_or("")).collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// What loading a checkpoint of this shape stored as `checkpoint` (hub models are BF16) would
+    /// decide on the device `info` describes, before anything is downloaded: the storage plan, or
+    /// the error loading would give (a tensor beyond one binding, weights beyond the device's
+    /// memory), naming `file`.
+    pub fn storage(&self, checkpoint: Dtype, options: &LoadOptions, info: &GpuInfo, file: &str) -> Result<StoragePlan> {
+        let plan = load::plan(options, info, checkpoint)?;
+        let spec = weight_spec_of(&self.config);
+        let headers = spec.as_headers(checkpoint, file);
+        let tensors: Vec<(&str, &header::TensorHeader, bool)> = headers.iter().map(|(n, h, t)| (*n, h, *t)).collect();
+        load::check_fits(&plan, info, &tensors)?;
+        Ok(plan)
+    }
+}
+
+/// The tensors an architecture needs for `config`, with their shapes.
+fn weight_spec_of(config: &ModelConfig) -> weights::WeightSpec {
+    match config.architecture {
+        Architecture::Llama | Architecture::Qwen2 | Architecture::Qwen3 => Llama::spec(config),
+        Architecture::Gemma3 => Gemma3::spec(config),
+        Architecture::Gpt2 => Gpt2::spec(config),
+    }
+}
+
 /// A causal LM's network on one device. Its weights are frozen: adapters hook in through
 /// [`LayerHooks`] (linear layers, residual adds) and through the input embeddings (prompt
 /// tuning), never by mutating it.
@@ -59,7 +118,7 @@ pub struct CausalLm {
     pub report: LoadReport,
     body: Box<dyn Decoder>,
     linears: Vec<Linear>,
-    parameters: usize,
+    shape: ModelShape,
     /// Largest intermediate (f32 values) one binding holds: bounds the loss's logit chunks.
     max_elements: usize,
     device: Device,
@@ -96,7 +155,7 @@ impl CausalLm {
                 headers.files.join(", ")
             ));
         }
-        let spec = Self::spec(&config);
+        let spec = weight_spec_of(&config);
         let located = weights::locate(&headers, &spec)?;
         let info = load::effective_device(options, device);
         let checkpoint = located.tensors[embedding_key(&config)].dtype;
@@ -111,19 +170,10 @@ impl CausalLm {
     pub fn random(config: ModelConfig, device: &Device, options: &LoadOptions) -> Result<Self> {
         let info = load::effective_device(options, device);
         let plan = load::plan(options, &info, Dtype::BF16)?;
-        let spec = Self::spec(&config);
+        let spec = weight_spec_of(&config);
         let weights = weights::random_weights(&spec, &plan, device);
-        let bytes = spec.entries().map(|(_, shape)| shape.iter().product::<usize>() as u64).sum::<u64>()
-            * if plan.f16 { 2 } else { 4 };
+        let bytes = spec.parameters() as u64 * if plan.f16 { 2 } else { 4 };
         Ok(Self::build(config, spec, weights, &plan, Dtype::BF16, bytes, device))
-    }
-
-    fn spec(config: &ModelConfig) -> weights::WeightSpec {
-        match config.architecture {
-            Architecture::Llama | Architecture::Qwen2 | Architecture::Qwen3 => Llama::spec(config),
-            Architecture::Gemma3 => Gemma3::spec(config),
-            Architecture::Gpt2 => Gpt2::spec(config),
-        }
     }
 
     fn build(
@@ -135,7 +185,7 @@ impl CausalLm {
         weight_bytes: u64,
         device: &Device,
     ) -> Self {
-        let parameters = spec.entries().map(|(_, shape)| shape.iter().product::<usize>()).sum();
+        let shape = ModelShape::with_spec(config.clone(), &spec);
         let split_tables = weights.split.clone();
         let kept_f32 = weights.kept_f32.clone();
         let mut table = layers::LinearTable::default();
@@ -159,7 +209,7 @@ impl CausalLm {
             report,
             body,
             linears: table.layers,
-            parameters,
+            shape,
             max_elements: plan.max_elements(),
             device: device.clone(),
         }
@@ -171,7 +221,12 @@ impl CausalLm {
 
     /// Number of weights (embeddings counted once when tied), as transformers' `num_parameters`.
     pub fn parameter_count(&self) -> usize {
-        self.parameters
+        self.shape.parameters
+    }
+
+    /// The model without its weights: what adapters resolve against.
+    pub fn shape(&self) -> &ModelShape {
+        &self.shape
     }
 
     /// Every linear layer, indexed by slot, with its HF module path: what LoRA can target.
@@ -217,7 +272,8 @@ impl CausalLm {
     /// `-Σ log p(target)` over rows of hidden states `[n, hidden]`: the summed token cross-entropy
     /// of the loss. An unsplit head goes through the fused chunked kernel
     /// ([`crate::kernels::cross_entropy_sum`]: one LM-head product and online log-sum-exp per
-    /// vocabulary chunk, no `[n, vocab]` tensor); a split one through [`Self::target_log_probs`].
+    /// vocabulary chunk, no `[n, vocab]` tensor; a head stored in f16 is cast a chunk at a time);
+    /// a split one through [`Self::target_log_probs`].
     pub fn cross_entropy_sum(&self, hidden: Tensor<2>, targets: &[u32]) -> Tensor<1> {
         match self.body.head().single_block() {
             Some(head) => crate::kernels::cross_entropy_sum(hidden, head, targets),

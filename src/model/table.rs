@@ -6,6 +6,7 @@
 
 use burn::tensor::{Int, Tensor, TensorData};
 
+use crate::kernels::frozen_matmul;
 use crate::model::layers::to_f32;
 
 /// A frozen `[rows, cols]` matrix as consecutive row blocks of `block_rows` rows (the last may be
@@ -39,10 +40,10 @@ impl Table {
         self.blocks.len()
     }
 
-    /// The whole matrix in f32 when it is one block (fits one binding), else `None`.
+    /// The whole matrix at its stored width when it is one block (fits one binding), else `None`.
     pub fn single_block(&self) -> Option<Tensor<2>> {
         match self.blocks.as_slice() {
-            [block] => Some(to_f32(block.clone())),
+            [block] => Some(block.clone()),
             _ => None,
         }
     }
@@ -84,7 +85,7 @@ impl Table {
     /// `h · Wᵀ` for `h [n, cols]`: `[n, rows]` in f32 (an LM head's logits).
     pub fn project(&self, h: Tensor<2>) -> Tensor<2> {
         let parts: Vec<Tensor<2>> =
-            self.blocks.iter().map(|block| h.clone().matmul(to_f32(block.clone()).transpose())).collect();
+            self.blocks.iter().map(|block| frozen_matmul(h.clone(), block.clone(), true)).collect();
         if parts.len() == 1 { parts.into_iter().next().expect("one block") } else { Tensor::cat(parts, 1) }
     }
 
@@ -100,11 +101,8 @@ impl Table {
         for start in (0..n).step_by(chunk) {
             let len = chunk.min(n - start);
             let rows = h.clone().narrow(0, start, len);
-            let per_block: Vec<Tensor<2>> = self
-                .blocks
-                .iter()
-                .map(|block| log_sum_exp(rows.clone().matmul(to_f32(block.clone()).transpose())))
-                .collect();
+            let per_block: Vec<Tensor<2>> =
+                self.blocks.iter().map(|block| log_sum_exp(frozen_matmul(rows.clone(), block.clone(), true))).collect();
             let lse = log_sum_exp(Tensor::cat(per_block, 1));
             let target_rows = self.lookup(&targets[start..start + len]);
             let target_logits = (rows * target_rows).sum_dim(1);

@@ -15,6 +15,7 @@ use crate::err;
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::files::FileSource;
 use crate::model::header::{Headers, TensorHeader};
+use crate::model::layers::LinearShape;
 use crate::model::load::StoragePlan;
 use crate::model::table::Table;
 
@@ -27,6 +28,8 @@ pub struct WeightSpec {
     entries: BTreeMap<String, SpecEntry>,
     /// A prefix that checkpoints may omit (GPT-2 hub files lack `transformer.`).
     optional_prefix: Option<&'static str>,
+    /// The linear layers among the entries, in slot order.
+    linears: Vec<LinearShape>,
 }
 
 struct SpecEntry {
@@ -37,7 +40,39 @@ struct SpecEntry {
 
 impl WeightSpec {
     pub fn with_optional_prefix(prefix: &'static str) -> Self {
-        WeightSpec { entries: BTreeMap::new(), optional_prefix: Some(prefix) }
+        WeightSpec { optional_prefix: Some(prefix), ..WeightSpec::default() }
+    }
+
+    /// Records a linear layer (its weight is added separately) in the next slot.
+    pub fn add_linear(&mut self, linear: LinearShape) {
+        let slot = self.linears.len();
+        self.linears.push(LinearShape { slot, ..linear });
+    }
+
+    /// The linear layers, in slot order.
+    pub fn linears(&self) -> &[LinearShape] {
+        &self.linears
+    }
+
+    /// Each tensor as the header of a checkpoint storing it as `dtype` in `file` would describe
+    /// it, with whether it may be split into row blocks: what [`crate::model::load::check_fits`]
+    /// reads, known before the checkpoint is.
+    pub fn as_headers(&self, dtype: Dtype, file: &str) -> Vec<(&str, TensorHeader, bool)> {
+        self.entries
+            .iter()
+            .map(|(name, entry)| {
+                let elements = entry.shape.iter().product::<usize>() as u64;
+                let bytes = elements * dtype.bitsize() as u64 / 8;
+                let header =
+                    TensorHeader { file: file.to_owned(), dtype, shape: entry.shape.clone(), offset: 0, bytes };
+                (name.as_str(), header, entry.table)
+            })
+            .collect()
+    }
+
+    /// Number of weights in every tensor.
+    pub fn parameters(&self) -> usize {
+        self.entries().map(|(_, shape)| shape.iter().product::<usize>()).sum()
     }
 
     pub fn add(&mut self, name: impl Into<String>, shape: &[usize]) {

@@ -329,7 +329,7 @@ pub fn import(config_json: &str, weights: &[u8], lm: &CausalLm) -> Result<Bottle
         }
         Ok(Tensor::from_data(TensorData::new(t.data, shape), device))
     };
-    for (layer, site, key) in placements(lm, &config).map_err(|e| err!(InvalidAdapter, "{}", e.message))? {
+    for (layer, site, key) in placements(lm.shape(), &config).map_err(|e| err!(InvalidAdapter, "{}", e.message))? {
         let b = config
             .reduction_factor
             .bottleneck(layer, hidden)

@@ -16,7 +16,7 @@ use burn::tensor::{Tensor, TensorData, activation};
 
 use crate::err;
 use crate::error::Result;
-use crate::model::{CausalLm, LayerHooks, SubBlock};
+use crate::model::{CausalLm, LayerHooks, ModelShape, SubBlock};
 use crate::rng::{Rng, Stream};
 
 /// `reduction_factor`: one value, or per layer (`{"0": 8, "default": 16}`).
@@ -263,9 +263,9 @@ fn site_index(site: SubBlock) -> usize {
 
 /// Each decoder layer's module path (`model.layers.3`, `transformer.h.3`), taken from the model's
 /// linear layers: the path up to the first numeric component.
-pub fn decoder_layer_paths(lm: &CausalLm) -> Result<Vec<String>> {
-    let mut paths: Vec<Option<String>> = vec![None; lm.config.num_layers];
-    for linear in lm.linears() {
+pub fn decoder_layer_paths(model: &ModelShape) -> Result<Vec<String>> {
+    let mut paths: Vec<Option<String>> = vec![None; model.config.num_layers];
+    for linear in &model.linears {
         let parts: Vec<&str> = linear.path.split('.').collect();
         let Some(at) = parts.iter().position(|p| p.parse::<usize>().is_ok()) else { continue };
         let index: usize = parts[at].parse().expect("checked numeric");
@@ -281,8 +281,8 @@ pub fn decoder_layer_paths(lm: &CausalLm) -> Result<Vec<String>> {
 }
 
 /// The (layer, site, key prefix) of every module `config` places in `lm`, in parameter order.
-pub fn placements(lm: &CausalLm, config: &BottleneckConfig) -> Result<Vec<(usize, SubBlock, String)>> {
-    let layers = decoder_layer_paths(lm)?;
+pub fn placements(model: &ModelShape, config: &BottleneckConfig) -> Result<Vec<(usize, SubBlock, String)>> {
+    let layers = decoder_layer_paths(model)?;
     let mut out = Vec::new();
     for (layer, path) in layers.iter().enumerate() {
         if config.leave_out.contains(&layer) {
@@ -303,7 +303,7 @@ impl BottleneckAdapter {
         let hidden = lm.config.hidden_size;
         let device = lm.device();
         let mut modules = Vec::new();
-        for (index, (layer, site, key)) in placements(lm, &config)?.into_iter().enumerate() {
+        for (index, (layer, site, key)) in placements(lm.shape(), &config)?.into_iter().enumerate() {
             let b = config.reduction_factor.bottleneck(layer, hidden)?;
             let mut rng = match config.init_weights_seed {
                 Some(s) => Rng::stream(s, Stream::BottleneckInit { module: 0 }),

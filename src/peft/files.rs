@@ -340,11 +340,12 @@ async fn import_lora(
     let in_file = |e: crate::error::Error| {
         err!(InvalidAdapter, "{CONFIG_FILE}: {} (was the adapter trained for another model?)", e.message)
     };
-    let resolved = lora_config.resolve(lm).map_err(in_file)?;
+    let resolved = lora_config.resolve(lm.shape()).map_err(in_file)?;
     if use_dora && !lora_config.target_regex {
-        every_target_is_linear("DoRA", &lora_config.target_modules, lm).map_err(in_file)?;
+        every_target_is_linear("DoRA", &lora_config.target_modules, lm.shape()).map_err(in_file)?;
     }
-    for (linear, r, scale) in resolved {
+    for (shape, r, scale) in resolved {
+        let linear = &lm.linears()[shape.slot];
         let mut take = |name: &str, shape: [usize; 2], saved: &[usize]| -> Result<Tensor<2>> {
             let key = peft_key(&linear.path, name);
             // Some saved files keep PEFT's adapter name in the key: `lora_A.default.weight`.

@@ -12,9 +12,9 @@ use serde_json::{Value, json};
 use crate::err;
 use crate::error::Result;
 use crate::model::weights::HostTensor;
-use crate::model::{CausalLm, LayerHooks, Linear, WeightLayout};
+use crate::model::{CausalLm, LayerHooks, Linear, LinearShape, ModelShape, WeightLayout};
 use crate::peft::files::{CONFIG_FILE, WEIGHTS_FILE, field};
-use crate::peft::lora::{every_target_is_linear, linear_names, module_matches};
+use crate::peft::lora::{every_target_is_linear, module_matches};
 
 /// Which layers get vectors, and which of them scale their input (PEFT's `IA3Config`).
 #[derive(Clone, Debug, PartialEq)]
@@ -64,7 +64,7 @@ impl Ia3Config {
     /// The layers this config adapts, each with whether it is a feed-forward layer. PEFT's checks:
     /// `feedforward_modules` must be a subset of `target_modules` (as name lists); here also every
     /// listed target must name a linear layer, since only those can take a vector.
-    pub fn resolve<'m>(&self, lm: &'m CausalLm) -> Result<Vec<(&'m Linear, bool)>> {
+    pub fn resolve<'m>(&self, model: &'m ModelShape) -> Result<Vec<(&'m LinearShape, bool)>> {
         let outside = self.feedforward_modules.iter().find(|f| !self.target_modules.contains(f));
         if !self.target_regex
             && !self.feedforward_regex
@@ -77,10 +77,10 @@ impl Ia3Config {
             ));
         }
         if !self.target_regex {
-            every_target_is_linear("IA3", &self.target_modules, lm)?;
+            every_target_is_linear("IA3", &self.target_modules, model)?;
         }
         let mut chosen = Vec::new();
-        for linear in lm.linears() {
+        for linear in &model.linears {
             if module_matches(&linear.path, &self.target_modules, self.target_regex)? {
                 chosen.push((linear, self.is_feedforward(&linear.path)?));
             }
@@ -90,8 +90,8 @@ impl Ia3Config {
                 InvalidOptions,
                 "IA3 target_modules {:?} match no layer of this {} model; its linear layers are {:?}",
                 self.target_modules,
-                lm.config.architecture.name(),
-                linear_names(lm)
+                model.config.architecture.name(),
+                model.linear_names()
             ));
         }
         Ok(chosen)
@@ -123,7 +123,7 @@ impl Ia3Adapter {
     /// Vectors of ones on the layers `config` selects (PEFT's `init_ia3_weights=True`).
     pub fn init(lm: &CausalLm, config: Ia3Config) -> Result<Self> {
         let modules = config
-            .resolve(lm)?
+            .resolve(lm.shape())?
             .into_iter()
             .map(|(linear, feedforward)| {
                 let shape = if feedforward { [1, linear.in_features] } else { [linear.out_features, 1] };
@@ -225,7 +225,7 @@ pub(crate) fn from_peft(
     };
     let ia3_config = Ia3Config { target_modules, target_regex, feedforward_modules, feedforward_regex };
     let mut modules = Vec::new();
-    for (linear, feedforward) in ia3_config.resolve(lm).map_err(in_file)? {
+    for (linear, feedforward) in ia3_config.resolve(lm.shape()).map_err(in_file)? {
         let key = crate::peft::peft_key(&linear.path, "ia3_l");
         let t = tensors.remove(&key).or_else(|| tensors.remove(&format!("{key}.default"))).ok_or_else(|| {
             err!(

@@ -18,7 +18,7 @@ use regex::Regex;
 
 use crate::err;
 use crate::error::Result;
-use crate::model::{Architecture, CausalLm, LayerHooks, Linear, WeightLayout};
+use crate::model::{Architecture, CausalLm, LayerHooks, Linear, LinearShape, ModelShape, WeightLayout};
 use crate::peft::svd;
 use crate::readback;
 use crate::rng::{Rng, Stream};
@@ -151,12 +151,12 @@ impl LoraConfig {
     }
 
     /// The layers this config adapts, with their rank, alpha and scale.
-    pub fn resolve<'m>(&self, lm: &'m CausalLm) -> Result<Vec<(&'m Linear, usize, f64)>> {
+    pub fn resolve<'m>(&self, model: &'m ModelShape) -> Result<Vec<(&'m LinearShape, usize, f64)>> {
         if self.r == 0 {
             return Err(err!(InvalidOptions, "LoRA rank r must be at least 1"));
         }
         let mut chosen = Vec::new();
-        for linear in lm.linears() {
+        for linear in &model.linears {
             if self.targets(&linear.path)? {
                 let (r, alpha) = self.rank_alpha(&linear.path)?;
                 if r == 0 {
@@ -170,8 +170,8 @@ impl LoraConfig {
                 InvalidOptions,
                 "target modules {:?} match no layer of this {} model; its linear layers are {:?}",
                 self.target_modules,
-                lm.config.architecture.name(),
-                linear_names(lm)
+                model.config.architecture.name(),
+                model.linear_names()
             ));
         }
         Ok(chosen)
@@ -290,7 +290,8 @@ impl LoraAdapter {
     pub async fn init(lm: &CausalLm, config: LoraConfig, seed: u64) -> Result<Self> {
         let device = lm.device();
         let mut modules = Vec::new();
-        for (linear, r, scale) in config.resolve(lm)? {
+        for (shape, r, scale) in config.resolve(lm.shape())? {
+            let linear = &lm.linears()[shape.slot];
             let (fan_in, fan_out) = (linear.in_features, linear.out_features);
             let mut rng = Rng::stream(seed, Stream::LoraInit { slot: linear.slot });
             let zeros_b = || Tensor::<2>::zeros([fan_out, r], device);
@@ -315,7 +316,7 @@ impl LoraAdapter {
     /// of a `target_modules` list must name a linear layer, the only modules DoRA can rescale.
     pub fn with_dora(mut self, lm: &CausalLm) -> Result<Self> {
         if !self.config.target_regex {
-            every_target_is_linear("DoRA", &self.config.target_modules, lm)?;
+            every_target_is_linear("DoRA", &self.config.target_modules, lm.shape())?;
         }
         for m in &mut self.modules {
             m.magnitude = Some(m.weight_norm(&lm.linears()[m.slot]));
@@ -348,32 +349,24 @@ impl LoraAdapter {
 }
 
 /// Checks that every entry of a `target_modules` name list matches at least one linear layer of
-/// `lm` (suffix match, as PEFT matches), so that a method that can only change linear layers
+/// `model` (suffix match, as PEFT matches), so that a method that can only change linear layers
 /// names the entry it cannot apply to instead of silently skipping it.
-pub(crate) fn every_target_is_linear(method: &str, targets: &[String], lm: &CausalLm) -> Result<()> {
+pub(crate) fn every_target_is_linear(method: &str, targets: &[String], model: &ModelShape) -> Result<()> {
     for target in targets {
         if target == "all-linear" {
             continue;
         }
-        if !lm.linears().iter().any(|l| suffix_matches(&l.path, std::slice::from_ref(target))) {
+        if !model.linears.iter().any(|l| suffix_matches(&l.path, std::slice::from_ref(target))) {
             return Err(err!(
                 InvalidOptions,
                 "target_modules entry \"{target}\" names no linear layer of this {} model; {method} can only adapt \
                  linear layers, which here are {:?}",
-                lm.config.architecture.name(),
-                linear_names(lm)
+                model.config.architecture.name(),
+                model.linear_names()
             ));
         }
     }
     Ok(())
-}
-
-/// The distinct last path components of `lm`'s linear layers (`q_proj`, `c_attn`, ...).
-pub(crate) fn linear_names(lm: &CausalLm) -> Vec<&str> {
-    let mut names: Vec<&str> = lm.linears().iter().map(|l| l.path.rsplit('.').next().unwrap_or("")).collect();
-    names.sort();
-    names.dedup();
-    names
 }
 
 /// PEFT's `check_target_module_exists`: `path` equals or ends with `.<name>` for one of `names`,

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::memory::{AdaptedShape, BaseModel, MemoryEstimate, MethodTerm, Workload, estimate, with_method_terms};
 use crate::data::{Example, IGNORE_INDEX};
 use crate::error::Result;
-use crate::model::{CausalLm, Linear};
+use crate::model::{CausalLm, LinearShape, ModelShape};
 use crate::options::{Method, TrainingOptions};
 use crate::peft::Adapter;
 use crate::peft::bottleneck::placements;
@@ -44,14 +44,14 @@ pub struct AdaptedLayer {
 }
 
 impl AdaptedLayer {
-    fn lora(linear: &Linear, rank: usize, dora: bool) -> Self {
+    fn lora(linear: &LinearShape, rank: usize, dora: bool) -> Self {
         let (i, o) = (linear.in_features, linear.out_features);
         let parameters = rank * (i + o) + if dora { o } else { 0 };
         let kind = if dora { "dora" } else { "lora" };
         AdaptedLayer { path: linear.path.clone(), kind, in_features: i, out_features: o, rank, parameters }
     }
 
-    fn ia3(linear: &Linear, feedforward: bool) -> Self {
+    fn ia3(linear: &LinearShape, feedforward: bool) -> Self {
         let (i, o) = (linear.in_features, linear.out_features);
         let (kind, parameters) = if feedforward { ("ia3-feedforward", i) } else { ("ia3", o) };
         AdaptedLayer { path: linear.path.clone(), kind, in_features: i, out_features: o, rank: 0, parameters }
@@ -82,46 +82,60 @@ impl AdaptedLayer {
     }
 }
 
+/// The tensor a linear layer reads, named by the first layer reading it: q/k/v read the attention
+/// block's normalised input, gate/up the MLP's.
+fn input_of(path: &str) -> String {
+    let (parent, name) = path.rsplit_once('.').unwrap_or(("", path));
+    match name {
+        "k_proj" | "v_proj" => format!("{parent}.q_proj"),
+        "up_proj" => format!("{parent}.gate_proj"),
+        _ => path.to_owned(),
+    }
+}
+
 impl RunFacts {
     /// The facts of training with `options` before any data is loaded: the workload is the
     /// largest the options allow (`batchSize` rows of `maxLen` tokens, every token supervised).
-    pub fn planned(lm: &CausalLm, options: &TrainingOptions) -> Result<RunFacts> {
+    /// `weight_bytes` is the stored width of the base weights (2 or 4); `model` may be a loaded
+    /// model's shape or one from a config.json alone.
+    pub fn planned(model: &ModelShape, weight_bytes: u64, options: &TrainingOptions) -> Result<RunFacts> {
+        let config = &model.config;
         let (layers, virtual_tokens, dropout) = match options.method {
             Method::Lora => {
-                let config = options.lora_config(lm.config.architecture)?;
-                let layers = config
-                    .resolve(lm)?
+                let lora = options.lora_config(config.architecture)?;
+                let layers = lora
+                    .resolve(model)?
                     .into_iter()
                     .map(|(linear, rank, _)| AdaptedLayer::lora(linear, rank, options.dora))
                     .collect();
-                (layers, 0, config.dropout > 0.0)
+                (layers, 0, lora.dropout > 0.0)
             }
             Method::PromptTuning => (Vec::new(), options.prompt_config()?.num_virtual_tokens, false),
             Method::Ia3 => {
-                let config = options.ia3_config(lm.config.architecture)?;
+                let ia3 = options.ia3_config(config.architecture)?;
                 let layers =
-                    config.resolve(lm)?.into_iter().map(|(linear, ff)| AdaptedLayer::ia3(linear, ff)).collect();
+                    ia3.resolve(model)?.into_iter().map(|(linear, ff)| AdaptedLayer::ia3(linear, ff)).collect();
                 (layers, 0, false)
             }
             Method::SeqBn | Method::DoubleSeqBn => {
-                let config = options.bottleneck_config()?;
-                let hidden = lm.config.hidden_size;
+                let bottleneck = options.bottleneck_config()?;
+                let hidden = config.hidden_size;
                 let mut layers = Vec::new();
-                for (layer, _, key) in placements(lm, &config)? {
+                for (layer, _, key) in placements(model, &bottleneck)? {
                     layers.push(AdaptedLayer::bottleneck(
                         &key,
                         hidden,
-                        config.reduction_factor.bottleneck(layer, hidden)?,
+                        bottleneck.reduction_factor.bottleneck(layer, hidden)?,
                     ));
                 }
                 (layers, 0, false)
             }
         };
-        let len = options.max_len.min(lm.config.max_positions);
+        let len = options.max_len.min(config.max_positions);
         let work =
             Workload { batch: options.batch_size, tokens: len + virtual_tokens, supervised: options.batch_size * len };
-        let trainable = virtual_tokens * lm.config.hidden_size + layers.iter().map(|l| l.parameters).sum::<usize>();
-        Ok(Self::new(lm, trainable, layers, virtual_tokens, dropout, work))
+        let trainable = virtual_tokens * config.hidden_size + layers.iter().map(|l| l.parameters).sum::<usize>();
+        Ok(Self::new(BaseModel::of(model, weight_bytes), trainable, layers, virtual_tokens, dropout, work))
     }
 
     /// The facts of training `adapter` on `examples` in micro-batches of `batch_size`: the
@@ -132,14 +146,14 @@ impl RunFacts {
                 let layers = lora
                     .modules
                     .iter()
-                    .map(|m| AdaptedLayer::lora(&lm.linears()[m.slot], m.rank(), m.magnitude.is_some()))
+                    .map(|m| AdaptedLayer::lora(&lm.shape().linears[m.slot], m.rank(), m.magnitude.is_some()))
                     .collect();
                 (layers, 0, lora.config.dropout > 0.0)
             }
             Adapter::Prompt(prompt) => (Vec::new(), prompt.len(), false),
             Adapter::Ia3(ia3) => {
                 let layers =
-                    ia3.modules.iter().map(|m| AdaptedLayer::ia3(&lm.linears()[m.slot], m.feedforward)).collect();
+                    ia3.modules.iter().map(|m| AdaptedLayer::ia3(&lm.shape().linears[m.slot], m.feedforward)).collect();
                 (layers, 0, false)
             }
             Adapter::Bottleneck(b) => {
@@ -155,27 +169,27 @@ impl RunFacts {
         let longest = examples.iter().map(|e| e.input_ids.len()).max().unwrap_or(0);
         let work =
             Workload { batch, tokens: longest + virtual_tokens, supervised: supervised.iter().take(batch).sum() };
-        Self::new(lm, adapter.trainable_parameters(), layers, virtual_tokens, dropout, work)
+        let base = BaseModel::of(lm.shape(), lm.report.bytes_per_weight());
+        Self::new(base, adapter.trainable_parameters(), layers, virtual_tokens, dropout, work)
     }
 
     fn new(
-        lm: &CausalLm,
+        base: BaseModel,
         trainable: usize,
         layers: Vec<AdaptedLayer>,
         virtual_tokens: usize,
         dropout: bool,
         work: Workload,
     ) -> Self {
-        let base = BaseModel {
-            config: &lm.config,
-            parameters: lm.parameter_count(),
-            largest_linear: lm.linears().iter().map(|l| l.in_features * l.out_features).max().unwrap_or(0),
-            weight_bytes: lm.report.bytes_per_weight(),
-        };
+        let mut inputs = std::collections::BTreeSet::new();
         let adapted: Vec<AdaptedShape> = layers
             .iter()
             .filter(|l| matches!(l.kind, "lora" | "dora"))
-            .map(|l| AdaptedShape { in_features: l.in_features, rank: l.rank })
+            .map(|l| AdaptedShape {
+                in_features: l.in_features,
+                rank: l.rank,
+                shared_input: !inputs.insert(input_of(&l.path)),
+            })
             .collect();
         let terms: Vec<MethodTerm> = layers.iter().map(AdaptedLayer::method_term).collect();
         let memory = with_method_terms(estimate(base, trainable, &adapted, dropout, work), &terms, work);

@@ -4,33 +4,41 @@
 //! `total = weights + adapter + gradients + optimizer + activations + logits` bytes, where
 //!
 //! - `weights = parameters · weight_bytes`: every base weight at its stored width (2 under f16
-//!   storage, 4 under f32: `LoadReport::bytes_per_weight`); tied embeddings count once. Not
-//!   counted: under f16 storage a training step also holds the f32 casts autodiff keeps for the
-//!   backward pass (see `model::layers`).
+//!   storage, 4 under f32: `LoadReport::bytes_per_weight`); tied embeddings count once. The f32
+//!   casts of f16 weights are transient (`kernels::frozen_matmul`).
 //! - `adapter = gradients = 4 · trainable`, `optimizer = 8 · trainable` (AdamW's two moments): f32.
-//! - `activations = 4 · B · T · (layers · per_layer + Σ_adapted (r + in·[dropout]) + 2h)`: what
-//!   autodiff keeps for the backward pass of one micro-batch of `B` rows of `T` tokens (virtual
-//!   tokens included), with `per_layer = 8h + 5q + 4kv + 2q·[kv < q] + 4i + 3·heads·T` floats per
-//!   token: the two norms' inputs, scaled and normalised values and the two residual sums (8h);
-//!   the queries, roped queries, their rotated half, the attention output and its merged heads
-//!   (5q); keys, roped keys, their rotated half and values (4kv), repeated to every query head
-//!   under grouped-query attention (2q); the MLP's gate, activation, up projection and product
-//!   (4i); the scaled, masked and softmaxed attention scores (3·heads·T). Here `h` is the hidden
-//!   size, `q = heads · head_dim`, `kv = kv_heads · head_dim` (`head_dim` from the config, which
-//!   need not be `h / heads`), `i` the intermediate size; each adapted layer adds `x·Aᵀ` (r) and,
-//!   with dropout, its masked input (in); `2h` are the embeddings and the final norm. GPT-2 keeps
-//!   a little less (no RoPE) and is counted the same.
-//! - `logits = 4 · S · vocab · 3`: the logits, log-probabilities and their gradient of the `S`
-//!   supervised positions of the largest micro-batch (`train::loss_sum` sends only those rows
-//!   through the LM head).
+//! - `activations = 4 · B · T · (layers · per_layer + Σ_adapted lora + 2h)`: what autodiff keeps
+//!   for the backward pass of one micro-batch of `B` rows of `T` tokens (virtual tokens
+//!   included), with `per_layer = norms + q + 2·kv' + 3·heads·T + 4i` floats per token: each
+//!   RMSNorm's input (`norms`: 2h, Gemma 3 4h, plus `q + kv` for per-head q/k norms); the roped
+//!   queries (q); keys and values as attention reads them (`kv' = q` under grouped-query attention,
+//!   whose repeated heads are copies, else `kv`; RoPE itself keeps nothing per token); the scaled
+//!   and masked scores, their exponentials and the softmax (3·heads·T); the MLP's gate, its
+//!   sigmoid, the activation and the up projection (4i). Each adapted layer adds `x·Aᵀ` (r) and
+//!   its input: without dropout the input once for the layers that read the same tensor (q/k/v,
+//!   gate/up: [`AdaptedShape::shared_input`]), with dropout the mask and the masked input (2·in)
+//!   per layer. `2h` are the embeddings and the final norm. Here `h` is the hidden size, `q =
+//!   heads · head_dim`, `kv = kv_heads · head_dim` (`head_dim` from the config, which need not be
+//!   `h / heads`), `i` the intermediate size. Measured with `webtune bench` (the pool's bytes in
+//!   use after a forward pass, `kept_for_backward_mb`): SmolLM2-135M's shape keeps 26.7 MiB per
+//!   layer at 4 × 128 tokens, this formula 26.7. GPT-2 (LayerNorm, no RoPE) is counted the same.
+//! - `logits = 4 · (S · vocab · [S · vocab ≤ KEEP_VALUES] + 2 · S · c)`: the loss's chunked
+//!   cross-entropy (`kernels::cross_entropy_sum`) over the `S` supervised positions of the largest
+//!   micro-batch (`train::loss_sum` sends only those rows through the LM head) keeps all their
+//!   logits for the backward pass when there are at most `KEEP_VALUES`, and holds one chunk of `c =
+//!   chunk_for(S, vocab)` vocabulary ids at a time, with its gradient in the backward pass.
 //!
 //! `largest_buffer` is the biggest single tensor, which must fit the device's
-//! `maxStorageBufferBindingSize`: `max(vocab·h·weight_bytes, in·out·weight_bytes of the largest
-//! linear layer, 4·S·vocab, 4·B·heads·T²)`.
+//! `maxStorageBufferBindingSize`: `4 · max(in·out of the largest linear layer, B·heads·T²,
+//! B·T·w)`: a frozen weight cast to f32 where it is used, the attention scores, and the widest
+//! activation (`w` the largest in or out of a linear layer). Vocabulary tables and logits are not
+//! in it: tables larger than a binding are stored as row blocks and the loss takes the logits in
+//! chunks that fit one (`model::table`).
 
 use serde::Serialize;
 
-use crate::model::ModelConfig;
+use crate::kernels::{KEEP_VALUES, chunk_for};
+use crate::model::{Architecture, ModelConfig, ModelShape};
 
 /// Bytes of an f32, the width of everything but the stored base weights.
 const F32: u64 = 4;
@@ -51,6 +59,8 @@ pub struct Workload {
 pub struct AdaptedShape {
     pub in_features: usize,
     pub rank: usize,
+    /// Its input is the input of an adapted layer counted before it (k_proj after q_proj).
+    pub shared_input: bool,
 }
 
 /// Bytes, by what holds them (see the module documentation for each formula).
@@ -77,8 +87,22 @@ pub struct BaseModel<'a> {
     pub parameters: usize,
     /// `in · out` of its largest linear layer.
     pub largest_linear: usize,
+    /// The largest `in` or `out` of a linear layer.
+    pub widest: usize,
     /// Bytes per stored weight.
     pub weight_bytes: u64,
+}
+
+impl<'a> BaseModel<'a> {
+    pub fn of(model: &'a ModelShape, weight_bytes: u64) -> Self {
+        BaseModel {
+            config: &model.config,
+            parameters: model.parameters,
+            largest_linear: model.largest_linear(),
+            widest: model.linears.iter().map(|l| l.in_features.max(l.out_features)).max().unwrap_or(0),
+            weight_bytes,
+        }
+    }
 }
 
 /// The estimate for training `trainable` values (LoRA on `adapted`, with or without dropout) of
@@ -96,9 +120,18 @@ pub fn estimate(
     let q = heads * n(config.head_dim);
     let kv = n(config.num_kv_heads) * n(config.head_dim);
     let (batch, tokens, supervised) = (n(work.batch), n(work.tokens), n(work.supervised));
-    let repeated_kv = if kv < q { 2 * q } else { 0 };
-    let per_layer = 8 * h + 5 * q + 4 * kv + repeated_kv + 4 * i + 3 * heads * tokens;
-    let lora: u64 = adapted.iter().map(|a| n(a.rank) + if dropout { n(a.in_features) } else { 0 }).sum();
+    let keys_values = if kv < q { 2 * q } else { 2 * kv };
+    let norms = match config.architecture {
+        Architecture::Gemma3 => 4 * h,
+        _ => 2 * h,
+    } + if config.qk_norm { q + kv } else { 0 };
+    let per_layer = norms + q + keys_values + 3 * heads * tokens + 4 * i;
+    let input = |a: &AdaptedShape| match (dropout, a.shared_input) {
+        (true, _) => 2 * n(a.in_features),
+        (false, false) => n(a.in_features),
+        (false, true) => 0,
+    };
+    let lora: u64 = adapted.iter().map(|a| n(a.rank) + input(a)).sum();
     let per_token = n(config.num_layers) * per_layer + lora + 2 * h;
     let vocab = n(config.vocab_size);
 
@@ -106,16 +139,14 @@ pub fn estimate(
     let adapter = F32 * n(trainable);
     let optimizer = 2 * adapter;
     let activations = F32 * batch * tokens * per_token;
-    let logits = F32 * supervised * vocab * 3;
-    let largest_buffer = [
-        vocab * h * weight_bytes,
-        n(base.largest_linear) * weight_bytes,
-        F32 * supervised * vocab,
-        F32 * batch * heads * tokens * tokens,
-    ]
-    .into_iter()
-    .max()
-    .unwrap_or(0);
+    let kept = if supervised * vocab <= KEEP_VALUES as u64 { supervised * vocab } else { 0 };
+    let chunk = n(chunk_for(work.supervised, config.vocab_size));
+    let logits = F32 * (kept + 2 * supervised * chunk);
+    let largest_buffer = F32
+        * [n(base.largest_linear), batch * heads * tokens * tokens, batch * tokens * n(base.widest)]
+            .into_iter()
+            .max()
+            .unwrap_or(0);
     MemoryEstimate {
         weight_bytes,
         weights,
@@ -168,18 +199,28 @@ mod tests {
                 "max_position_embeddings": 32, "tie_word_embeddings": true}"#,
         )
         .unwrap();
-        let base = BaseModel { config: &config, parameters: 1000, largest_linear: 192, weight_bytes: 2 };
+        let base = BaseModel { config: &config, parameters: 1000, largest_linear: 192, widest: 16, weight_bytes: 2 };
         let work = Workload { batch: 2, tokens: 5, supervised: 3 };
-        let m = estimate(base, 100, &[AdaptedShape { in_features: 8, rank: 4 }], true, work);
-        // per layer and token: 8·8 + 5·12 + 4·6 + 2·12 (repeated kv) + 4·16 + 3·2·5 = 266;
-        // per token: 2·266 + (4 + 8) + 2·8 = 560.
-        assert_eq!(m.activations, 4 * 2 * 5 * 560);
+        let q = AdaptedShape { in_features: 8, rank: 4, shared_input: false };
+        let m = estimate(base, 100, &[q], true, work);
+        // per layer and token: 2·8 (norms) + 12 (q) + 2·12 (kv repeated to q) + 3·2·5 + 4·16 = 146;
+        // per token: 2·146 + (4 + 2·8: rank, mask and masked input) + 2·8 = 328.
+        assert_eq!(m.activations, 4 * 2 * 5 * 328);
         assert_eq!((m.weights, m.adapter, m.gradients, m.optimizer), (2000, 400, 400, 800));
-        assert_eq!(m.logits, 4 * 3 * 100 * 3);
-        assert_eq!(m.total, 2000 + 400 + 400 + 800 + 22_400 + 3600);
-        assert_eq!(m.largest_buffer, 100 * 8 * 2, "the embedding table at 2 bytes a weight");
+        // 3 rows × 100 ids kept; one chunk of all 100 ids and its gradient.
+        assert_eq!(m.logits, 4 * (3 * 100 + 2 * 3 * 100));
+        assert_eq!(m.total, 2000 + 400 + 400 + 800 + 13_120 + 3600);
+        assert_eq!(
+            m.largest_buffer,
+            4 * 192,
+            "the largest weight cast to f32 (over 4·2·5·16 activations, 4·2·2·25 scores)"
+        );
         let f32_weights = estimate(BaseModel { weight_bytes: 4, ..base }, 100, &[], false, work);
         assert_eq!(f32_weights.weights, 4000);
+        // Without dropout, k_proj reads the tensor q_proj's LoRA already keeps.
+        let k = AdaptedShape { shared_input: true, ..q };
+        let shared = estimate(base, 100, &[q, k], false, work);
+        assert_eq!(shared.activations - f32_weights.activations, 4 * 2 * 5 * (4 + 8 + 4));
     }
 
     #[test]
@@ -190,7 +231,7 @@ mod tests {
                 "max_position_embeddings": 32, "tie_word_embeddings": true}"#,
         )
         .unwrap();
-        let base = BaseModel { config: &config, parameters: 1000, largest_linear: 128, weight_bytes: 4 };
+        let base = BaseModel { config: &config, parameters: 1000, largest_linear: 128, widest: 16, weight_bytes: 4 };
         let work = Workload { batch: 2, tokens: 5, supervised: 3 };
         let plain = estimate(base, 100, &[], false, work);
         let terms = [MethodTerm { per_token: 3, per_step: 64 }, MethodTerm { per_token: 1, per_step: 0 }];

@@ -6,6 +6,7 @@
 
 pub mod facts;
 pub mod memory;
+pub mod presets;
 
 use serde::Serialize;
 
@@ -171,10 +172,7 @@ pub struct ModelInfo {
 
 pub fn model_info(model: &Model) -> ModelInfo {
     let c = &model.lm.config;
-    let mut linear_layers: Vec<String> =
-        model.lm.linears().iter().filter_map(|l| l.path.rsplit('.').next()).map(str::to_owned).collect();
-    linear_layers.sort();
-    linear_layers.dedup();
+    let linear_layers = model.lm.shape().linear_names().into_iter().map(str::to_owned).collect();
     ModelInfo {
         architecture: c.architecture.name(),
         parameters: model.lm.parameter_count(),

@@ -21,6 +21,7 @@ use crate::model::{LoadOptions, Model};
 use crate::options::TrainingOptions;
 use crate::peft::files::{self as adapter_files, ModelCard};
 use crate::peft::{Adapter, read_adapter};
+use crate::session::presets::{PRESETS, Preset};
 use crate::session::{self, DataFile, ExportFormat, RunFacts, TrainReport};
 use crate::train::Trainer;
 use crate::{device, err, readback, zip};
@@ -84,6 +85,22 @@ pub async fn init() -> Result<JsValue, JsValue> {
 #[wasm_bindgen]
 pub fn version() -> String {
     env!("CARGO_PKG_VERSION").to_owned()
+}
+
+/// The hub models the page suggests (`ModelPreset[]`), from their config.json alone.
+#[wasm_bindgen(js_name = modelPresets)]
+pub fn model_presets() -> Result<JsValue, JsValue> {
+    to_js(&PRESETS.iter().map(Preset::info).collect::<Vec<_>>())
+}
+
+/// What training preset `name` with `options` would take on this GPU, loaded as `loadModel` loads
+/// (`PresetFacts`: storage width, whether it fits the device's limits, the run's facts).
+#[wasm_bindgen(js_name = presetFacts)]
+pub fn preset_facts(name: &str, options: JsValue) -> Result<JsValue, JsValue> {
+    let options: TrainingOptions = from_js(options, "training options")?;
+    let load = LoadOptions::default();
+    let info = crate::model::load::effective_device(&load, &gpu()?);
+    to_js(&Preset::find(name).and_then(|p| p.facts(&options, &load, &info)).map_err(js_error)?)
 }
 
 /// The files of a model folder handed over from JS: `{ "config.json": Uint8Array, ... }`.
@@ -161,7 +178,10 @@ impl WebModel {
     #[wasm_bindgen(js_name = runFacts)]
     pub fn run_facts(&self, options: JsValue) -> Result<JsValue, JsValue> {
         let options: TrainingOptions = from_js(options, "training options")?;
-        to_js(&RunFacts::planned(&self.model.lm, &options).map_err(js_error)?)
+        to_js(
+            &RunFacts::planned(self.model.lm.shape(), self.model.lm.report.bytes_per_weight(), &options)
+                .map_err(js_error)?,
+        )
     }
 
     /// Token ids of `text`.

@@ -4,23 +4,12 @@
 
 import { h, bytes, count, input } from './format.js';
 import { limitProblems } from './memory.js';
+import { defaultConfig } from './settings-fields.js';
 
 /** @typedef {import('../webtune/index.js').ModelSource} ModelSource */
-/** @typedef {import('../webtune/index.js').GpuInfo} GpuInfo */
+/** @typedef {import('../webtune/index.js').Engine} Engine */
 /** @typedef {import('./session.js').ModelIdentity} ModelIdentity */
 /** @typedef {{ source: ModelSource, identity: ModelIdentity, label: string } | { error: string }} HubChoice */
-
-/**
- * Hub models we suggest. `train` and `largestBuffer` are the core's memory estimate
- * (src/session/memory.rs) of training each with the page's default settings for its size (LoRA
- * r 8 on q, k, v, o; batch 4 or 2 of 256 tokens; dropout), worked out from its config.json: the
- * page cannot ask the core before the model is downloaded. Once loaded, engine.runFacts gives it.
- */
-const SUGGESTED = [
-  { id: 'HuggingFaceTB/SmolLM2-135M-Instruct', parameters: 134.5e6, download: 269e6, train: 4_208_928_000, largestBuffer: 201_326_592 },
-  { id: 'HuggingFaceTB/SmolLM2-360M-Instruct', parameters: 361.8e6, download: 724e6, train: 4_486_844_160, largestBuffer: 188_743_680 },
-  { id: 'Qwen/Qwen2.5-0.5B-Instruct', parameters: 494e6, download: 988e6, train: 5_278_883_328, largestBuffer: 544_538_624 },
-];
 
 /**
  * The hosts a model may come from, as the page's Content-Security-Policy says: this page's own
@@ -71,24 +60,39 @@ export function hubChoice() {
 }
 
 /**
- * The suggested models' rows: size, download, what training them needs on this GPU, and a button
- * that puts the id into the form.
- * @param {GpuInfo} gpu
+ * The suggested models' rows: size, download, the storage width loading would pick here, what
+ * training them with the page's defaults for their size needs, whether they fit this GPU, and a
+ * button that puts the id into the form. Every figure is the core's (`engine.modelPresets`,
+ * `engine.presetFacts`, from each model's config.json): nothing is downloaded.
+ * @param {Engine} engine
  */
-export function suggestionRows(gpu) {
-  return SUGGESTED.map((s) => {
-    const fits = limitProblems(s.largestBuffer, gpu).length === 0;
+export async function suggestionRows(engine) {
+  const presets = await engine.modelPresets();
+  return Promise.all(presets.map(async (p) => {
+    const { weightsDtype, weightsReason, problem, facts } = await engine.presetFacts(p.name, defaultConfig(p));
+    const problems = problem ? [problem] : limitProblems(facts.memory.largestBuffer, engine.gpu);
+    const fits = problems.length === 0;
     return h('tr', {},
-      h('td', {}, h('code', { text: s.id })),
-      h('td', { text: count(s.parameters) }),
-      h('td', { text: bytes(s.download) }),
-      h('td', {}, `≈ ${bytes(s.train)} `, h('span', { class: fits ? 'fits' : 'nofit', text: fits ? '✓ within this GPU’s limits' : '✗ over this GPU’s limits' })),
+      h('td', {}, h('code', { text: p.hubId })),
+      h('td', { text: count(p.parameters) }),
+      h('td', { text: bytes(p.downloadBytes) }),
+      h('td', { text: `${weightsDtype} weights`, title: `Stored as ${weightsDtype}: ${weightsReason}` }),
+      h('td', {}, `≈ ${bytes(facts.memory.total)} `, h('span', {
+        class: fits ? 'fits' : 'nofit',
+        text: fits ? '✓ within this GPU’s limits' : '✗ over this GPU’s limits',
+        title: fits ? '' : problems.join('; '),
+      })),
       h('td', {}, h('button', {
-        type: 'button', class: 'btn btn-ghost btn-small', text: 'Use', 'aria-label': `Use ${s.id}`,
+        type: 'button', class: 'btn btn-ghost btn-small', text: 'Use', 'aria-label': `Use ${p.hubId}`,
         onclick: () => {
-          input('hub-id').value = s.id;
+          input('hub-id').value = p.hubId;
           input('hub-id').focus();
         },
       })));
-  });
+  }));
+}
+
+/** The hub ids of the suggestions, for the id field's autocompletion. @param {Engine} engine */
+export async function suggestionOptions(engine) {
+  return (await engine.modelPresets()).map((p) => h('option', { value: p.hubId }));
 }

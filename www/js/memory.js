@@ -59,7 +59,7 @@ export async function renderMemory(config) {
   el.className = problems.length ? 'memory warn' : 'memory';
   el.replaceChildren(
     h('strong', { text: `≈ ${bytes(m.total)} of GPU memory to train` }),
-    ` (weights ${bytes(m.weights)} as f32, ${count(facts.trainableParameters)} trainable parameters, activations ${bytes(m.activations)}` +
+    ` (weights ${bytes(m.weights)} as ${m.weightBytes === 2 ? 'f16' : 'f32'}, ${count(facts.trainableParameters)} trainable parameters, activations ${bytes(m.activations)}` +
       ` for ${config.batchSize ?? 4} × ${config.maxLen ?? 512} tokens). `,
     problems.length
       ? h('span', { text: `Will not fit: ${problems.join('; ')}.` })

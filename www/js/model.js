@@ -5,7 +5,7 @@
 import { $, bytes, count, fact, mark, setPill, button, input } from './format.js';
 import { dismissAlert, showAlert, showError } from './alerts.js';
 import { dropZone, folderName, modelFiles, onPick } from './files.js';
-import { hubChoice, suggestionRows } from './hub.js';
+import { hubChoice, suggestionOptions, suggestionRows } from './hub.js';
 import { limitProblems, runFacts } from './memory.js';
 import { defaultConfig } from './settings-fields.js';
 import { pkg } from './engine.js';
@@ -206,10 +206,13 @@ export function initModelStep() {
   session.onChange(() => {
     for (const id of ['demo-load', 'hub-load']) button(id).disabled = !session.idle;
     for (const id of ['model-folder', 'model-files']) input(id).disabled = !session.idle;
-    const gpu = session.engine?.gpu ?? null;
-    if (gpu && gpu !== gpuShown) {
-      gpuShown = gpu;
-      $('hub-suggestion-rows').replaceChildren(...suggestionRows(gpu));
+    const engine = session.engine;
+    if (engine && engine.gpu !== gpuShown) {
+      gpuShown = engine.gpu;
+      Promise.all([suggestionRows(engine), suggestionOptions(engine)]).then(([rows, options]) => {
+        $('hub-suggestion-rows').replaceChildren(...rows);
+        $('hub-suggestions').replaceChildren(...options);
+      }, (error) => console.warn('[webtune page] no model suggestions:', error));
     }
   });
 }
