@@ -10,7 +10,7 @@
 #   index.js engine.js ... *.d.ts   from npm/src/ (plain ESM, no build step)
 #   wasm/webtune.js                 wasm-bindgen --target web glue
 #   wasm/webtune_bg.wasm
-#   demo/                           the bundled demo model (tests/fixtures/llama/base) and dataset
+#   demo/                           the bundled demo model and dataset (www/demo, scripts/pretrain_demo.py)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -35,11 +35,7 @@ cp npm/package.json npm/README.md "$DIST/"
 cp npm/src/*.js npm/src/*.d.ts "$DIST/"
 cp "$PKG/webtune.js" "$PKG/webtune.d.ts" "$PKG/webtune_bg.wasm" "$DIST/wasm/"
 
-# The demo: committed in www/demo/ (the page's copy); refreshed from the test fixtures.
-demo_files=(config.json model.safetensors tokenizer.json tokenizer_config.json)
-mkdir -p www/demo
-for f in "${demo_files[@]}"; do cp tests/fixtures/llama/base/$f www/demo/$f; done
-cp tests/fixtures/data/train.jsonl tests/fixtures/data/eval.jsonl www/demo/
+# The demo: committed in www/demo/ (made once by scripts/pretrain_demo.py).
 cp www/demo/{config.json,model.safetensors,tokenizer.json,tokenizer_config.json,train.jsonl,eval.jsonl} "$DIST/demo/"
 
 # The page imports ./webtune/index.js: the same files as the package.

@@ -581,11 +581,11 @@ export interface Engine {
 
 /** The bundled demo model and dataset. */
 export interface Demo {
-  /** A 125K-parameter toy Llama (loads in a blink, learns in a few steps). */
+  /** A 771K-parameter toy Llama that knows a few word games ("Reverse: abc ->" → " cba"). */
   readonly model: { urls: Record<string, string>; name: string };
-  /** 64 "Reverse: abc ->" / " cba" rows. */
+  /** 64 "Backwards: abc ->" / " cba" rows: a keyword the model has not seen, learnt in a few dozen steps. */
   readonly train: { url: string; name: string };
-  /** 16 rows of the same task. */
+  /** 16 rows of the same task, other words. */
   readonly eval: { url: string; name: string };
 }
 

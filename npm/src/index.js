@@ -7,8 +7,10 @@ export { createWorkerEngine } from './worker-engine.js';
 export { readAdapterFiles } from './sources.js';
 
 /**
- * The bundled demo: a 125K-parameter Llama and a "reverse the word" dataset (64 training rows,
- * 16 evaluation rows), so an app can try training without downloading anything.
+ * The bundled demo: a 771K-parameter Llama pretrained on word games (scripts/pretrain_demo.py)
+ * and a dataset that teaches it a new keyword, "Backwards: plant ->" → " tnalp" (64 training
+ * rows, 16 evaluation rows), so an app can show training change answers without downloading
+ * anything.
  * @type {import('./index.js').Demo}
  */
 export const demo = {

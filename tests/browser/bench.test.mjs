@@ -1,5 +1,5 @@
 // A training benchmark in Chromium (SwiftShader WebGPU here): the npm engine on the page's main
-// thread trains the bundled demo Llama (2 layers, LoRA r 8 on q/k/v/o, batch 4) and prints, per
+// thread trains the bundled demo Llama (4 layers, LoRA r 8 on q/k/v/o, batch 4) and prints, per
 // step, what it asked of WebGPU (tests/browser/webgpu-counters.mjs) with wall and host
 // milliseconds, then a summary line of JSON. Figures only: nothing here asserts a speed.
 //
@@ -59,7 +59,7 @@ test('training steps of the demo model, counted at the WebGPU API', { timeout: 1
   const summary = {
     bench: 'browser_lora_step',
     gpu: run.gpu.name,
-    model: 'demo llama (2 layers), LoRA r 8 q/k/v/o, batch 4',
+    model: 'demo llama (4 layers), LoRA r 8 q/k/v/o, batch 4',
     steps: steps.length,
     first_step_wall_ms: steps[0].wallMs,
     median_wall_ms: median(later.map((s) => s.wallMs)),

@@ -296,19 +296,19 @@ test('the worker engine runs the whole API in the built app', { timeout: 400_000
   assert.equal(r.version, installedVersion());
   assert.equal(r.model.name, 'webtune-demo-llama');
   assert.equal(r.model.architecture, 'llama');
-  assert.equal(r.model.parameters, 125_248);
+  assert.equal(r.model.parameters, 771_456);
   assert.ok(r.phases.includes('load'), `load phases: ${r.phases}`);
   assert.equal(r.totalSteps, 3);
   assert.equal(r.report.trainExamples, 64);
   assert.equal(r.report.evalExamples, 16);
 
   // The core's run facts before any data (the largest workload the config allows) and for the
-  // loaded data: PEFT's default targets (q_proj, v_proj) of 2 layers at rank 8.
-  assert.equal(r.facts.trainableParameters, 3584);
-  assert.deepEqual(r.facts.layers.map((l) => l.path), ['model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.v_proj', 'model.layers.1.self_attn.q_proj', 'model.layers.1.self_attn.v_proj']);
-  assert.equal(r.facts.memory.weights, 4 * 125_248);
+  // loaded data: PEFT's default targets (q_proj 128 → 128, v_proj 128 → 64) of 4 layers at rank 8.
+  assert.equal(r.facts.trainableParameters, 4 * 8 * (128 + 128 + 128 + 64));
+  assert.deepEqual(r.facts.layers.map((l) => l.path), [0, 1, 2, 3].flatMap((i) => [`model.layers.${i}.self_attn.q_proj`, `model.layers.${i}.self_attn.v_proj`]));
+  assert.equal(r.facts.memory.weights, 4 * 771_456);
   assert.ok(r.facts.memory.total > r.facts.memory.weights && r.facts.memory.largestBuffer > 0, JSON.stringify(r.facts.memory));
-  assert.equal(r.report.facts.trainableParameters, 3584);
+  assert.equal(r.report.facts.trainableParameters, 4 * 8 * (128 + 128 + 128 + 64));
   assert.ok(r.report.facts.memory.total <= r.facts.memory.total, 'the loaded data need at most the planned workload');
 
   // Progress, metrics iterator, pause (with its checkpoint) and resume.
@@ -350,15 +350,15 @@ test('the worker engine runs the whole API in the built app', { timeout: 400_000
   assert.equal(gguf.kv['general.type'], 'adapter');
   assert.equal(gguf.kv['adapter.type'], 'lora');
   assert.equal(gguf.kv['general.architecture'], 'llama');
-  // 2 layers × (q_proj, v_proj) × (lora_a, lora_b)
-  assert.equal(gguf.tensors.length, 8, gguf.tensors.map((t) => t.name).join(', '));
+  // 4 layers × (q_proj, v_proj) × (lora_a, lora_b)
+  assert.equal(gguf.tensors.length, 16, gguf.tensors.map((t) => t.name).join(', '));
   assert.ok(gguf.tensors.every((t) => /^blk\.\d+\.attn_[qv]\.weight\.lora_[ab]$/.test(t.name)), gguf.tensors.map((t) => t.name).join(', '));
   console.log(`exports: adapter.zip ${r.peft.zip.length} bytes, adapter.gguf ${r.gguf.bytes.length} bytes (${gguf.tensors.length} tensors)`);
 
   // Evaluate, and the exported zip loads back as the same adapter.
   assert.ok(r.evalTuned.loss > 0 && Math.abs(r.evalTuned.perplexity - Math.exp(r.evalTuned.loss)) < 1e-6 * r.evalTuned.perplexity);
   assert.ok(Number.isFinite(r.evalBase.loss));
-  assert.deepEqual(r.loadAdapter, { peftType: 'LORA', method: 'lora', trainableParameters: 3584, exportFormats: ['peft', 'gguf', 'merged'] });
+  assert.deepEqual(r.loadAdapter, { peftType: 'LORA', method: 'lora', trainableParameters: 4 * 8 * (128 + 128 + 128 + 64), exportFormats: ['peft', 'gguf', 'merged'] });
   assert.ok(Math.abs(r.evalLoaded.loss - r.evalTuned.loss) < 1e-4, `loaded ${r.evalLoaded.loss} vs trained ${r.evalTuned.loss}`);
 
   // The merged model: a Hugging Face folder in a zip, the base's tensors with their dtypes and shapes.
@@ -375,10 +375,9 @@ test('the worker engine runs the whole API in the built app', { timeout: 400_000
 
   // Bottleneck adapters (AdapterHub files, no GGUF), IA3 and DoRA through the package.
   assert.equal(r.seqBnSummary.state, 'done');
-  assert.deepEqual(r.seqBnFacts.layers.map((l) => [l.path, l.kind, l.rank]), [
-    ['model.layers.0.output_adapters.adapters.adapter', 'bottleneck', 8],
-    ['model.layers.1.output_adapters.adapters.adapter', 'bottleneck', 8],
-  ]);
+  // One adapter after each of the 4 MLPs, 128 / 8 (the app's reduction factor) = 16 wide.
+  assert.deepEqual(r.seqBnFacts.layers.map((l) => [l.path, l.kind, l.rank]),
+    [0, 1, 2, 3].map((i) => [`model.layers.${i}.output_adapters.adapters.adapter`, 'bottleneck', 16]));
   assert.deepEqual(r.adapterhub, { fileName: 'adapter.zip', files: ['adapter.safetensors', 'adapter_config.json'] });
   assert.equal(r.seqBnGguf.code, 'INVALID_OPTIONS');
   assert.match(r.seqBnGguf.message, /seq_bn.*gguf.*llama\.cpp/);
@@ -399,7 +398,7 @@ test('the worker engine runs the whole API in the built app', { timeout: 400_000
   const [first, second] = r.hub;
   for (const load of r.hub) {
     assert.equal(load.name, 'webtune/demo-sharded');
-    assert.equal(load.parameters, 125_248);
+    assert.equal(load.parameters, 771_456);
   }
   for (const f of ['config.json', 'model.safetensors.index.json', 'model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']) {
     assert.ok(first.events.includes(`download:${f}`), `first load: ${first.events}`);

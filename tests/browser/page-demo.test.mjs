@@ -59,20 +59,25 @@ test('the page starts: version, GPU, CSP, demo loaded, dataset preview', { timeo
   assert.ok(workers.length >= 1, 'no Web Worker was started');
 
   assert.equal(await page.locator('#model-pill').innerText(), 'loaded');
-  assert.match(await section(page, 'Model').innerText(), /Parameters\s+125 K/i);
+  assert.match(await section(page, 'Model').innerText(), /Parameters\s+771 K/i);
   assert.match(await page.locator('#data-pill').innerText(), /64 rows/);
   const preview = section(page, 'Data').getByRole('listitem').filter({ hasText: /^line \d+/ });
   assert.ok(await preview.count() >= 3);
   const first = preview.first();
   assert.match(await first.innerText(), /line 1/);
-  assert.match(await first.locator('mark.sup').first().innerText(), /bszcad/, 'the completion is highlighted as supervised');
-  assert.equal(await first.locator('mark.sup').first().innerText().then((t) => t.includes('Reverse')), false, 'the prompt is not supervised');
+  assert.match(await first.locator('mark.sup').first().innerText(), /lkbs/, 'the completion is highlighted as supervised');
+  assert.equal(await first.locator('mark.sup').first().innerText().then((t) => t.includes('Backwards')), false, 'the prompt is not supervised');
   assert.ok(await section(page, 'Data').getByLabel('A separate file').isChecked(), 'the demo uses its eval file');
   page.assertClean();
 });
 
 test('demo: train offline with pause and resume; the chart updates and the eval loss falls', { timeout: 600_000 }, async () => {
   await setOption(page, 'Steps', STEPS);
+  // The adapter is compared with the native CLI's below. AdamW moves each value by about lr a
+  // step whatever the gradient's size, so on the pretrained demo the page's lr of 1e-2 turns the
+  // float rounding between SwiftShader and the CPU into differences near the 1e-4 tolerance
+  // (2.4e-4 after 6 steps); at 1e-3 they are a tenth of that and a real divergence still shows.
+  await setOption(page, 'Learning rate', '0.001');
   await setOption(page, 'Evaluate every (steps)', EVAL_EVERY);
   await setOption(page, 'Checkpoint every (steps)', EVAL_EVERY);
   await screenshot(page, 'page-before-training');
@@ -153,10 +158,10 @@ test('demo: the PEFT download equals the native CLI adapter; the GGUF has the ad
   assert.deepEqual([...adapterConfig.target_modules].sort(), ['k_proj', 'o_proj', 'q_proj', 'v_proj']);
   const tensors = readSafetensors(zip['adapter_model.safetensors']);
   const names = Object.keys(tensors).filter((n) => n !== '__metadata__').sort();
-  // 2 layers × 4 modules × (A, B); PEFT's key names.
-  assert.equal(names.length, 16, names.join(', '));
-  const dims = { q_proj: [64, 64], k_proj: [32, 64], v_proj: [32, 64], o_proj: [64, 64] };
-  for (const layer of [0, 1]) {
+  // 4 layers × 4 modules × (A, B); PEFT's key names.
+  assert.equal(names.length, 32, names.join(', '));
+  const dims = { q_proj: [128, 128], k_proj: [64, 128], v_proj: [64, 128], o_proj: [128, 128] };
+  for (const layer of [0, 1, 2, 3]) {
     for (const [mod, [out, inp]] of Object.entries(dims)) {
       const a = tensors[`base_model.model.model.layers.${layer}.self_attn.${mod}.lora_A.weight`];
       const b = tensors[`base_model.model.model.layers.${layer}.self_attn.${mod}.lora_B.weight`];
@@ -202,15 +207,15 @@ test('demo: the PEFT download equals the native CLI adapter; the GGUF has the ad
   assert.equal(g.metadata['general.architecture'], 'llama');
   assert.equal(g.types['adapter.lora.alpha'], 6, 'adapter.lora.alpha is an f32');
   assert.equal(g.metadata['adapter.lora.alpha'], 16);
-  assert.equal(g.tensors.length, 16);
+  assert.equal(g.tensors.length, 32);
   for (const t of g.tensors) {
-    assert.match(t.name, /^blk\.[01]\.attn_(q|k|v|output)\.weight\.lora_[ab]$/);
+    assert.match(t.name, /^blk\.[0-3]\.attn_(q|k|v|output)\.weight\.lora_[ab]$/);
     assert.equal(t.type, 0, `${t.name} is F32`);
   }
   // lora_a is PEFT's A [r, in] (ggml ne = [in, r]); lora_b of v/o is B [out, r] unchanged
   // (q/k rows are permuted for llama.cpp's RoPE layout).
   const ggufName = { q_proj: 'attn_q', k_proj: 'attn_k', v_proj: 'attn_v', o_proj: 'attn_output' };
-  for (const layer of [0, 1]) {
+  for (const layer of [0, 1, 2, 3]) {
     for (const mod of Object.keys(ggufName)) {
       const a = g.tensors.find((t) => t.name === `blk.${layer}.${ggufName[mod]}.weight.lora_a`);
       const b = g.tensors.find((t) => t.name === `blk.${layer}.${ggufName[mod]}.weight.lora_b`);
@@ -228,7 +233,7 @@ test('demo: import the downloaded adapter and continue training it', { timeout: 
   assert.ok(exportedZip, 'the export test failed');
   await section(page, 'Export').getByLabel('Choose…').setInputFiles(exportedZip);
   await waitData(page, 'adapter', ['imported'], 60_000);
-  assert.match(await page.locator('#adapter-import-name').innerText(), /Imported: LORA, 7,168 parameters|Imported: LORA, 7\.2 K parameters/);
+  assert.match(await page.locator('#adapter-import-name').innerText(), /Imported: LORA, 28,672 parameters|Imported: LORA, 28\.7 K parameters/);
   const continueBox = section(page, 'Train').getByLabel('Start from the imported adapter');
   assert.equal(await continueBox.isVisible(), true);
   assert.equal(await continueBox.isChecked(), true);

@@ -84,7 +84,7 @@ test('a local model folder with sharded safetensors, by the folder picker', { ti
   await waitModel(page, 'tiny-llama-sharded');
   const facts = await page.locator('#model-facts').innerText();
   assert.match(facts, /tiny-llama-sharded/);
-  assert.match(facts, /125 K/);
+  assert.match(facts, /771 K/);
   assert.equal(await page.locator('#model-pill').innerText(), 'loaded');
   // Loaded from disk: nothing was requested for it.
   assert.ok(!page.requests.some((u) => /safetensors/.test(u) && !/\/demo\//.test(u)), page.requests.join('\n'));

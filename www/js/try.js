@@ -80,6 +80,9 @@ async function generate(event) {
   }
 }
 
+/** A prompt of the demo's task (a word it was not trained on): the base model gets it wrong. */
+const DEMO_PROMPT = 'Backwards: garden ->';
+
 /** Generation defaults for the model: the toy demo answers in a few tokens; real models get room. */
 function setDefaults() {
   const info = session.model?.info;
@@ -89,13 +92,13 @@ function setDefaults() {
   const toy = sizeClass(info.parameters) === 'toy';
   input('try-temperature').value = toy ? '0' : '0.7';
   input('try-max').value = toy ? '12' : '128';
-  if (!promptEdited) prompt().value = toy ? 'Reverse: hello ->' : 'Explain in two sentences what a LoRA adapter is.';
+  if (!promptEdited) prompt().value = toy ? DEMO_PROMPT : 'Explain in two sentences what a LoRA adapter is.';
 }
 
 export function initTryStep() {
   $('try-form', HTMLFormElement).addEventListener('submit', generate);
   button('try-stop').addEventListener('click', () => generating?.abort());
-  prompt().value = 'Reverse: hello ->';
+  prompt().value = DEMO_PROMPT;
   prompt().addEventListener('input', () => {
     promptEdited = true;
   });
