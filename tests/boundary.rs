@@ -17,7 +17,7 @@ use webtune::model::files::Folder;
 use webtune::model::{LinearShape, LoadOptions, Model, ModelShape};
 use webtune::options::{DEFAULTS, Method, TrainingOptions};
 use webtune::session::presets::Preset;
-use webtune::session::{self, DataFile, RunFacts};
+use webtune::session::{self, DataFile, RunFacts, Storage};
 use webtune::train::StepMetrics;
 
 fn keys(value: &Value) -> BTreeSet<String> {
@@ -62,7 +62,7 @@ fn what_the_wasm_side_returns_matches_index_d_ts() {
     assert_schema(&source, "ModelInfo", &json(&session::model_info(&model)), &["name"]);
 
     let options = TrainingOptions { dropout: 0.1, eval_split: 0.25, max_len: 64, ..DEFAULTS };
-    let facts = json(&RunFacts::planned(model.lm.shape(), model.lm.report.bytes_per_weight(), &options).unwrap());
+    let facts = json(&RunFacts::planned(model.lm.shape(), Storage::of(&model.lm), &options).unwrap());
     assert_schema(&source, "RunFacts", &facts, &[]);
     assert_schema(&source, "AdaptedLayer", &facts["layers"][0], &[]);
     assert_schema(&source, "MemoryEstimate", &facts["memory"], &[]);
@@ -153,7 +153,7 @@ fn run_facts_count_what_the_adapter_trains() {
         ("gpt2", TrainingOptions { method: Method::DoubleSeqBn, ..DEFAULTS }),
     ] {
         let model = Model::load(&Folder::new(fixtures().join(name).join("base")).unwrap(), &gpu()).unwrap();
-        let planned = RunFacts::planned(model.lm.shape(), model.lm.report.bytes_per_weight(), &options).unwrap();
+        let planned = RunFacts::planned(model.lm.shape(), Storage::of(&model.lm), &options).unwrap();
         let data = std::fs::read(fixtures().join("data/train.jsonl")).unwrap();
         let run = block(session::prepare(&model, DataFile { name: "train.jsonl", bytes: &data }, None, &options, None))
             .unwrap();

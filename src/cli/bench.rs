@@ -13,8 +13,8 @@ use webtune::model::{CausalLm, LoadOptions, WeightsDtype};
 use webtune::options::TrainingOptions;
 use webtune::peft::{Adapter, LoraAdapter};
 use webtune::rng::Rng;
-use webtune::session::RunFacts;
 use webtune::session::presets::Preset;
+use webtune::session::{RunFacts, Storage};
 use webtune::train::{Schedule, TrainConfig, Trainer, loss_sum};
 use webtune::{Result, device};
 
@@ -68,7 +68,7 @@ pub fn run(args: Args) -> Result<()> {
         lr: Some(1e-4),
         ..TrainingOptions::default()
     };
-    let estimate = RunFacts::planned(lm.shape(), lm.report.bytes_per_weight(), &options)?.memory;
+    let estimate = RunFacts::planned(lm.shape(), Storage::of(&lm), &options)?.memory;
     let adapter = Adapter::Lora(block(LoraAdapter::init(&lm, options.lora_config(lm.config.architecture)?, 0))?);
 
     let mut rng = Rng::new(0);
@@ -102,10 +102,13 @@ pub fn run(args: Args) -> Result<()> {
         sample_peak();
     }
     let start = Instant::now();
-    for _ in 0..args.steps {
-        block(trainer.step())?;
-        sample_peak();
-    }
+    let peak_in_use = sampled_peak(&device, || -> Result<()> {
+        for _ in 0..args.steps {
+            block(trainer.step())?;
+        }
+        Ok(())
+    })?;
+    sample_peak();
     let step_s = start.elapsed().as_secs_f64() / args.steps.max(1) as f64;
     let kept = kept_for_backward(&trainer, &first_batch)?;
     let tokens = (args.batch_size * args.seq_len) as f64;
@@ -135,6 +138,7 @@ pub fn run(args: Args) -> Result<()> {
             "warmup_steps": args.warmup,
             "ms_per_step": round(step_s * 1e3),
             "tokens_per_s": round(tokens / step_s),
+            "peak_gpu_in_use_mb": peak_in_use.map(mb),
             "peak_gpu_reserved_mb": mb(peak_reserved),
             "gpu_in_use_between_steps_mb": mb(in_use),
             "kept_for_backward_mb": kept.map(mb),
@@ -153,6 +157,29 @@ pub fn run(args: Args) -> Result<()> {
 
 fn round(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
+}
+
+/// The most bytes the device's pool held in use while `work` ran, sampled every 2 ms from
+/// another thread (between kernels; `None` where the backend does not report its pool).
+fn sampled_peak(device: &burn::tensor::Device, work: impl FnOnce() -> Result<()>) -> Result<Option<u64>> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut peak = None;
+            while !done.load(Ordering::Relaxed) {
+                if let Some(usage) = device.memory_pool_usage() {
+                    peak = Some(usage.bytes_in_use.max(peak.unwrap_or(0)));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            peak
+        });
+        let result = work();
+        done.store(true, Ordering::Relaxed);
+        let peak = sampler.join().expect("the sampler thread does not panic");
+        result.map(|()| peak)
+    })
 }
 
 /// Bytes a forward pass over `batch` leaves on the device while its autodiff graph is alive:

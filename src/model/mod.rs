@@ -224,6 +224,11 @@ impl CausalLm {
         self.shape.parameters
     }
 
+    /// Whether the LM head is stored in row blocks (larger than one binding).
+    pub fn head_is_split(&self) -> bool {
+        self.body.head().block_count() > 1
+    }
+
     /// The model without its weights: what adapters resolve against.
     pub fn shape(&self) -> &ModelShape {
         &self.shape

@@ -5,7 +5,9 @@
 
 use serde::Serialize;
 
-use super::memory::{AdaptedShape, BaseModel, MemoryEstimate, MethodTerm, Workload, estimate, with_method_terms};
+use super::memory::{
+    AdaptedShape, BaseModel, MemoryEstimate, MethodTerm, Storage, Workload, estimate, with_method_terms,
+};
 use crate::data::{Example, IGNORE_INDEX};
 use crate::error::Result;
 use crate::model::{CausalLm, LinearShape, ModelShape};
@@ -96,9 +98,9 @@ fn input_of(path: &str) -> String {
 impl RunFacts {
     /// The facts of training with `options` before any data is loaded: the workload is the
     /// largest the options allow (`batchSize` rows of `maxLen` tokens, every token supervised).
-    /// `weight_bytes` is the stored width of the base weights (2 or 4); `model` may be a loaded
-    /// model's shape or one from a config.json alone.
-    pub fn planned(model: &ModelShape, weight_bytes: u64, options: &TrainingOptions) -> Result<RunFacts> {
+    /// `storage` says how the base sits on the device ([`Storage::of`] a loaded model); `model` may
+    /// be a loaded model's shape or one from a config.json alone.
+    pub fn planned(model: &ModelShape, storage: Storage, options: &TrainingOptions) -> Result<RunFacts> {
         let config = &model.config;
         let (layers, virtual_tokens, dropout) = match options.method {
             Method::Lora => {
@@ -135,7 +137,7 @@ impl RunFacts {
         let work =
             Workload { batch: options.batch_size, tokens: len + virtual_tokens, supervised: options.batch_size * len };
         let trainable = virtual_tokens * config.hidden_size + layers.iter().map(|l| l.parameters).sum::<usize>();
-        Ok(Self::new(BaseModel::of(model, weight_bytes), trainable, layers, virtual_tokens, dropout, work))
+        Ok(Self::new(BaseModel::of(model, storage), trainable, layers, virtual_tokens, dropout, work))
     }
 
     /// The facts of training `adapter` on `examples` in micro-batches of `batch_size`: the
@@ -169,7 +171,7 @@ impl RunFacts {
         let longest = examples.iter().map(|e| e.input_ids.len()).max().unwrap_or(0);
         let work =
             Workload { batch, tokens: longest + virtual_tokens, supervised: supervised.iter().take(batch).sum() };
-        let base = BaseModel::of(lm.shape(), lm.report.bytes_per_weight());
+        let base = BaseModel::of(lm.shape(), Storage::of(lm));
         Self::new(base, adapter.trainable_parameters(), layers, virtual_tokens, dropout, work)
     }
 

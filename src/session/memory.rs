@@ -14,7 +14,8 @@
 //!   queries (q); keys and values as attention reads them (`kv' = q` under grouped-query attention,
 //!   whose repeated heads are copies, else `kv`; RoPE itself keeps nothing per token); the scaled
 //!   and masked scores, their exponentials and the softmax (3·heads·T); the MLP's gate, its
-//!   sigmoid, the activation and the up projection (4i). Each adapted layer adds `x·Aᵀ` (r) and
+//!   sigmoid, the activation and the up projection (4i; 8i for the GELUs, whose tanh form burn
+//!   composes from more kept parts: measured on Gemma 3's shape). Each adapted layer adds `x·Aᵀ` (r) and
 //!   its input: without dropout the input once for the layers that read the same tensor (q/k/v,
 //!   gate/up: [`AdaptedShape::shared_input`]), with dropout the mask and the masked input (2·in)
 //!   per layer. `2h` are the embeddings and the final norm. Here `h` is the hidden size, `q =
@@ -22,11 +23,14 @@
 //!   `h / heads`), `i` the intermediate size. Measured with `webtune bench` (the pool's bytes in
 //!   use after a forward pass, `kept_for_backward_mb`): SmolLM2-135M's shape keeps 26.7 MiB per
 //!   layer at 4 × 128 tokens, this formula 26.7. GPT-2 (LayerNorm, no RoPE) is counted the same.
-//! - `logits = 4 · (S · vocab · [S · vocab ≤ KEEP_VALUES] + 2 · S · c)`: the loss's chunked
-//!   cross-entropy (`kernels::cross_entropy_sum`) over the `S` supervised positions of the largest
-//!   micro-batch (`train::loss_sum` sends only those rows through the LM head) keeps all their
-//!   logits for the backward pass when there are at most `KEEP_VALUES`, and holds one chunk of `c =
-//!   chunk_for(S, vocab)` vocabulary ids at a time, with its gradient in the backward pass.
+//! - `logits = 4 · S · vocab` when kept, else `4 · 2 · S · c`: the loss's chunked cross-entropy
+//!   (`kernels::cross_entropy_sum`) over the `S` supervised positions of the largest micro-batch
+//!   (`train::loss_sum` sends only those rows through the LM head) keeps all their logits for the
+//!   backward pass when there are at most `KEEP_VALUES`; otherwise the backward pass recomputes
+//!   them one chunk of `c = chunk_for(S, vocab)` vocabulary ids at a time, with that chunk's
+//!   gradient, on top of every kept activation. A head stored in row blocks (larger than one
+//!   binding) goes through `model::table::Table::target_log_probs`, whose log-sum-exps keep every
+//!   chunk's logits.
 //!
 //! `largest_buffer` is the biggest single tensor, which must fit the device's
 //! `maxStorageBufferBindingSize`: `4 · max(in·out of the largest linear layer, B·heads·T²,
@@ -38,7 +42,8 @@
 use serde::Serialize;
 
 use crate::kernels::{KEEP_VALUES, chunk_for};
-use crate::model::{Architecture, ModelConfig, ModelShape};
+use crate::model::config::Activation;
+use crate::model::{Architecture, CausalLm, ModelConfig, ModelShape};
 
 /// Bytes of an f32, the width of everything but the stored base weights.
 const F32: u64 = 4;
@@ -79,6 +84,22 @@ pub struct MemoryEstimate {
     pub largest_buffer: u64,
 }
 
+/// How the base model sits on the device, as the estimate needs it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Storage {
+    /// Bytes per stored weight (2 under f16 storage, 4 under f32).
+    pub weight_bytes: u64,
+    /// The LM head is stored in row blocks (larger than one binding).
+    pub head_split: bool,
+}
+
+impl Storage {
+    /// How `lm` was loaded.
+    pub fn of(lm: &CausalLm) -> Self {
+        Storage { weight_bytes: lm.report.bytes_per_weight(), head_split: lm.head_is_split() }
+    }
+}
+
 /// The base model's sizes the estimate reads.
 #[derive(Clone, Copy, Debug)]
 pub struct BaseModel<'a> {
@@ -89,18 +110,21 @@ pub struct BaseModel<'a> {
     pub largest_linear: usize,
     /// The largest `in` or `out` of a linear layer.
     pub widest: usize,
+    /// The LM head is stored in row blocks (larger than one binding).
+    pub head_split: bool,
     /// Bytes per stored weight.
     pub weight_bytes: u64,
 }
 
 impl<'a> BaseModel<'a> {
-    pub fn of(model: &'a ModelShape, weight_bytes: u64) -> Self {
+    pub fn of(model: &'a ModelShape, storage: Storage) -> Self {
         BaseModel {
             config: &model.config,
             parameters: model.parameters,
             largest_linear: model.largest_linear(),
             widest: model.linears.iter().map(|l| l.in_features.max(l.out_features)).max().unwrap_or(0),
-            weight_bytes,
+            head_split: storage.head_split,
+            weight_bytes: storage.weight_bytes,
         }
     }
 }
@@ -125,7 +149,11 @@ pub fn estimate(
         Architecture::Gemma3 => 4 * h,
         _ => 2 * h,
     } + if config.qk_norm { q + kv } else { 0 };
-    let per_layer = norms + q + keys_values + 3 * heads * tokens + 4 * i;
+    let mlp = match config.activation {
+        Activation::Silu => 4 * i,
+        Activation::GeluTanh | Activation::GeluErf => 8 * i,
+    };
+    let per_layer = norms + q + keys_values + 3 * heads * tokens + mlp;
     let input = |a: &AdaptedShape| match (dropout, a.shared_input) {
         (true, _) => 2 * n(a.in_features),
         (false, false) => n(a.in_features),
@@ -139,9 +167,11 @@ pub fn estimate(
     let adapter = F32 * n(trainable);
     let optimizer = 2 * adapter;
     let activations = F32 * batch * tokens * per_token;
-    let kept = if supervised * vocab <= KEEP_VALUES as u64 { supervised * vocab } else { 0 };
-    let chunk = n(chunk_for(work.supervised, config.vocab_size));
-    let logits = F32 * (kept + 2 * supervised * chunk);
+    let logits = if base.head_split || supervised * vocab <= KEEP_VALUES as u64 {
+        F32 * supervised * vocab
+    } else {
+        F32 * 2 * supervised * n(chunk_for(work.supervised, config.vocab_size))
+    };
     let largest_buffer = F32
         * [n(base.largest_linear), batch * heads * tokens * tokens, batch * tokens * n(base.widest)]
             .into_iter()
@@ -199,7 +229,14 @@ mod tests {
                 "max_position_embeddings": 32, "tie_word_embeddings": true}"#,
         )
         .unwrap();
-        let base = BaseModel { config: &config, parameters: 1000, largest_linear: 192, widest: 16, weight_bytes: 2 };
+        let base = BaseModel {
+            config: &config,
+            parameters: 1000,
+            largest_linear: 192,
+            widest: 16,
+            head_split: false,
+            weight_bytes: 2,
+        };
         let work = Workload { batch: 2, tokens: 5, supervised: 3 };
         let q = AdaptedShape { in_features: 8, rank: 4, shared_input: false };
         let m = estimate(base, 100, &[q], true, work);
@@ -207,9 +244,9 @@ mod tests {
         // per token: 2·146 + (4 + 2·8: rank, mask and masked input) + 2·8 = 328.
         assert_eq!(m.activations, 4 * 2 * 5 * 328);
         assert_eq!((m.weights, m.adapter, m.gradients, m.optimizer), (2000, 400, 400, 800));
-        // 3 rows × 100 ids kept; one chunk of all 100 ids and its gradient.
-        assert_eq!(m.logits, 4 * (3 * 100 + 2 * 3 * 100));
-        assert_eq!(m.total, 2000 + 400 + 400 + 800 + 13_120 + 3600);
+        // 3 rows × 100 ids kept for the backward pass.
+        assert_eq!(m.logits, 4 * 3 * 100);
+        assert_eq!(m.total, 2000 + 400 + 400 + 800 + 13_120 + 1200);
         assert_eq!(
             m.largest_buffer,
             4 * 192,
@@ -231,7 +268,14 @@ mod tests {
                 "max_position_embeddings": 32, "tie_word_embeddings": true}"#,
         )
         .unwrap();
-        let base = BaseModel { config: &config, parameters: 1000, largest_linear: 128, widest: 16, weight_bytes: 4 };
+        let base = BaseModel {
+            config: &config,
+            parameters: 1000,
+            largest_linear: 128,
+            widest: 16,
+            head_split: false,
+            weight_bytes: 4,
+        };
         let work = Workload { batch: 2, tokens: 5, supervised: 3 };
         let plain = estimate(base, 100, &[], false, work);
         let terms = [MethodTerm { per_token: 3, per_step: 64 }, MethodTerm { per_token: 1, per_step: 0 }];

@@ -21,7 +21,7 @@ use crate::peft::{Adapter, adapterhub, default_targets, gguf};
 use crate::train::checkpoint::describe_bytes;
 use crate::train::{self, Trainer};
 pub use facts::{AdaptedLayer, RunFacts};
-pub use memory::MemoryEstimate;
+pub use memory::{MemoryEstimate, Storage};
 
 /// A data file as the user gave it: its name (the extension picks the format; errors cite it)
 /// and its bytes.

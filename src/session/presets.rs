@@ -8,6 +8,7 @@ use safetensors::Dtype;
 use serde::Serialize;
 
 use super::facts::RunFacts;
+use super::memory::Storage;
 use crate::device::GpuInfo;
 use crate::err;
 use crate::error::Result;
@@ -99,12 +100,16 @@ impl Preset {
             Ok(plan) => (plan, None),
             Err(e) => (crate::model::load::plan(load, info, CHECKPOINT)?, Some(e.message)),
         };
-        let weight_bytes = if plan.f16 { 2 } else { 4 };
+        let config = &shape.config;
+        let storage = Storage {
+            weight_bytes: if plan.f16 { 2 } else { 4 },
+            head_split: plan.block_rows(config.vocab_size, config.hidden_size) < config.vocab_size,
+        };
         Ok(PresetFacts {
             weights_dtype: if plan.f16 { "f16" } else { "f32" },
             weights_reason: plan.reason,
             problem,
-            facts: RunFacts::planned(&shape, weight_bytes, options)?,
+            facts: RunFacts::planned(&shape, storage, options)?,
         })
     }
 }

@@ -22,7 +22,7 @@ use crate::options::TrainingOptions;
 use crate::peft::files::{self as adapter_files, ModelCard};
 use crate::peft::{Adapter, read_adapter};
 use crate::session::presets::{PRESETS, Preset};
-use crate::session::{self, DataFile, ExportFormat, RunFacts, TrainReport};
+use crate::session::{self, DataFile, ExportFormat, RunFacts, Storage, TrainReport};
 use crate::train::Trainer;
 use crate::{device, err, readback, zip};
 
@@ -178,10 +178,7 @@ impl WebModel {
     #[wasm_bindgen(js_name = runFacts)]
     pub fn run_facts(&self, options: JsValue) -> Result<JsValue, JsValue> {
         let options: TrainingOptions = from_js(options, "training options")?;
-        to_js(
-            &RunFacts::planned(self.model.lm.shape(), self.model.lm.report.bytes_per_weight(), &options)
-                .map_err(js_error)?,
-        )
+        to_js(&RunFacts::planned(self.model.lm.shape(), Storage::of(&self.model.lm), &options).map_err(js_error)?)
     }
 
     /// Token ids of `text`.

@@ -149,7 +149,7 @@ test('CSV and TXT files preview with token statistics', { timeout: 180_000 }, as
   fs.writeFileSync(csv, 'prompt,completion\n"Reverse: abc ->", cba\n"Reverse: hello ->", olleh\n"Reverse: stone ->", enots\n');
   assert.equal(await pickData(csv), 'ready', await alertsText(page));
   assert.match(await page.locator('#data-pill').innerText(), /^3 rows$/);
-  assert.match(await page.locator('#data-facts').innerText(), /tokens per row\s+10 – 12/i);
+  assert.match(await page.locator('#data-facts').innerText(), /tokens per row\s+20 – 24/i);
   assert.match(await page.locator('#data-preview li').first().innerText(), /Reverse: abc ->/);
 
   const txt = path.join(tmp, 'notes.txt');
