@@ -14,8 +14,8 @@
 //!   queries (q); keys and values as attention reads them (`kv' = q` under grouped-query attention,
 //!   whose repeated heads are copies, else `kv`; RoPE itself keeps nothing per token); the scaled
 //!   and masked scores, their exponentials and the softmax (3·heads·T); the MLP's gate, its
-//!   sigmoid, the activation and the up projection (4i; 8i for the GELUs, whose tanh form burn
-//!   composes from more kept parts: measured on Gemma 3's shape). Each adapted layer adds `x·Aᵀ` (r) and
+//!   sigmoid, the activation and the up projection (4i; 5i for the GELUs, whose tanh form keeps
+//!   one more: measured on Gemma 3's shape). Each adapted layer adds `x·Aᵀ` (r) and
 //!   its input: without dropout the input once for the layers that read the same tensor (q/k/v,
 //!   gate/up: [`AdaptedShape::shared_input`]), with dropout the mask and the masked input (2·in)
 //!   per layer. `2h` are the embeddings and the final norm. Here `h` is the hidden size, `q =
@@ -151,7 +151,7 @@ pub fn estimate(
     } + if config.qk_norm { q + kv } else { 0 };
     let mlp = match config.activation {
         Activation::Silu => 4 * i,
-        Activation::GeluTanh | Activation::GeluErf => 8 * i,
+        Activation::GeluTanh | Activation::GeluErf => 5 * i,
     };
     let per_layer = norms + q + keys_values + 3 * heads * tokens + mlp;
     let input = |a: &AdaptedShape| match (dropout, a.shared_input) {

@@ -2,28 +2,13 @@
 // pretrained toy Llama the demo's new keyword ("Backwards: plant ->" → " tnalp"), and "Try it"
 // then answers most evaluation prompts right where the base model answers few.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startServer, launchBrowser } from './harness.mjs';
-import { PAGE_ROOT, WWW, checkBuilt, openApp, section, trainButton, waitData, stat } from './page-fixtures/lib.mjs';
+import { WWW, openApp, pageSuite, section, trainButton, waitData, stat } from './page-fixtures/lib.mjs';
 
-let server;
-let browser;
-let page;
-
-before(async () => {
-  checkBuilt();
-  server = await startServer(PAGE_ROOT);
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await page?.close().catch(() => {});
-  await browser?.close();
-  await server?.close();
-});
+const suite = pageSuite();
 
 const evalRows = fs.readFileSync(path.join(WWW, 'demo/eval.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
 
@@ -31,7 +16,7 @@ const evalRows = fs.readFileSync(path.join(WWW, 'demo/eval.jsonl'), 'utf8').trim
 const right = (text, expected) => text.trim().split(/\s+/)[0] === expected.trim();
 
 test('the default run on the demo teaches it: tuned answers right where the base is not', { timeout: 900_000 }, async () => {
-  page = await openApp(browser, server.url);
+  const page = (suite.page = await openApp(suite.browser, suite.server.url));
   assert.equal(evalRows.length, 16);
   const started = Date.now();
   await trainButton(page, 'Start training');

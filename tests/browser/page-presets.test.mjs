@@ -4,10 +4,9 @@
 // with the page's defaults needs and whether it fits this GPU's limits: all from the core, worked
 // out from each model's config.json, with nothing downloaded.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser } from './harness.mjs';
-import { PAGE_ROOT, checkBuilt, openApp } from './page-fixtures/lib.mjs';
+import { openApp, pageSuite } from './page-fixtures/lib.mjs';
 
 const EXPECTED = [
   ['HuggingFaceTB/SmolLM2-135M-Instruct', '135 M', 134_515_008],
@@ -18,24 +17,10 @@ const EXPECTED = [
   ['meta-llama/Llama-3.2-1B-Instruct', '1.2 B', 1_235_814_400],
 ];
 
-let server;
-let browser;
-let page;
-
-before(async () => {
-  checkBuilt();
-  server = await startServer(PAGE_ROOT);
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await page?.close().catch(() => {});
-  await browser?.close();
-  await server?.close();
-});
+const suite = pageSuite();
 
 test('the suggested models say their size, storage width, memory and fit before any download', { timeout: 240_000 }, async () => {
-  page = await openApp(browser, server.url);
+  const page = (suite.page = await openApp(suite.browser, suite.server.url));
   await page.getByRole('tab', { name: /Hugging Face hub/i }).click();
   const table = page.getByRole('table', { name: 'Suggested models' });
   const rows = table.locator('tbody tr');

@@ -5,7 +5,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
-import { openPage } from '../harness.mjs';
+import { before, after } from 'node:test';
+import { openPage, startServer, launchBrowser } from '../harness.mjs';
 
 export const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../..');
 export const WWW = path.join(ROOT, 'www');
@@ -20,6 +21,26 @@ export function checkBuilt() {
   if (missing.length) {
     throw new Error(`missing ${missing.join(', ')}: run scripts/build-wasm.sh and scripts/build-npm.sh first`);
   }
+}
+
+/**
+ * A test file's page set-up: before its tests, checks the build, serves the page and starts
+ * Chromium; after them, closes the page the tests opened (`suite.page`), the browser and the
+ * server. Returns the object whose `server`, `browser` and `page` the tests use.
+ */
+export function pageSuite() {
+  const suite = { server: null, browser: null, page: null };
+  before(async () => {
+    checkBuilt();
+    suite.server = await startServer(PAGE_ROOT);
+    suite.browser = await launchBrowser();
+  });
+  after(async () => {
+    await suite.page?.close().catch(() => {});
+    await suite.browser?.close();
+    await suite.server?.close();
+  });
+  return suite;
 }
 
 // --- driving the page -----------------------------------------------------------------------------
