@@ -110,7 +110,7 @@ pub fn run(args: Args) -> Result<()> {
     })?;
     sample_peak();
     let step_s = start.elapsed().as_secs_f64() / args.steps.max(1) as f64;
-    let kept = kept_for_backward(&trainer, &first_batch)?;
+    let kept = if args.steps > 0 { kept_for_backward(&trainer, &first_batch)? } else { None };
     let tokens = (args.batch_size * args.seq_len) as f64;
 
     // Frozen base: forward (2·N·T) plus input gradients (2·N·T) over the linear layers and head.

@@ -30,7 +30,8 @@
 //!   them one chunk of `c = chunk_for(S, vocab)` vocabulary ids at a time, with that chunk's
 //!   gradient, on top of every kept activation. A head stored in row blocks (larger than one
 //!   binding) goes through `model::table::Table::target_log_probs`, whose log-sum-exps keep every
-//!   chunk's logits.
+//!   chunk's logits and whose backward pass holds their gradient beside them: `4 · 2 · S · vocab`
+//!   (measured on Gemma 3's shape).
 //!
 //! `largest_buffer` is the biggest single tensor, which must fit the device's
 //! `maxStorageBufferBindingSize`: `4 · max(in·out of the largest linear layer, B·heads·T²,
@@ -167,7 +168,9 @@ pub fn estimate(
     let adapter = F32 * n(trainable);
     let optimizer = 2 * adapter;
     let activations = F32 * batch * tokens * per_token;
-    let logits = if base.head_split || supervised * vocab <= KEEP_VALUES as u64 {
+    let logits = if base.head_split {
+        F32 * 2 * supervised * vocab
+    } else if supervised * vocab <= KEEP_VALUES as u64 {
         F32 * supervised * vocab
     } else {
         F32 * 2 * supervised * n(chunk_for(work.supervised, config.vocab_size))
