@@ -30,33 +30,17 @@ pub struct Preset {
 const CHECKPOINT: Dtype = Dtype::BF16;
 
 pub const PRESETS: &[Preset] = &[
-    Preset {
-        name: "smollm2-135m",
-        hub_id: "HuggingFaceTB/SmolLM2-135M-Instruct",
-        config_json: include_str!("presets/smollm2-135m.json"),
-    },
-    Preset {
-        name: "smollm2-360m",
-        hub_id: "HuggingFaceTB/SmolLM2-360M-Instruct",
-        config_json: include_str!("presets/smollm2-360m.json"),
-    },
-    Preset {
-        name: "gemma3-270m",
-        hub_id: "google/gemma-3-270m-it",
-        config_json: include_str!("presets/gemma3-270m.json"),
-    },
-    Preset {
-        name: "qwen2.5-0.5b",
-        hub_id: "Qwen/Qwen2.5-0.5B-Instruct",
-        config_json: include_str!("presets/qwen2.5-0.5b.json"),
-    },
-    Preset { name: "qwen3-0.6b", hub_id: "Qwen/Qwen3-0.6B", config_json: include_str!("presets/qwen3-0.6b.json") },
-    Preset {
-        name: "llama3.2-1b",
-        hub_id: "meta-llama/Llama-3.2-1B-Instruct",
-        config_json: include_str!("presets/llama3.2-1b.json"),
-    },
+    preset("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", include_str!("presets/smollm2-135m.json")),
+    preset("smollm2-360m", "HuggingFaceTB/SmolLM2-360M-Instruct", include_str!("presets/smollm2-360m.json")),
+    preset("gemma3-270m", "google/gemma-3-270m-it", include_str!("presets/gemma3-270m.json")),
+    preset("qwen2.5-0.5b", "Qwen/Qwen2.5-0.5B-Instruct", include_str!("presets/qwen2.5-0.5b.json")),
+    preset("qwen3-0.6b", "Qwen/Qwen3-0.6B", include_str!("presets/qwen3-0.6b.json")),
+    preset("llama3.2-1b", "meta-llama/Llama-3.2-1B-Instruct", include_str!("presets/llama3.2-1b.json")),
 ];
+
+const fn preset(name: &'static str, hub_id: &'static str, config_json: &'static str) -> Preset {
+    Preset { name, hub_id, config_json }
+}
 
 impl Preset {
     /// The preset called `name`, or an error listing them.
