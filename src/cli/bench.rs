@@ -86,8 +86,9 @@ pub fn run(args: Args) -> Result<()> {
     };
     let first_batch = Batch::collate(&examples[..args.batch_size].iter().collect::<Vec<_>>(), 0);
     let mut trainer = Trainer::new(lm.clone(), adapter, examples, Vec::new(), config, 0)?;
-    // Pages that only held random weights before their cast are let go: the pool keeps what it
-    // reserved, so after each step it holds that step's peak (rounded up to its pages).
+    // Pages that only held random weights before their cast are let go. What the pool reserves
+    // after a step is its pages, not the step's peak: it may release pages within a step (Qwen3's
+    // shape: 2.2 GiB reserved after a step that used 6 GiB), so the peak is measured in use.
     device.sync().map_err(|e| webtune::err!(Gpu, "GPU sync failed: {e:?}"))?;
     device.memory_cleanup();
     let (mut peak_reserved, mut in_use) = (0u64, 0u64);
@@ -111,6 +112,12 @@ pub fn run(args: Args) -> Result<()> {
     sample_peak();
     let step_s = start.elapsed().as_secs_f64() / args.steps.max(1) as f64;
     let kept = if args.steps > 0 { kept_for_backward(&trainer, &first_batch)? } else { None };
+    // The sampler sees the pool only between kernels and may miss the top, which is where the
+    // forward pass ends: in use between steps plus what that pass keeps.
+    let peak_in_use = match (peak_in_use, kept) {
+        (Some(sampled), Some(kept)) => Some(sampled.max(in_use + kept)),
+        (sampled, _) => sampled,
+    };
     let tokens = (args.batch_size * args.seq_len) as f64;
 
     // Frozen base: forward (2·N·T) plus input gradients (2·N·T) over the linear layers and head.
@@ -160,7 +167,8 @@ fn round(x: f64) -> f64 {
 }
 
 /// The most bytes the device's pool held in use while `work` ran, sampled every 2 ms from
-/// another thread (between kernels; `None` where the backend does not report its pool).
+/// another thread (between kernels, so a lower bound; `None` where the backend does not report
+/// its pool).
 fn sampled_peak(device: &burn::tensor::Device, work: impl FnOnce() -> Result<()>) -> Result<Option<u64>> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let done = AtomicBool::new(false);

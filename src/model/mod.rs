@@ -86,17 +86,15 @@ impl ModelShape {
         names
     }
 
-    /// What loading a checkpoint of this shape stored as `checkpoint` (hub models are BF16) would
-    /// decide on the device `info` describes, before anything is downloaded: the storage plan, or
-    /// the error loading would give (a tensor beyond one binding, weights beyond the device's
-    /// memory), naming `file`.
-    pub fn storage(&self, checkpoint: Dtype, options: &LoadOptions, info: &GpuInfo, file: &str) -> Result<StoragePlan> {
-        let plan = load::plan(options, info, checkpoint)?;
+    /// Whether a checkpoint of this shape stored as `checkpoint` (hub models are BF16) fits the
+    /// device `info` describes under `plan`, checked as loading checks it but before anything is
+    /// downloaded: the error loading would give (a tensor beyond one binding, weights beyond the
+    /// device's memory), naming `file`.
+    pub fn check_fits(&self, plan: &StoragePlan, info: &GpuInfo, checkpoint: Dtype, file: &str) -> Result<()> {
         let spec = weight_spec_of(&self.config);
         let headers = spec.as_headers(checkpoint, file);
         let tensors: Vec<(&str, &header::TensorHeader, bool)> = headers.iter().map(|(n, h, t)| (*n, h, *t)).collect();
-        load::check_fits(&plan, info, &tensors)?;
-        Ok(plan)
+        load::check_fits(plan, info, &tensors).map(|_| ())
     }
 }
 

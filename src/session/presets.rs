@@ -80,10 +80,8 @@ impl Preset {
     pub fn facts(&self, options: &TrainingOptions, load: &LoadOptions, info: &GpuInfo) -> Result<PresetFacts> {
         let shape = self.shape();
         let file = format!("{}/model.safetensors", self.hub_id);
-        let (plan, problem) = match shape.storage(CHECKPOINT, load, info, &file) {
-            Ok(plan) => (plan, None),
-            Err(e) => (crate::model::load::plan(load, info, CHECKPOINT)?, Some(e.message)),
-        };
+        let plan = crate::model::load::plan(load, info, CHECKPOINT)?;
+        let problem = shape.check_fits(&plan, info, CHECKPOINT, &file).err().map(|e| e.message);
         let config = &shape.config;
         let storage = Storage {
             weight_bytes: if plan.f16 { 2 } else { 4 },

@@ -2,7 +2,7 @@
 // hosts the page's Content-Security-Policy allows), and the suggested models with what training
 // them needs.
 
-import { h, bytes, count, input } from './format.js';
+import { $, h, bytes, count, input } from './format.js';
 import { limitProblems } from './memory.js';
 import { defaultConfig } from './settings-fields.js';
 
@@ -60,15 +60,16 @@ export function hubChoice() {
 }
 
 /**
- * The suggested models' rows: size, download, the storage width loading would pick here, what
- * training them with the page's defaults for their size needs, whether they fit this GPU, and a
- * button that puts the id into the form. Every figure is the core's (`engine.modelPresets`,
- * `engine.presetFacts`, from each model's config.json): nothing is downloaded.
+ * Shows the suggested models: a row each with size, download, the storage width loading would
+ * pick here, what training them with the page's defaults for their size needs, whether they fit
+ * this GPU, and a button that puts the id into the form; and their ids for the id field's
+ * autocompletion. Every figure is the core's (`engine.modelPresets`, `engine.presetFacts`, from
+ * each model's config.json): nothing is downloaded.
  * @param {Engine} engine
  */
-export async function suggestionRows(engine) {
+export async function renderSuggestions(engine) {
   const presets = await engine.modelPresets();
-  return Promise.all(presets.map(async (p) => {
+  const rows = await Promise.all(presets.map(async (p) => {
     const { weightsDtype, weightsReason, problem, facts } = await engine.presetFacts(p.name, defaultConfig(p));
     const problems = problem ? [problem] : limitProblems(facts.memory.largestBuffer, engine.gpu);
     const fits = problems.length === 0;
@@ -90,9 +91,6 @@ export async function suggestionRows(engine) {
         },
       })));
   }));
-}
-
-/** The hub ids of the suggestions, for the id field's autocompletion. @param {Engine} engine */
-export async function suggestionOptions(engine) {
-  return (await engine.modelPresets()).map((p) => h('option', { value: p.hubId }));
+  $('hub-suggestion-rows').replaceChildren(...rows);
+  $('hub-suggestions').replaceChildren(...presets.map((p) => h('option', { value: p.hubId })));
 }

@@ -5,7 +5,7 @@
 import { $, bytes, count, fact, mark, setPill, button, input } from './format.js';
 import { dismissAlert, showAlert, showError } from './alerts.js';
 import { dropZone, folderName, modelFiles, onPick } from './files.js';
-import { hubChoice, suggestionOptions, suggestionRows } from './hub.js';
+import { hubChoice, renderSuggestions } from './hub.js';
 import { limitProblems, runFacts } from './memory.js';
 import { defaultConfig } from './settings-fields.js';
 import { pkg } from './engine.js';
@@ -209,10 +209,7 @@ export function initModelStep() {
     const engine = session.engine;
     if (engine && engine.gpu !== gpuShown) {
       gpuShown = engine.gpu;
-      Promise.all([suggestionRows(engine), suggestionOptions(engine)]).then(([rows, options]) => {
-        $('hub-suggestion-rows').replaceChildren(...rows);
-        $('hub-suggestions').replaceChildren(...options);
-      }, (error) => console.warn('[webtune page] no model suggestions:', error));
+      renderSuggestions(engine).catch((error) => console.warn('[webtune page] no model suggestions:', error));
     }
   });
 }
