@@ -11,7 +11,6 @@ pub mod kernels;
 pub mod model;
 pub mod options;
 pub mod peft;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod profile;
 pub mod readback;
 pub mod rng;

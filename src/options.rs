@@ -51,6 +51,21 @@ impl Method {
     }
 }
 
+/// Whether training keeps every decoder layer's activations for the backward pass or only each
+/// layer's input, recomputing the layer there (`train::TrainConfig::recompute_layers`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Recompute {
+    /// Recompute when keeping every layer's activations would take more than
+    /// `session::memory::RECOMPUTE_ABOVE` bytes (the run's memory estimate decides).
+    Auto,
+    /// Always recompute: least memory, one more forward pass of the layers per step.
+    On,
+    /// Never recompute: fastest, most memory.
+    Off,
+}
+
 /// The bottleneck adapter's name when `adapterName` is not given.
 pub const DEFAULT_ADAPTER_NAME: &str = "adapter";
 
@@ -91,6 +106,7 @@ pub const DEFAULTS: TrainingOptions = TrainingOptions {
     template: None,
     skip_bad_rows: false,
     eval_split: 0.0,
+    recompute: Recompute::Auto,
 };
 
 // The `arg` attributes make the CLI's flags (clap, native builds only) and the doc comments are
@@ -214,6 +230,10 @@ pub struct TrainingOptions {
     /// Fraction of the training rows held out for evaluation when no eval data is given.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = DEFAULTS.eval_split))]
     pub eval_split: f64,
+    /// Recompute each decoder layer in the backward pass instead of keeping its activations:
+    /// auto (when they would exceed 512 MiB) | on | off.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_enum, default_value_t = DEFAULTS.recompute))]
+    pub recompute: Recompute,
 }
 
 impl Default for TrainingOptions {
@@ -320,6 +340,8 @@ impl TrainingOptions {
                 .map(|patience| EarlyStopping { patience, threshold: self.early_stopping_threshold }),
             shuffle: self.shuffle,
             seed: self.seed,
+            // `auto` is decided from the run's memory estimate (`session::prepare`).
+            recompute_layers: self.recompute == Recompute::On,
         })
     }
 

@@ -69,20 +69,26 @@ fn compare(what: &str, got: &[f32], expected: &[f32], worst: &mut f32) {
 
 /// PEFT's runs: `<model>/<method>`.
 fn parity(model_name: &str, method: &str) {
-    run_parity(model_name, &fixtures().join(model_name).join(method), &LoadOptions::default());
+    run_parity(model_name, &fixtures().join(model_name).join(method), &LoadOptions::default(), false);
 }
 
 /// PEFT's runs on a model loaded with `options`.
 fn parity_with(model_name: &str, method: &str, options: &LoadOptions) {
-    run_parity(model_name, &fixtures().join(model_name).join(method), options);
+    run_parity(model_name, &fixtures().join(model_name).join(method), options, false);
+}
+
+/// PEFT's runs, trained with every decoder layer recomputed in the backward pass.
+fn parity_recomputed(model_name: &str, method: &str) {
+    run_parity(model_name, &fixtures().join(model_name).join(method), &LoadOptions::default(), true);
 }
 
 /// AdapterHub's runs: `adapterhub/<model>/<run>`.
-fn adapterhub_parity(model_name: &str, run: &str) {
-    run_parity(model_name, &fixtures().join("adapterhub").join(model_name).join(run), &LoadOptions::default());
+fn adapterhub_parity(model_name: &str, run: &str, recompute_layers: bool) {
+    let case = fixtures().join("adapterhub").join(model_name).join(run);
+    run_parity(model_name, &case, &LoadOptions::default(), recompute_layers);
 }
 
-fn run_parity(model_name: &str, case: &Path, options: &LoadOptions) {
+fn run_parity(model_name: &str, case: &Path, options: &LoadOptions, recompute_layers: bool) {
     let device = gpu();
     let folder = Folder::new(fixtures().join(model_name).join("base")).unwrap();
     let model = Model::load_with(&folder, &device, options).unwrap();
@@ -128,6 +134,7 @@ fn run_parity(model_name: &str, case: &Path, options: &LoadOptions) {
         early_stopping: None,
         shuffle: false,
         seed: 0,
+        recompute_layers,
     };
     let mut trainer = Trainer::new(model.lm.clone(), initial.clone(), train, eval.clone(), config, 1).unwrap();
     let expected_losses = reference["train_loss"].as_array().unwrap();
@@ -170,8 +177,9 @@ fn run_parity(model_name: &str, case: &Path, options: &LoadOptions) {
     let eval_after = block(trainer.evaluate()).unwrap();
     assert!((eval_after - reference["eval_loss_final"].as_f64().unwrap()).abs() < TOLERANCE as f64);
     println!(
-        "{}: max |Δ| loss {loss_err:.2e}, gradients {grad_err:.2e} (relative norm {grad_rel:.2e}), final adapter {adapter_err:.2e}, logits {logit_err:.2e}; eval {eval_before:.6} -> {eval_after:.6}; {trainable} trainable (fixture {})",
+        "{}{}: max |Δ| loss {loss_err:.2e}, gradients {grad_err:.2e} (relative norm {grad_rel:.2e}), final adapter {adapter_err:.2e}, logits {logit_err:.2e}; eval {eval_before:.6} -> {eval_after:.6}; {trainable} trainable (fixture {})",
         case.strip_prefix(fixtures()).unwrap().display(),
+        if recompute_layers { " (layers recomputed)" } else { "" },
         reference["n_trainable_params"]
     );
 }
@@ -248,22 +256,22 @@ fn gpt2_ia3() {
 
 #[test]
 fn adapterhub_llama_seq_bn() {
-    adapterhub_parity("llama", "seq_bn");
+    adapterhub_parity("llama", "seq_bn", false);
 }
 
 #[test]
 fn adapterhub_llama_double_seq_bn() {
-    adapterhub_parity("llama", "double_seq_bn");
+    adapterhub_parity("llama", "double_seq_bn", false);
 }
 
 #[test]
 fn adapterhub_gpt2_seq_bn() {
-    adapterhub_parity("gpt2", "seq_bn");
+    adapterhub_parity("gpt2", "seq_bn", false);
 }
 
 #[test]
 fn adapterhub_gpt2_double_seq_bn() {
-    adapterhub_parity("gpt2", "double_seq_bn");
+    adapterhub_parity("gpt2", "double_seq_bn", false);
 }
 
 /// Split tables (the binding limit lowered to 50,000 bytes: the 512 × 64 embedding and tied head
@@ -328,4 +336,42 @@ fn gemma3_lora() {
 #[test]
 fn gemma3_prompt_tuning_random() {
     parity("gemma3", "prompt_tuning_random");
+}
+
+// The same runs with each decoder layer recomputed in the backward pass (train::recompute): one
+// per architecture and per kind of adapter hook (linear layers, residual adds, the soft prompt
+// through GPT-2's learned positions, Gemma 3's sliding layers, Qwen3's q/k norms).
+#[test]
+fn llama_lora_recomputed() {
+    parity_recomputed("llama", "lora");
+}
+
+#[test]
+fn qwen3_lora_recomputed() {
+    parity_recomputed("qwen3", "lora");
+}
+
+#[test]
+fn gemma3_lora_recomputed() {
+    parity_recomputed("gemma3", "lora");
+}
+
+#[test]
+fn gpt2_prompt_tuning_text_recomputed() {
+    parity_recomputed("gpt2", "prompt_tuning_text");
+}
+
+#[test]
+fn qwen2_dora_recomputed() {
+    parity_recomputed("qwen2", "dora");
+}
+
+#[test]
+fn gpt2_ia3_recomputed() {
+    parity_recomputed("gpt2", "ia3");
+}
+
+#[test]
+fn adapterhub_llama_double_seq_bn_recomputed() {
+    adapterhub_parity("llama", "double_seq_bn", true);
 }

@@ -162,6 +162,35 @@ fn gradient_accumulation_equals_a_larger_batch() {
 }
 
 #[test]
+fn recomputed_layers_give_the_gradients_of_one_backward_pass() {
+    // LoRA with dropout (the recomputed layer must draw the masks the first pass drew) and
+    // gradient accumulation, on Gemma 3 (sliding layers, q/k norms, four norms per layer).
+    let m = model("gemma3");
+    let lora_config = LoraConfig {
+        target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "down_proj"].map(String::from).to_vec(),
+        init: LoraInit::Gaussian,
+        dropout: 0.1,
+        ..LoraConfig::default()
+    };
+    let initial = Adapter::Lora(block(LoraAdapter::init(&m.lm, lora_config, 7)).unwrap());
+    // A few steps first, so that B is not zero and dropout changes what each layer passes on.
+    let (trained, _) = train(&m, initial, config(3));
+    let adapter = trained.adapter().clone();
+    let train = examples(&m, "train.jsonl");
+    let trainer = |recompute_layers: bool| {
+        let config = TrainConfig { batch_size: 2, grad_accum: 2, recompute_layers, ..config(1) };
+        Trainer::new(m.lm.clone(), adapter.clone(), train.clone(), Vec::new(), config, m.pad_id()).unwrap()
+    };
+    let kept = trainer(false).next_gradients().unwrap();
+    let recomputed = trainer(true).next_gradients().unwrap();
+    let losses = [kept.loss_sum, recomputed.loss_sum].map(|t| floats(t)[0]);
+    assert!((losses[0] - losses[1]).abs() < 1e-4 * losses[0].abs(), "loss sums {losses:?}");
+    for ((key, _), (g, r)) in adapter.params().iter().zip(kept.grads.into_iter().zip(recomputed.grads)) {
+        assert_gradient_close(&format!("gradient of {key}"), &floats(r), &floats(g));
+    }
+}
+
+#[test]
 fn schedules_warm_up_from_zero_and_decay() {
     let m = model("gpt2");
     let adapter = lora(&m, &["c_attn"], LoraInit::Default);

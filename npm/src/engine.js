@@ -5,10 +5,11 @@
 import init, * as wasm from './wasm/webtune.js';
 import { Channel, makeGeneration } from './channel.js';
 import { WebtuneError, toWebtuneError } from './errors.js';
+import { countersDelta, installWebGpuCounters } from './gpu-counters.js';
 import { checkTensorsFitGpu, safetensorsTensors } from './limits.js';
 import { directorySink, rangeReader, zipSink } from './merged.js';
 import { loadModelFiles, readAdapterFiles, readDataset, toBytes } from './sources.js';
-import { TrainerImpl } from './trainer.js';
+import { ACTIVE, TrainerImpl } from './trainer.js';
 import { DeviceWatch, adapterName, initWatchingDevice, requireAdapterInfo } from './webgpu.js';
 
 /** @typedef {import('./index.js').Engine} Engine */
@@ -165,7 +166,7 @@ class MainEngine {
   /** @param {string} action */
   #requireIdle(action) {
     for (const t of this.#trainers) {
-      if (t.state === 'running' || t.state === 'paused') {
+      if (ACTIVE.has(t.state)) {
         throw new WebtuneError('INVALID_STATE', `a trainer is still training: stop() it (and await train()) before ${action}`);
       }
     }
@@ -217,6 +218,60 @@ class MainEngine {
   async runFacts(config) {
     const model = this.#requireModel();
     return this.exclusive(() => model.runFacts(plainObject(config, 'config')));
+  }
+
+  /** @type {Engine['bench']} */
+  async bench(options = {}) {
+    this.#checkAlive();
+    const opts = plainObject(options, 'options') ?? {};
+    const model = opts.shape ? null : this.#requireModel();
+    installWebGpuCounters();
+    const counters = /** @type {{ snapshot(): Record<string, number> }} */ (/** @type {any} */ (globalThis).webgpuCounters);
+    return this.exclusive(async () => {
+      const bench = model ? await wasm.WebBench.ofModel(model, opts) : await wasm.WebBench.ofShape(opts);
+      try {
+        const warmStart = performance.now();
+        const shapesWarmed = await bench.warmUp();
+        const warmUpMs = Math.round(performance.now() - warmStart);
+        /** @type {import('./index.js').BenchStep[]} */
+        const steps = [];
+        for (let step = 1; step <= (opts.steps ?? 3); step++) {
+          const before = counters.snapshot();
+          const { loss, dispatches } = await bench.step();
+          const d = countersDelta(before, counters.snapshot());
+          steps.push({
+            step,
+            loss,
+            dispatches: d.dispatches,
+            coreDispatches: dispatches,
+            submits: d.submits,
+            bufferCreations: d.bufferCreations,
+            bufferWrites: d.bufferWrites,
+            bindGroups: d.bindGroups,
+            pipelines: d.pipelines,
+            hostMs: d.hostMs,
+            wallMs: d.wallMs,
+          });
+        }
+        const shares = await bench.shares();
+        /** @param {'dispatches' | 'coreDispatches' | 'submits' | 'bufferCreations' | 'hostMs' | 'wallMs'} key */
+        const median = (key) => {
+          const sorted = steps.map((s) => s[key]).sort((a, b) => a - b);
+          return sorted[Math.floor(sorted.length / 2)];
+        };
+        return {
+          ...bench.info(),
+          shapesWarmed,
+          warmUpMs,
+          steps,
+          median: { dispatches: median('dispatches'), submits: median('submits'), bufferCreations: median('bufferCreations'), hostMs: median('hostMs'), wallMs: median('wallMs') },
+          ...shares,
+          optimizerDispatches: median('coreDispatches') - shares.gradientDispatches,
+        };
+      } finally {
+        bench.free();
+      }
+    });
   }
 
   /** @type {Engine['modelPresets']} */

@@ -243,6 +243,10 @@ export interface TrainingConfig {
   skipBadRows?: boolean;
   /** fraction of rows held out for evaluation when no eval data is given, default 0 */
   evalSplit?: number;
+  /** recompute each decoder layer in the backward pass instead of keeping its activations
+   * (less memory, one more forward pass of the layers); `"auto"`: when they would exceed
+   * 512 MiB (`MemoryEstimate.recomputeLayers` says what a run does); default `"auto"` */
+  recompute?: "auto" | "on" | "off";
 }
 
 /** A dataset: a picked file, named text or bytes, a URL (the name's extension picks the format:
@@ -335,7 +339,9 @@ export interface TrainOptions {
   onCheckpoint?: (checkpoint: Uint8Array, step: number) => void | Promise<void>;
 }
 
-export type TrainerState = "idle" | "running" | "paused" | "stopped" | "done" | "failed";
+/** `"warming"`: the first `train()` compiles the GPU pipelines of the run's batch shapes
+ * (`Trainer.warmUp`) before the first step. */
+export type TrainerState = "idle" | "warming" | "running" | "paused" | "stopped" | "done" | "failed";
 
 export interface TrainReport {
   train: DatasetReport;
@@ -422,6 +428,9 @@ export interface MemoryEstimate {
   total: number;
   /** The largest single buffer: must fit `GpuInfo.maxStorageBufferBindingSize`. */
   largestBuffer: number;
+  /** The backward pass recomputes each decoder layer (`TrainingConfig.recompute`): then
+   * `activations` are each layer's input plus one layer's activations. */
+  recomputeLayers: boolean;
 }
 
 /** What an adapter is. */
@@ -445,8 +454,14 @@ export interface Trainer {
   /** What loading the data found. */
   readonly report: TrainReport;
   /** Runs until done, stopped or failed. Resolves with a summary; rejects with a WebtuneError.
-   * After `stop()`, calling it again continues. */
+   * After `stop()`, calling it again continues. The first call warms up first (state
+   * `"warming"`, see `warmUp`). */
   train(options?: TrainOptions): Promise<TrainSummary>;
+  /** Compiles the GPU pipelines of every batch shape the run can meet (a forward and backward
+   * pass per padded length, discarded), so that no step waits for shader compilation, seconds per
+   * new shape in a browser. Changes nothing in the run; once per trainer (`train()` calls it).
+   * Resolves to the number of shapes warmed. */
+  warmUp(): Promise<number>;
   /** Every step's metrics from now on as they happen; ends when training stops or ends, throws
    * if it fails. */
   metrics(): AsyncIterableIterator<StepMetrics>;
@@ -574,9 +589,76 @@ export interface Engine {
    * with the adapter folded in (`"merged"`: LoRA, PiSSA, DoRA, IA3), streamed to a directory or a
    * zip. `AdapterInfo.exportFormats` lists what the adapter has. */
   exportAdapter(options: ExportOptions): Promise<ExportedAdapter>;
+  /** Times LoRA training steps (r 8 on q/k/v/o, random token ids, every position supervised) on
+   * the loaded model or on a suggested model's shape with random weights, and counts what each
+   * asks of WebGPU. Figures only; nothing of the user's is touched. Rejects with `NO_MODEL`
+   * without a model and without `shape`. */
+  bench(options?: BenchOptions): Promise<BenchResult>;
   /** Frees the GPU (and terminates the worker for `createWorkerEngine`). Later calls reject
    * with `ENGINE_DISPOSED`. */
   dispose(): void;
+}
+
+export interface BenchOptions {
+  /** A `ModelPreset.name` (`"smollm2-135m"`): its shape with random weights instead of the loaded
+   * model, default: the loaded model */
+  shape?: string | null;
+  /** decoder layers of `shape` (fewer for a quick run), default: all */
+  layers?: number | null;
+  /** default 4 */
+  batchSize?: number;
+  /** tokens per row, default 128 */
+  seqLen?: number;
+  /** timed steps after the warm-up, default 3 */
+  steps?: number;
+  /** as `TrainingConfig.recompute`, default `"auto"` */
+  recompute?: "auto" | "on" | "off";
+}
+
+/** One timed step of `engine.bench()`: what it asked of WebGPU (counted at the API in the thread
+ * that owns the device) and the time it took. */
+export interface BenchStep {
+  step: number;
+  loss: number;
+  /** Compute dispatches (`dispatchWorkgroups`) at the WebGPU API. */
+  dispatches: number;
+  /** Kernels the core launched (CubeCL's launch observer): equal to `dispatches`. */
+  coreDispatches: number;
+  submits: number;
+  bufferCreations: number;
+  bufferWrites: number;
+  bindGroups: number;
+  /** Pipelines compiled in this step (0 after the warm-up). */
+  pipelines: number;
+  /** Wall time not spent waiting for a mapped buffer: the host issuing the step. */
+  hostMs: number;
+  wallMs: number;
+}
+
+export interface BenchResult {
+  /** The loaded model's architecture, or a preset's hub id with "random weights". */
+  model: string;
+  layers: number;
+  batchSize: number;
+  seqLen: number;
+  lora: string;
+  weightsDtype: "f16" | "f32";
+  /** The core's memory estimate for this run. */
+  estimate: MemoryEstimate;
+  /** Batch shapes compiled before the first timed step, and how long it took. */
+  shapesWarmed: number;
+  warmUpMs: number;
+  steps: BenchStep[];
+  /** Medians over the timed steps. */
+  median: { dispatches: number; submits: number; bufferCreations: number; hostMs: number; wallMs: number };
+  /** Kernels of the forward and backward passes (loss included). */
+  gradientDispatches: number;
+  /** What one more transformer layer adds to them (measured on 1- and 2-layer copies). */
+  dispatchesPerLayer: number;
+  /** Embedding, final norm, LM head and loss. */
+  dispatchesOutsideLayers: number;
+  /** Gradient norm, clipping and the AdamW update: a step's kernels minus the passes'. */
+  optimizerDispatches: number;
 }
 
 /** The bundled demo model and dataset. */

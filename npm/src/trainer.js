@@ -18,6 +18,8 @@ export const observe = Symbol('webtune.observe');
 
 /** @type {ReadonlySet<TrainerState>} */
 const FINAL = new Set(['done', 'failed']);
+/** States of a `train()` call in progress. @type {ReadonlySet<TrainerState>} */
+export const ACTIVE = new Set(['warming', 'running', 'paused']);
 
 const now = () => performance.now();
 
@@ -45,6 +47,7 @@ export class TrainerImpl {
   /** @type {number | undefined} */ #bestEvalLoss;
   #stoppedEarly = false;
   #disposed = false;
+  /** @type {Promise<number> | null} */ #warmed = null;
 
   /** @param {EngineImpl} engine @param {WebTrainer} wt @param {string} datasetName */
   constructor(engine, wt, datasetName) {
@@ -141,11 +144,19 @@ export class TrainerImpl {
     return metrics;
   }
 
+  /** @type {Trainer['warmUp']} */
+  warmUp() {
+    this.#checkAlive();
+    // Once per trainer: the pipelines stay compiled for the engine's lifetime.
+    this.#warmed ??= this.#engine.exclusive(() => this.#live().warmUp());
+    return this.#warmed;
+  }
+
   /** @type {Trainer['train']} */
   async train(options = {}) {
     this.#checkAlive();
     const { onProgress, checkpointEvery, onCheckpoint } = options;
-    if (this.#state === 'running' || this.#state === 'paused') {
+    if (ACTIVE.has(this.#state)) {
       throw new WebtuneError('INVALID_STATE', 'this trainer is already training: use pause(), resume() or stop()');
     }
     if (this.#state === 'failed') throw new WebtuneError('INVALID_STATE', 'training failed earlier: create a new trainer (from a checkpoint to continue)');
@@ -157,8 +168,12 @@ export class TrainerImpl {
       throw new WebtuneError('INVALID_OPTIONS', `checkpointEvery must be a positive whole number of steps, not ${checkpointEvery}`);
     }
     this.#stopRequested = false;
-    this.#emit('running');
     try {
+      if (!this.#warmed) {
+        this.#emit('warming');
+        await this.warmUp();
+      }
+      this.#emit('running');
       for (;;) {
         if (this.#stopRequested || this.#disposed) {
           this.#emit('stopped');
@@ -196,7 +211,7 @@ export class TrainerImpl {
   }
 
   pause() {
-    if (this.#state === 'running') this.#pauseRequested = true;
+    if (this.#state === 'warming' || this.#state === 'running') this.#pauseRequested = true;
   }
 
   resume() {
@@ -205,7 +220,7 @@ export class TrainerImpl {
   }
 
   stop() {
-    if (this.#state === 'running' || this.#state === 'paused') {
+    if (ACTIVE.has(this.#state)) {
       this.#stopRequested = true;
       this.#pauseRequested = false;
       this.#wake?.();
@@ -237,7 +252,7 @@ export class TrainerImpl {
     this.#stopRequested = true;
     this.#pauseRequested = false;
     this.#wake?.();
-    if (this.#state !== 'running' && this.#state !== 'paused') this.#metrics.close();
+    if (!ACTIVE.has(this.#state)) this.#metrics.close();
   }
 
   /** Frees the wasm trainer after the queued work (a running step) is done. */

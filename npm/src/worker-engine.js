@@ -5,6 +5,7 @@
 import { Broadcast, Channel, makeGeneration } from './channel.js';
 import { WebtuneError, deserializeError, serializeError } from './errors.js';
 import { absoluteUrl } from './sources.js';
+import { ACTIVE } from './trainer.js';
 import { requireWebGpuApi } from './webgpu.js';
 
 /** @typedef {import('./index.js').StepMetrics} StepMetrics */
@@ -194,7 +195,7 @@ class WorkerTrainer {
   /** @type {Trainer['train']} */
   async train(options = {}) {
     const { onProgress, checkpointEvery, onCheckpoint } = options;
-    if (this.#state === 'running' || this.#state === 'paused') {
+    if (ACTIVE.has(this.#state)) {
       throw new WebtuneError('INVALID_STATE', 'this trainer is already training: use pause(), resume() or stop()');
     }
     this.#onProgress = onProgress;
@@ -223,13 +224,16 @@ class WorkerTrainer {
   evaluate() {
     return this.#rpc.call('trainer.evaluate', [this.#handle]);
   }
+  warmUp() {
+    return this.#rpc.call('trainer.warmUp', [this.#handle]);
+  }
   checkpoint() {
     return this.#rpc.call('trainer.checkpoint', [this.#handle]);
   }
   dispose() {
     this.#rpc.send('trainer.dispose', [this.#handle]);
     // A running trainer ends with a "stopped" update first.
-    if (this.#state !== 'running' && this.#state !== 'paused') {
+    if (!ACTIVE.has(this.#state)) {
       this.#rpc.trainers.delete(this.#handle);
       this._detach();
     } else {
@@ -287,6 +291,11 @@ class WorkerEngine {
   /** @type {Engine['presetFacts']} */
   presetFacts(name, config) {
     return this.#rpc.call('presetFacts', [name, config]);
+  }
+
+  /** @type {Engine['bench']} */
+  bench(options) {
+    return this.#rpc.call('bench', [options]);
   }
 
   /** @type {Engine['createTrainer']} */

@@ -88,6 +88,7 @@ const methods = {
   runFacts: (id, [config]) => requireEngine().runFacts(config),
   modelPresets: () => requireEngine().modelPresets(),
   presetFacts: (id, [name, config]) => requireEngine().presetFacts(name, config),
+  bench: (id, [options]) => requireEngine().bench(options),
   loadAdapter: (id, [files]) => requireEngine().loadAdapter(files),
   evaluate: (id, [data, options]) => requireEngine().evaluate(data, options),
   exportAdapter: (id, [options]) => requireEngine().exportAdapter(options),
@@ -118,6 +119,7 @@ const methods = {
   'trainer.resume': (id, [handle]) => trainer(handle).resume(),
   'trainer.stop': (id, [handle]) => trainer(handle).stop(),
   'trainer.evaluate': (id, [handle]) => trainer(handle).evaluate(),
+  'trainer.warmUp': (id, [handle]) => trainer(handle).warmUp(),
   'trainer.checkpoint': (id, [handle]) => trainer(handle).checkpoint(),
   'trainer.dispose'(id, [handle]) {
     trainers.get(handle)?.dispose();

@@ -6,16 +6,14 @@
 
 use std::time::Instant;
 
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use serde_json::json;
-use webtune::data::{Batch, Example};
+use webtune::data::Batch;
 use webtune::model::{CausalLm, LoadOptions, WeightsDtype};
-use webtune::options::TrainingOptions;
-use webtune::peft::{Adapter, LoraAdapter};
-use webtune::rng::Rng;
+use webtune::options::Recompute;
+use webtune::profile::LoraBench;
 use webtune::session::presets::Preset;
-use webtune::session::{RunFacts, Storage};
-use webtune::train::{Schedule, TrainConfig, Trainer, loss_sum};
+use webtune::train::{Trainer, loss_sum};
 use webtune::{Result, device};
 
 use crate::block;
@@ -45,6 +43,10 @@ pub struct Args {
     /// BF16 checkpoint), f16 or f32.
     #[arg(long, default_value = "auto", value_parser = WeightsDtype::parse)]
     weights_dtype: WeightsDtype,
+    /// Recompute each decoder layer in the backward pass: auto (when the activations would exceed
+    /// 512 MiB) | on | off.
+    #[arg(long, value_enum, default_value_t = Recompute::Auto)]
+    recompute: Recompute,
     /// Also count the kernel dispatches of one more step (and of 1- and 2-layer copies).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     count_dispatches: bool,
@@ -61,31 +63,9 @@ pub fn run(args: Args) -> Result<()> {
     let vocab = config.vocab_size;
     let load = LoadOptions { weights_dtype: args.weights_dtype, ..LoadOptions::default() };
     let lm = std::sync::Arc::new(CausalLm::random(config, &device, &load)?);
-    let options = TrainingOptions {
-        targets: Some(["q_proj", "k_proj", "v_proj", "o_proj"].map(String::from).to_vec()),
-        batch_size: args.batch_size,
-        max_len: args.seq_len,
-        lr: Some(1e-4),
-        ..TrainingOptions::default()
-    };
-    let estimate = RunFacts::planned(lm.shape(), Storage::of(&lm), &options)?.memory;
-    let adapter = Adapter::Lora(block(LoraAdapter::init(&lm, options.lora_config(lm.config.architecture)?, 0))?);
-
-    let mut rng = Rng::new(0);
-    let examples: Vec<Example> = (0..args.batch_size * (args.warmup + args.steps + 1))
-        .map(|_| {
-            let ids: Vec<u32> = (0..args.seq_len).map(|_| rng.below(vocab) as u32).collect();
-            Example { labels: ids.iter().map(|&i| i as i64).collect(), input_ids: ids, line: 0 }
-        })
-        .collect();
-    let config = TrainConfig {
-        schedule: Schedule::Constant,
-        max_steps: Some(args.warmup + args.steps + 2),
-        shuffle: false,
-        ..options.train_config()?
-    };
-    let first_batch = Batch::collate(&examples[..args.batch_size].iter().collect::<Vec<_>>(), 0);
-    let mut trainer = Trainer::new(lm.clone(), adapter, examples, Vec::new(), config, 0)?;
+    let steps = args.warmup + args.steps + 2;
+    let bench = block(LoraBench::new(lm.clone(), args.batch_size, args.seq_len, steps, args.recompute))?;
+    let LoraBench { mut trainer, estimate, first_batch } = bench;
     // Pages that only held random weights before their cast are let go. What the pool reserves
     // after a step is its pages, not the step's peak: it may release pages within a step (Qwen3's
     // shape: 2.2 GiB reserved after a step that used 6 GiB), so the peak is measured in use.
@@ -111,7 +91,11 @@ pub fn run(args: Args) -> Result<()> {
     })?;
     sample_peak();
     let step_s = start.elapsed().as_secs_f64() / args.steps.max(1) as f64;
-    let kept = if args.steps > 0 { kept_for_backward(&trainer, &first_batch)? } else { None };
+    let kept = match (args.steps > 0, estimate.recompute_layers) {
+        (false, _) => None,
+        (true, false) => kept_for_backward(&trainer, &first_batch)?,
+        (true, true) => kept_when_recomputing(&trainer, &first_batch)?,
+    };
     // The sampler sees the pool only between kernels and may miss the top, which is where the
     // forward pass ends: in use between steps plus what that pass keeps.
     let peak_in_use = match (peak_in_use, kept) {
@@ -141,6 +125,7 @@ pub fn run(args: Args) -> Result<()> {
             "batch": args.batch_size,
             "seq_len": args.seq_len,
             "lora": "r=8 q,k,v,o",
+            "recompute_layers": estimate.recompute_layers,
             "weights_dtype": lm.report.weights_dtype,
             "warmup_steps": args.warmup,
             "ms_per_step": round(step_s * 1e3),
@@ -205,6 +190,54 @@ fn kept_for_backward(trainer: &Trainer, batch: &Batch) -> Result<Option<u64>> {
     let after = device.memory_pool_usage().map_or(0, |u| u.bytes_in_use);
     drop(loss);
     Ok(Some(after.saturating_sub(before.bytes_in_use)))
+}
+
+/// Bytes the backward pass holds at its top when it recomputes each layer (`train::recompute`):
+/// every layer's input, kept by the graph-free forward pass, plus the larger of what the loss's
+/// graph keeps (its logits) and what one recomputed layer's graph keeps, measured as
+/// [`kept_for_backward`] measures (`None` where the backend does not report its pool).
+fn kept_when_recomputing(trainer: &Trainer, batch: &Batch) -> Result<Option<u64>> {
+    let lm = trainer.model();
+    let device = lm.device();
+    let sync = || device.sync().map_err(|e| webtune::err!(Gpu, "GPU sync failed: {e:?}"));
+    let in_use = || device.memory_pool_usage().map_or(0, |u| u.bytes_in_use);
+    let mut adapter = trainer.adapter().tracked();
+    adapter.set_training(Some(1));
+    let mut untracked = trainer.adapter().clone();
+    untracked.set_training(Some(1));
+    sync()?;
+    let Some(start) = device.memory_pool_usage().map(|u| u.bytes_in_use) else { return Ok(None) };
+    let (embeds, mut ctx) = adapter.inputs(lm, &batch.input_ids, batch.batch, Some(&batch.attention_mask), None)?;
+    let mut x = lm.stream(embeds, &ctx);
+    let mut inputs = Vec::new();
+    for l in 0..lm.config.num_layers {
+        inputs.push(x.clone());
+        x = lm.layer(l, x, &mut ctx, untracked.hooks());
+    }
+    sync()?;
+    let saved = in_use().saturating_sub(start);
+    // Every position of the bench's rows is supervised but each row's last.
+    let (rows, len) = (batch.batch, batch.len);
+    let targets: Vec<u32> =
+        (0..rows).flat_map(|r| batch.input_ids[r * len + 1..(r + 1) * len].iter().copied()).collect();
+    let positions: Vec<i64> = (0..rows).flat_map(|r| (0..len - 1).map(move |p| (r * len + p) as i64)).collect();
+    let positions = Tensor::<1, Int>::from_data(TensorData::new(positions, [targets.len()]), device);
+    let kept_by = |graph: Tensor<1>, before: u64| -> Result<u64> {
+        sync()?;
+        let after = in_use();
+        drop(graph);
+        Ok(after.saturating_sub(before))
+    };
+    sync()?;
+    let before = in_use();
+    let hidden = lm.final_norm(x.autodiff().require_grad());
+    let head = kept_by(lm.cross_entropy_sum(hidden.select(0, positions), &targets), before)?;
+    let last = lm.config.num_layers - 1;
+    sync()?;
+    let before = in_use();
+    let input = inputs[last].clone().autodiff().require_grad();
+    let layer = kept_by(lm.layer(last, input, &mut ctx, adapter.hooks()).sum(), before)?;
+    Ok(Some(saved + head.max(layer)))
 }
 
 /// Sustained GFLOP/s of an `n × n` f32 matmul (after a warm-up run).

@@ -142,12 +142,13 @@ fn print_report(args: &Args, report: &TrainReport) {
     }
     let facts = &report.facts;
     eprintln!(
-        "{} trainable parameters in {} layers; about {:.0} MB of GPU memory ({:.0} MB weights, {:.0} MB activations)",
+        "{} trainable parameters in {} layers; about {:.0} MB of GPU memory ({:.0} MB weights, {:.0} MB activations{})",
         facts.trainable_parameters,
         facts.layers.len(),
         facts.memory.total as f64 / 1e6,
         facts.memory.weights as f64 / 1e6,
         facts.memory.activations as f64 / 1e6,
+        if facts.memory.recompute_layers { ", layers recomputed in the backward pass (--recompute)" } else { "" },
     );
 }
 

@@ -11,12 +11,19 @@
 //!
 //! One thread per query row (forward, dq) or key row (dk, dv); a workgroup of 64 rows shares
 //! tiles of the other side in workgroup memory (at most 16,000 bytes). Rows are private arrays of
-//! `d` values, so `d` is a kernel constant.
+//! `d` values, so `d` is a kernel constant; every array is written before it is read (a driver
+//! that runs many workgroups on one thread, as lavapipe does, may leave the last one's values).
 //!
 //! Packed buffers (each kernel writes one output, so that no kernel binds more than 7 storage
 //! buffers): the forward output is `[out | lse]`, the query-side backward `[dq | δ | lse]` with
 //! `δ_i = Σ dout_i · out_i`, the key-side backward `[dk | dv]`. `lse [batch, heads, len]` is the
 //! log-sum-exp of each query's scaled scores, [`MASKED_ROW`] for a query that sees no key.
+//!
+//! Known defect: on Mesa's lavapipe, rows whose workgroup streams many tiles with a large `d`
+//! come out wrong (found wiring the kernel into the model: the first key workgroup's `dk` at
+//! `len` 256, `d` 64, two query heads per kv head; the forward pass at `len` 128, `d` 256), while
+//! the eager reference on the same device is right and shorter cases (the tests) agree. Until that
+//! is understood the model does not use these kernels.
 //!
 //! The shared `aux` buffer holds the RoPE tables and the key mask of one forward pass:
 //! `[cos (len·d) | sin (len·d) | mask (batch·len)]` with RoPE, `[mask]` without.
@@ -177,6 +184,7 @@ fn forward_kernel<F: Float>(
     let q_at = ((b * len + row) * heads + head) * d;
     for c in 0..d {
         qrow[c] = q[q_at + c];
+        acc[c] = F::new(0.0);
     }
     if rope {
         rotate::<F>(&mut qrow, aux, row * d, sin_at + row * d, d);
@@ -318,6 +326,7 @@ fn backward_query_kernel<F: Float>(
     for c in 0..d {
         qrow[c] = q[q_at + c];
         grow[c] = dout[q_at + c];
+        acc[c] = F::new(0.0);
         delta += grow[c] * saved[q_at + c];
     }
     if rope {
@@ -434,6 +443,8 @@ fn backward_key_kernel<F: Float>(
     for c in 0..d {
         krow[c] = k[k_at + c];
         vrow[c] = v[k_at + c];
+        dk[c] = F::new(0.0);
+        dv[c] = F::new(0.0);
     }
     if rope {
         rotate::<F>(&mut krow, aux, row * d, sin_at + row * d, d);

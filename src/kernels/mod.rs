@@ -228,9 +228,10 @@ impl AttentionInputs {
 /// (grouped-query heads), `scale` on the scores, a key sees only the last `window` positions
 /// when set (query `i` sees key `j` iff `j ≤ i`, `i − j < window`, `j` not padding), RoPE on
 /// q and k when `inputs` carry tables. Returns `[batch, len, heads, d]` (reshape to
-/// `[tokens, heads·d]` for free). Never materialises the `[len, len]` scores. Reference: RoPE as
-/// `model::layers::Rope::apply`, then `model::layers::AttentionContext::attend` (eager attention
-/// with an additive `f32::MIN` mask), a query that sees no key giving the mean of v.
+/// `[tokens, heads·d]` for free). Never materialises the `[len, len]` scores. Not yet used by the
+/// model (see the `attention` module). Reference: RoPE as `model::layers::Rope::apply`, then the
+/// eager attention of `model::attention::AttentionContext` (an additive `f32::MIN` mask), a query
+/// that sees no key giving the mean of v.
 pub fn attention(
     q: Tensor<4>,
     k: Tensor<4>,

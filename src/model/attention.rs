@@ -1,8 +1,13 @@
 //! Scaled dot-product attention with transformers' eager masks: causal, key padding and, for
 //! Gemma 3's sliding layers, a window of the last `W` keys. The KV cache of a sliding layer keeps
-//! only the keys a later query can still see.
+//! only the keys a later query can still see. The fused kernel ([`crate::kernels::attention`]) is
+//! not used here yet: on lavapipe it disagrees with this eager attention at real lengths (see
+//! its module), so every pass composes burn ops.
 
 use burn::tensor::{Device, Tensor, TensorData, activation};
+
+use crate::model::config::RopeConfig;
+use crate::model::layers::Rope;
 
 /// Keys and values of earlier positions, per layer, for incremental decoding.
 #[derive(Default)]
@@ -65,6 +70,18 @@ impl KvCache {
 /// What an additive mask depends on besides the batch: the window and the first key's position.
 type MaskKey = (Option<usize>, usize);
 
+/// One attention call: head counts, the score scale, the window of a sliding layer and the RoPE
+/// applied to queries and keys (none for GPT-2's learned positions).
+pub struct AttentionSpec<'a> {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub scale: f64,
+    /// Query `i` sees key `j` only if `i - j < window`.
+    pub window: Option<usize>,
+    pub rope: Option<&'a RopeConfig>,
+}
+
 /// Per-forward attention context: which keys each query may see, and the cache to extend.
 pub struct AttentionContext<'a> {
     pub cache: Option<&'a mut KvCache>,
@@ -76,6 +93,8 @@ pub struct AttentionContext<'a> {
     key_mask: Option<Vec<u8>>,
     /// Additive masks built so far, by (window, first key position).
     biases: Vec<(MaskKey, Option<Tensor<4>>)>,
+    /// RoPE tables built so far (composed path), by configuration and head size.
+    ropes: Vec<((RopeConfig, usize), Rope)>,
     device: Device,
 }
 
@@ -94,7 +113,16 @@ impl<'a> AttentionContext<'a> {
             assert_eq!(mask.len(), batch * (past + q_len), "key mask must cover the cached and new positions");
         }
         let key_mask = key_mask.filter(|m| m.contains(&0)).map(<[u8]>::to_vec);
-        AttentionContext { cache, batch, q_len, past, key_mask, biases: Vec::new(), device: device.clone() }
+        AttentionContext {
+            cache,
+            batch,
+            q_len,
+            past,
+            key_mask,
+            biases: Vec::new(),
+            ropes: Vec::new(),
+            device: device.clone(),
+        }
     }
 
     /// Position of the first query (the number of cached positions).
@@ -102,11 +130,41 @@ impl<'a> AttentionContext<'a> {
         self.past
     }
 
-    /// Scaled dot-product attention of `q [b, heads, q_len, d]` over the cached and the new `k`,
-    /// `v` `[b, kv_heads, q_len, d]` (grouped-query: each kv head serves `heads / kv_heads`
-    /// queries). `window`: query `i` sees key `j` only if `i - j < window` (a sliding layer).
-    /// Returns `[b·q_len, heads·d]`.
+    /// Attention of layer `layer`: queries `q [tokens, heads·d]` over the cached and the new keys
+    /// and values `k, v [tokens, kv_heads·d]` (grouped-query: each kv head serves
+    /// `heads / kv_heads` queries), RoPE applied to `q` and `k` here. Returns `[tokens, heads·d]`.
     pub fn attend(
+        &mut self,
+        layer: usize,
+        q: Tensor<2>,
+        k: Tensor<2>,
+        v: Tensor<2>,
+        spec: &AttentionSpec,
+    ) -> Tensor<2> {
+        let (b, len, d) = (self.batch, self.q_len, spec.head_dim);
+        let (mut q, mut k) = (split_heads(q, b, len, spec.heads), split_heads(k, b, len, spec.kv_heads));
+        if let Some(config) = spec.rope {
+            let rope = self.rope(config, d);
+            (q, k) = (rope.apply(q), rope.apply(k));
+        }
+        self.attend_eager(layer, q, k, split_heads(v, b, len, spec.kv_heads), spec.scale, spec.window)
+    }
+
+    /// The RoPE tables of this pass's positions.
+    fn rope(&mut self, config: &RopeConfig, head_dim: usize) -> Rope {
+        let key = (config.clone(), head_dim);
+        if let Some((_, rope)) = self.ropes.iter().find(|(k, _)| *k == key) {
+            return rope.clone();
+        }
+        let rope = Rope::new(config, head_dim, self.past, self.q_len, &self.device);
+        self.ropes.push((key, rope.clone()));
+        rope
+    }
+
+    /// Eager attention of `q [b, heads, q_len, d]` over the cached and the new `k`, `v`
+    /// `[b, kv_heads, q_len, d]`, as transformers' `eager_attention_forward`, extending the cache
+    /// if there is one.
+    fn attend_eager(
         &mut self,
         layer: usize,
         q: Tensor<4>,
@@ -180,7 +238,7 @@ fn repeat_kv(x: Tensor<4>, groups: usize) -> Tensor<4> {
 }
 
 /// `[tokens, heads·d] -> [batch, heads, len, d]`.
-pub fn split_heads(x: Tensor<2>, batch: usize, len: usize, heads: usize) -> Tensor<4> {
+fn split_heads(x: Tensor<2>, batch: usize, len: usize, heads: usize) -> Tensor<4> {
     let [_, width] = x.dims();
     x.reshape([batch, len, heads, width / heads]).swap_dims(1, 2)
 }

@@ -13,9 +13,9 @@
 use burn::tensor::Tensor;
 use safetensors::Dtype;
 
-use crate::model::attention::{AttentionContext, split_heads};
+use crate::model::attention::{AttentionContext, AttentionSpec};
 use crate::model::config::{LayerAttention, ModelConfig};
-use crate::model::layers::{LayerHooks, Linear, LinearTable, RmsNorm, Rope, SubBlock, WeightLayout, activate};
+use crate::model::layers::{LayerHooks, Linear, LinearTable, RmsNorm, SubBlock, WeightLayout, activate};
 use crate::model::llama::layer_linears;
 use crate::model::table::Table;
 use crate::model::weights::{WeightSpec, Weights};
@@ -134,41 +134,43 @@ impl super::Decoder for Gemma3 {
         self.embed_tokens.lookup(ids) * self.embed_scale
     }
 
-    fn hidden(
+    fn layer(
         &self,
         c: &ModelConfig,
-        embeds: Tensor<2>,
+        l: usize,
+        x: Tensor<2>,
         ctx: &mut AttentionContext,
         hooks: &dyn LayerHooks,
     ) -> Tensor<2> {
-        let device = embeds.device();
-        let (b, len, past) = (ctx.batch, ctx.q_len, ctx.past_len());
-        let global_config = c.rope.as_ref().expect("gemma3 config has RoPE");
-        let local_config = c.local_rope.as_ref().expect("gemma3 config has a local RoPE");
-        let global = Rope::new(global_config, c.head_dim, past, len, &device);
-        let local = Rope::new(local_config, c.head_dim, past, len, &device);
-        let scale = c.query_pre_attn_scalar.expect("gemma3 config has query_pre_attn_scalar").powf(-0.5);
-        let mut x = embeds;
-        for (l, layer) in self.layers.iter().enumerate() {
-            let (rope, window) = match c.layer_types[l] {
-                LayerAttention::Full => (&global, None),
-                LayerAttention::Sliding => (&local, c.sliding_window),
-            };
-            let h = layer.input_layernorm.forward(x.clone());
-            let q =
-                layer.q_norm.forward_heads(split_heads(layer.q_proj.forward(h.clone(), hooks), b, len, c.num_heads));
-            let k =
-                layer.k_norm.forward_heads(split_heads(layer.k_proj.forward(h.clone(), hooks), b, len, c.num_kv_heads));
-            let v = split_heads(layer.v_proj.forward(h, hooks), b, len, c.num_kv_heads);
-            let attn = ctx.attend(l, rope.apply(q), rope.apply(k), v, scale, window);
-            let attn = layer.post_attention_layernorm.forward(layer.o_proj.forward(attn, hooks));
-            x = hooks.residual(l, SubBlock::Attention, x, attn);
-            let h = layer.pre_feedforward_layernorm.forward(x.clone());
-            let gated =
-                activate(layer.gate_proj.forward(h.clone(), hooks), c.activation) * layer.up_proj.forward(h, hooks);
-            let mlp = layer.post_feedforward_layernorm.forward(layer.down_proj.forward(gated, hooks));
-            x = hooks.residual(l, SubBlock::Mlp, x, mlp);
-        }
+        let layer = &self.layers[l];
+        let (rope, window) = match c.layer_types[l] {
+            LayerAttention::Full => (c.rope.as_ref().expect("gemma3 config has RoPE"), None),
+            LayerAttention::Sliding => {
+                (c.local_rope.as_ref().expect("gemma3 config has a local RoPE"), c.sliding_window)
+            }
+        };
+        let spec = AttentionSpec {
+            heads: c.num_heads,
+            kv_heads: c.num_kv_heads,
+            head_dim: c.head_dim,
+            scale: c.query_pre_attn_scalar.expect("gemma3 config has query_pre_attn_scalar").powf(-0.5),
+            window,
+            rope: Some(rope),
+        };
+        let h = layer.input_layernorm.forward(x.clone());
+        let q = layer.q_norm.forward_heads(layer.q_proj.forward(h.clone(), hooks));
+        let k = layer.k_norm.forward_heads(layer.k_proj.forward(h.clone(), hooks));
+        let v = layer.v_proj.forward(h, hooks);
+        let attn = ctx.attend(l, q, k, v, &spec);
+        let attn = layer.post_attention_layernorm.forward(layer.o_proj.forward(attn, hooks));
+        let x = hooks.residual(l, SubBlock::Attention, x, attn);
+        let h = layer.pre_feedforward_layernorm.forward(x.clone());
+        let gated = activate(layer.gate_proj.forward(h.clone(), hooks), c.activation) * layer.up_proj.forward(h, hooks);
+        let mlp = layer.post_feedforward_layernorm.forward(layer.down_proj.forward(gated, hooks));
+        hooks.residual(l, SubBlock::Mlp, x, mlp)
+    }
+
+    fn final_norm(&self, x: Tensor<2>) -> Tensor<2> {
         self.norm.forward(x)
     }
 

@@ -3,7 +3,7 @@
 
 use burn::tensor::Tensor;
 
-use crate::model::attention::{AttentionContext, split_heads};
+use crate::model::attention::{AttentionContext, AttentionSpec};
 use crate::model::config::ModelConfig;
 use crate::model::layers::{LayerHooks, LayerNorm, Linear, LinearTable, SubBlock, WeightLayout, activate};
 use crate::model::table::Table;
@@ -81,31 +81,45 @@ impl super::Decoder for Gpt2 {
         self.wte.lookup(ids)
     }
 
-    /// `embeds [tokens, hidden]` (token embeddings, or soft prompt + token embeddings) → hidden
-    /// states after `ln_f`. Learned positions are added here, as GPT-2 does for `inputs_embeds`.
-    fn hidden(
+    /// Token embeddings (or soft prompt + token embeddings) plus the learned positions, as GPT-2
+    /// adds them for `inputs_embeds`.
+    fn stream(&self, embeds: Tensor<2>, ctx: &AttentionContext) -> Tensor<2> {
+        let (b, len, past) = (ctx.batch, ctx.q_len, ctx.past_len());
+        let positions: Vec<u32> = (0..b).flat_map(|_| (past..past + len).map(|p| p as u32)).collect();
+        embeds + self.wpe.lookup(&positions)
+    }
+
+    fn layer(
         &self,
         c: &ModelConfig,
-        embeds: Tensor<2>,
+        l: usize,
+        x: Tensor<2>,
         ctx: &mut AttentionContext,
         hooks: &dyn LayerHooks,
     ) -> Tensor<2> {
-        let (b, len, past) = (ctx.batch, ctx.q_len, ctx.past_len());
-        let positions: Vec<u32> = (0..b).flat_map(|_| (past..past + len).map(|p| p as u32)).collect();
-        let mut x = embeds + self.wpe.lookup(&positions);
-        let hidden = c.hidden_size;
-        for (l, block) in self.h.iter().enumerate() {
-            let mut scale = if c.scale_attn_weights { 1.0 / (c.head_dim as f64).sqrt() } else { 1.0 };
-            if c.scale_attn_by_inverse_layer_idx {
-                scale /= (l + 1) as f64;
-            }
-            let qkv = block.c_attn.forward(block.ln_1.forward(x.clone()), hooks);
-            let heads = |i: usize| split_heads(qkv.clone().narrow(1, i * hidden, hidden), b, len, c.num_heads);
-            let attn = ctx.attend(l, heads(0), heads(1), heads(2), scale, None);
-            x = hooks.residual(l, SubBlock::Attention, x, block.attn_c_proj.forward(attn, hooks));
-            let h = activate(block.c_fc.forward(block.ln_2.forward(x.clone()), hooks), c.activation);
-            x = hooks.residual(l, SubBlock::Mlp, x, block.mlp_c_proj.forward(h, hooks));
+        let block = &self.h[l];
+        let mut scale = if c.scale_attn_weights { 1.0 / (c.head_dim as f64).sqrt() } else { 1.0 };
+        if c.scale_attn_by_inverse_layer_idx {
+            scale /= (l + 1) as f64;
         }
+        let spec = AttentionSpec {
+            heads: c.num_heads,
+            kv_heads: c.num_heads,
+            head_dim: c.head_dim,
+            scale,
+            window: None,
+            rope: None,
+        };
+        let hidden = c.hidden_size;
+        let qkv = block.c_attn.forward(block.ln_1.forward(x.clone()), hooks);
+        let part = |i: usize| qkv.clone().narrow(1, i * hidden, hidden);
+        let attn = ctx.attend(l, part(0), part(1), part(2), &spec);
+        let x = hooks.residual(l, SubBlock::Attention, x, block.attn_c_proj.forward(attn, hooks));
+        let h = activate(block.c_fc.forward(block.ln_2.forward(x.clone()), hooks), c.activation);
+        hooks.residual(l, SubBlock::Mlp, x, block.mlp_c_proj.forward(h, hooks))
+    }
+
+    fn final_norm(&self, x: Tensor<2>) -> Tensor<2> {
         self.ln_f.forward(x)
     }
 

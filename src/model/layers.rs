@@ -205,17 +205,17 @@ impl RmsNorm {
         RmsNorm { gain: weight + 1.0, eps }
     }
 
-    /// Normalises `x [rows, dim]` row by row.
+    /// Normalises `x [rows, dim]` row by row (one fused kernel each way, [`crate::kernels::rms_norm`]).
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let inv_rms = (x.clone().square().mean_dim(1) + self.eps).sqrt().recip();
-        x * inv_rms * self.gain.clone().unsqueeze_dim(0)
+        crate::kernels::rms_norm(x, self.gain.clone(), self.eps, 0.0)
     }
 
-    /// Normalises each head of `x [batch, heads, len, head_dim]` over `head_dim` (Qwen3's and
+    /// Normalises each head of `x [tokens, heads·head_dim]` over `head_dim` (Qwen3's and
     /// Gemma 3's `q_norm` / `k_norm`).
-    pub fn forward_heads(&self, x: Tensor<4>) -> Tensor<4> {
-        let [b, h, len, d] = x.dims();
-        self.forward(x.reshape([b * h * len, d])).reshape([b, h, len, d])
+    pub fn forward_heads(&self, x: Tensor<2>) -> Tensor<2> {
+        let [tokens, width] = x.dims();
+        let d = self.gain.dims()[0];
+        self.forward(x.reshape([tokens * width / d, d])).reshape([tokens, width])
     }
 }
 
@@ -245,6 +245,7 @@ impl LayerNorm {
 
 /// Rotary position embedding tables for one forward pass, computed on the host in f32 exactly as
 /// transformers computes them (`inv_freq`, then `cos`/`sin` of `position · inv_freq`).
+#[derive(Clone)]
 pub struct Rope {
     cos: Tensor<4>,
     sin: Tensor<4>,
@@ -253,6 +254,14 @@ pub struct Rope {
 impl Rope {
     /// Tables for positions `start .. start + len`, shaped `[1, 1, len, head_dim]`.
     pub fn new(config: &RopeConfig, head_dim: usize, start: usize, len: usize, device: &Device) -> Self {
+        let (cos, sin) = Self::tables(config, head_dim, start, len);
+        let table = |v| Tensor::from_data(TensorData::new(v, [1, 1, len, head_dim]), device);
+        Rope { cos: table(cos), sin: table(sin) }
+    }
+
+    /// The `cos` and `sin` tables `[len, head_dim]`, row-major, of positions `start .. start + len`
+    /// (transformers' `cat(freqs, freqs)` layout).
+    pub fn tables(config: &RopeConfig, head_dim: usize, start: usize, len: usize) -> (Vec<f32>, Vec<f32>) {
         let inv_freq = inverse_frequencies(config, head_dim);
         let half = head_dim / 2;
         let mut cos = Vec::with_capacity(len * head_dim);
@@ -264,8 +273,7 @@ impl Rope {
                 sin.push(angle.sin());
             }
         }
-        let table = |v| Tensor::from_data(TensorData::new(v, [1, 1, len, head_dim]), device);
-        Rope { cos: table(cos), sin: table(sin) }
+        (cos, sin)
     }
 
     /// `x·cos + rotate_half(x)·sin` for `x [batch, heads, len, head_dim]`.

@@ -5,9 +5,9 @@
 
 use burn::tensor::Tensor;
 
-use crate::model::attention::{AttentionContext, split_heads};
+use crate::model::attention::{AttentionContext, AttentionSpec};
 use crate::model::config::ModelConfig;
-use crate::model::layers::{LayerHooks, Linear, LinearTable, RmsNorm, Rope, SubBlock, WeightLayout, activate};
+use crate::model::layers::{LayerHooks, Linear, LinearTable, RmsNorm, SubBlock, WeightLayout, activate};
 use crate::model::table::Table;
 use crate::model::weights::{WeightSpec, Weights};
 
@@ -110,34 +110,38 @@ impl super::Decoder for Llama {
         self.embed_tokens.lookup(ids)
     }
 
-    /// `embeds [tokens, hidden]` → final hidden states `[tokens, hidden]` (after `model.norm`).
-    fn hidden(
+    fn layer(
         &self,
         c: &ModelConfig,
-        embeds: Tensor<2>,
+        l: usize,
+        x: Tensor<2>,
         ctx: &mut AttentionContext,
         hooks: &dyn LayerHooks,
     ) -> Tensor<2> {
-        let rope_config = c.rope.as_ref().expect("llama config has RoPE");
-        let rope = Rope::new(rope_config, c.head_dim, ctx.past_len(), ctx.q_len, &embeds.device());
-        let scale = 1.0 / (c.head_dim as f64).sqrt();
-        let (b, len) = (ctx.batch, ctx.q_len);
-        let mut x = embeds;
-        for (l, layer) in self.layers.iter().enumerate() {
-            let h = layer.input_layernorm.forward(x.clone());
-            let mut q = split_heads(layer.q_proj.forward(h.clone(), hooks), b, len, c.num_heads);
-            let mut k = split_heads(layer.k_proj.forward(h.clone(), hooks), b, len, c.num_kv_heads);
-            if let Some((q_norm, k_norm)) = &layer.qk_norm {
-                (q, k) = (q_norm.forward_heads(q), k_norm.forward_heads(k));
-            }
-            let v = split_heads(layer.v_proj.forward(h, hooks), b, len, c.num_kv_heads);
-            let attn = ctx.attend(l, rope.apply(q), rope.apply(k), v, scale, None);
-            x = hooks.residual(l, SubBlock::Attention, x, layer.o_proj.forward(attn, hooks));
-            let h = layer.post_attention_layernorm.forward(x.clone());
-            let gated =
-                activate(layer.gate_proj.forward(h.clone(), hooks), c.activation) * layer.up_proj.forward(h, hooks);
-            x = hooks.residual(l, SubBlock::Mlp, x, layer.down_proj.forward(gated, hooks));
+        let layer = &self.layers[l];
+        let spec = AttentionSpec {
+            heads: c.num_heads,
+            kv_heads: c.num_kv_heads,
+            head_dim: c.head_dim,
+            scale: 1.0 / (c.head_dim as f64).sqrt(),
+            window: None,
+            rope: Some(c.rope.as_ref().expect("llama config has RoPE")),
+        };
+        let h = layer.input_layernorm.forward(x.clone());
+        let mut q = layer.q_proj.forward(h.clone(), hooks);
+        let mut k = layer.k_proj.forward(h.clone(), hooks);
+        if let Some((q_norm, k_norm)) = &layer.qk_norm {
+            (q, k) = (q_norm.forward_heads(q), k_norm.forward_heads(k));
         }
+        let v = layer.v_proj.forward(h, hooks);
+        let attn = ctx.attend(l, q, k, v, &spec);
+        let x = hooks.residual(l, SubBlock::Attention, x, layer.o_proj.forward(attn, hooks));
+        let h = layer.post_attention_layernorm.forward(x.clone());
+        let gated = activate(layer.gate_proj.forward(h.clone(), hooks), c.activation) * layer.up_proj.forward(h, hooks);
+        hooks.residual(l, SubBlock::Mlp, x, layer.down_proj.forward(gated, hooks))
+    }
+
+    fn final_norm(&self, x: Tensor<2>) -> Tensor<2> {
         self.norm.forward(x)
     }
 

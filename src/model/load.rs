@@ -75,6 +75,11 @@ impl LoadReport {
     pub fn bytes_per_weight(&self) -> u64 {
         if self.weights_dtype == "f16" { 2 } else { 4 }
     }
+
+    /// The storage width this model was loaded with, as an option that loads another model so.
+    pub fn stored_as(&self) -> WeightsDtype {
+        if self.weights_dtype == "f16" { WeightsDtype::F16 } else { WeightsDtype::F32 }
+    }
 }
 
 /// The decided layout: storage width and the largest tensor one binding may hold.

@@ -38,14 +38,25 @@ trait Decoder: Send + Sync {
     /// Input embeddings `[ids.len(), hidden]` of ids already checked against the vocabulary.
     fn embed(&self, ids: &[u32]) -> Tensor<2>;
 
-    /// Final hidden states `[tokens, hidden]` (after the final norm) of input embeddings.
-    fn hidden(
+    /// The residual stream `[tokens, hidden]` entering the first decoder layer, from the input
+    /// embeddings (GPT-2 adds its learned positions).
+    fn stream(&self, embeds: Tensor<2>, ctx: &AttentionContext) -> Tensor<2> {
+        let _ = ctx;
+        embeds
+    }
+
+    /// Decoder layer `l`: the residual stream `x [tokens, hidden]` in, the next one out.
+    fn layer(
         &self,
         c: &ModelConfig,
-        embeds: Tensor<2>,
+        l: usize,
+        x: Tensor<2>,
         ctx: &mut AttentionContext,
         hooks: &dyn LayerHooks,
     ) -> Tensor<2>;
+
+    /// The norm after the last layer.
+    fn final_norm(&self, x: Tensor<2>) -> Tensor<2>;
 
     /// The output projection `[vocab, hidden]` (the embedding table when tied).
     fn head(&self) -> &Table;
@@ -250,7 +261,27 @@ impl CausalLm {
     /// Final hidden states `[tokens, hidden]` for input embeddings `[tokens, hidden]`
     /// (tokens = batch × q_len, row-major) under the attention context `ctx`.
     pub fn hidden(&self, embeds: Tensor<2>, ctx: &mut AttentionContext, hooks: &dyn LayerHooks) -> Tensor<2> {
-        self.body.hidden(&self.config, embeds, ctx, hooks)
+        let mut x = self.stream(embeds, ctx);
+        for l in 0..self.config.num_layers {
+            x = self.layer(l, x, ctx, hooks);
+        }
+        self.final_norm(x)
+    }
+
+    /// The residual stream entering decoder layer 0, from input embeddings `[tokens, hidden]`.
+    pub fn stream(&self, embeds: Tensor<2>, ctx: &AttentionContext) -> Tensor<2> {
+        self.body.stream(embeds, ctx)
+    }
+
+    /// Decoder layer `l` on the residual stream `x [tokens, hidden]`: one step of
+    /// [`Self::hidden`], which layer-by-layer recomputation runs on its own.
+    pub fn layer(&self, l: usize, x: Tensor<2>, ctx: &mut AttentionContext, hooks: &dyn LayerHooks) -> Tensor<2> {
+        self.body.layer(&self.config, l, x, ctx, hooks)
+    }
+
+    /// The final norm, giving the hidden states the head reads.
+    pub fn final_norm(&self, x: Tensor<2>) -> Tensor<2> {
+        self.body.final_norm(x)
     }
 
     /// Logits `[tokens, vocab]` of hidden states `[tokens, hidden]`.

@@ -239,31 +239,42 @@ impl Adapter {
         key_mask: Option<&[u8]>,
         cache: Option<&mut KvCache>,
     ) -> Result<Tensor<2>> {
+        let (embeds, mut ctx) = self.inputs(lm, ids, batch, key_mask, cache)?;
+        let hidden = lm.hidden(embeds, &mut ctx, self.hooks());
+        ctx.finish();
+        Ok(hidden)
+    }
+
+    /// The input embeddings `[batch·(prefix+len), hidden]` of right-padded `ids` (the soft prompt
+    /// in front of each row on a first pass) and the attention context they run under: the start
+    /// of [`Adapter::hidden`], for callers that run the decoder layers one by one.
+    pub fn inputs<'a>(
+        &self,
+        lm: &CausalLm,
+        ids: &[u32],
+        batch: usize,
+        key_mask: Option<&[u8]>,
+        cache: Option<&'a mut KvCache>,
+    ) -> Result<(Tensor<2>, AttentionContext<'a>)> {
         let len = ids.len() / batch;
         let embeds = lm.embed(ids)?;
+        let Adapter::Prompt(prompt) = self else {
+            return Ok((embeds, AttentionContext::new(batch, len, key_mask, cache, lm.device())));
+        };
         let first_pass = cache.as_ref().is_none_or(|c| c.is_empty());
-        let hooks: &dyn LayerHooks = match self {
+        let n = if first_pass { prompt.len() } else { 0 };
+        let embeds = if first_pass { prompt.prepend(embeds, batch, len) } else { embeds };
+        let mask = key_mask.map(|m| prefixed_mask(m, batch, len, n));
+        Ok((embeds, AttentionContext::new(batch, n + len, mask.as_deref(), cache, lm.device())))
+    }
+
+    /// What the adapter changes inside the decoder layers (nothing for prompt tuning).
+    pub fn hooks(&self) -> &dyn LayerHooks {
+        match self {
             Adapter::Lora(lora) => lora,
             Adapter::Ia3(ia3) => ia3,
             Adapter::Bottleneck(bottleneck) => bottleneck,
             Adapter::Prompt(_) => &NoAdapter,
-        };
-        match self {
-            Adapter::Lora(_) | Adapter::Ia3(_) | Adapter::Bottleneck(_) => {
-                let mut ctx = AttentionContext::new(batch, len, key_mask, cache, lm.device());
-                let hidden = lm.hidden(embeds, &mut ctx, hooks);
-                ctx.finish();
-                Ok(hidden)
-            }
-            Adapter::Prompt(prompt) => {
-                let n = if first_pass { prompt.len() } else { 0 };
-                let embeds = if first_pass { prompt.prepend(embeds, batch, len) } else { embeds };
-                let mask = key_mask.map(|m| prefixed_mask(m, batch, len, n));
-                let mut ctx = AttentionContext::new(batch, n + len, mask.as_deref(), cache, lm.device());
-                let hidden = lm.hidden(embeds, &mut ctx, hooks);
-                ctx.finish();
-                Ok(hidden)
-            }
         }
     }
 }

@@ -5,13 +5,11 @@
 
 use serde::Serialize;
 
-use super::memory::{
-    AdaptedShape, BaseModel, MemoryEstimate, MethodTerm, Storage, Workload, estimate, with_method_terms,
-};
+use super::memory::{AdaptedShape, BaseModel, MemoryEstimate, MethodTerm, Storage, Training, Workload, estimate};
 use crate::data::{Example, IGNORE_INDEX};
 use crate::error::Result;
 use crate::model::{CausalLm, LinearShape, ModelShape};
-use crate::options::{Method, TrainingOptions};
+use crate::options::{Method, Recompute, TrainingOptions};
 use crate::peft::Adapter;
 use crate::peft::bottleneck::placements;
 
@@ -137,12 +135,19 @@ impl RunFacts {
         let work =
             Workload { batch: options.batch_size, tokens: len + virtual_tokens, supervised: options.batch_size * len };
         let trainable = virtual_tokens * config.hidden_size + layers.iter().map(|l| l.parameters).sum::<usize>();
-        Ok(Self::new(BaseModel::of(model, storage), trainable, layers, virtual_tokens, dropout, work))
+        let base = BaseModel::of(model, storage);
+        Ok(Self::new(base, trainable, layers, virtual_tokens, dropout, work, options.recompute))
     }
 
     /// The facts of training `adapter` on `examples` in micro-batches of `batch_size`: the
     /// workload is the longest example and the `batch_size` most supervised ones.
-    pub fn of_run(lm: &CausalLm, adapter: &Adapter, examples: &[Example], batch_size: usize) -> RunFacts {
+    pub fn of_run(
+        lm: &CausalLm,
+        adapter: &Adapter,
+        examples: &[Example],
+        batch_size: usize,
+        recompute: Recompute,
+    ) -> RunFacts {
         let (layers, virtual_tokens, dropout) = match adapter {
             Adapter::Lora(lora) => {
                 let layers = lora
@@ -172,7 +177,7 @@ impl RunFacts {
         let work =
             Workload { batch, tokens: longest + virtual_tokens, supervised: supervised.iter().take(batch).sum() };
         let base = BaseModel::of(lm.shape(), Storage::of(lm));
-        Self::new(base, adapter.trainable_parameters(), layers, virtual_tokens, dropout, work)
+        Self::new(base, adapter.trainable_parameters(), layers, virtual_tokens, dropout, work, recompute)
     }
 
     fn new(
@@ -182,6 +187,7 @@ impl RunFacts {
         virtual_tokens: usize,
         dropout: bool,
         work: Workload,
+        recompute: Recompute,
     ) -> Self {
         let mut inputs = std::collections::BTreeSet::new();
         let adapted: Vec<AdaptedShape> = layers
@@ -194,7 +200,8 @@ impl RunFacts {
             })
             .collect();
         let terms: Vec<MethodTerm> = layers.iter().map(AdaptedLayer::method_term).collect();
-        let memory = with_method_terms(estimate(base, trainable, &adapted, dropout, work), &terms, work);
+        let run = Training { trainable, adapted: &adapted, terms: &terms, dropout, work, recompute };
+        let memory = estimate(base, run);
         RunFacts { trainable_parameters: trainable, layers, virtual_tokens, memory }
     }
 }

@@ -1,7 +1,8 @@
 //! How much GPU memory a training run needs, from the model's real layer shapes. An estimate to
 //! warn before a run that cannot fit, not a measurement (`webtune bench` measures peaks).
 //!
-//! `total = weights + adapter + gradients + optimizer + activations + logits` bytes, where
+//! `total = weights + adapter + gradients + optimizer + activations + logits` bytes (recomputing
+//! layers, see below, the larger of one layer's activations and the logits), where
 //!
 //! - `weights = parameters · weight_bytes`: every base weight at its stored width (2 under f16
 //!   storage, 4 under f32: `LoadReport::bytes_per_weight`); tied embeddings count once. The f32
@@ -11,18 +12,25 @@
 //!   for the backward pass of one micro-batch of `B` rows of `T` tokens (virtual tokens
 //!   included), with `per_layer = norms + q + 2·kv' + 3·heads·T + 4i` floats per token: each
 //!   RMSNorm's input (`norms`: 2h, Gemma 3 4h, plus `q + kv` for per-head q/k norms); the roped
-//!   queries (q); keys and values as attention reads them (`kv' = q` under grouped-query attention,
-//!   whose repeated heads are copies, else `kv`; RoPE itself keeps nothing per token); the scaled
-//!   and masked scores, their exponentials and the softmax (3·heads·T); the MLP's gate, its
-//!   sigmoid, the activation and the up projection (4i; 5i for the GELUs, whose tanh form keeps
-//!   one more: measured on Gemma 3's shape). Each adapted layer adds `x·Aᵀ` (r) and
-//!   its input: without dropout the input once for the layers that read the same tensor (q/k/v,
-//!   gate/up: [`AdaptedShape::shared_input`]), with dropout the mask and the masked input (2·in)
-//!   per layer. `2h` are the embeddings and the final norm. Here `h` is the hidden size, `q =
-//!   heads · head_dim`, `kv = kv_heads · head_dim` (`head_dim` from the config, which need not be
-//!   `h / heads`), `i` the intermediate size. Measured with `webtune bench` (the pool's bytes in
-//!   use after a forward pass, `kept_for_backward_mb`): SmolLM2-135M's shape keeps 26.7 MiB per
-//!   layer at 4 × 128 tokens, this formula 26.7. GPT-2 (LayerNorm, no RoPE) is counted the same.
+//!   queries (q); keys and values as attention reads them (`kv' = q` under grouped-query
+//!   attention, whose repeated heads are copies, else `kv`); the scaled and masked scores, their
+//!   exponentials and the softmax (3·heads·T); the MLP's gate, its sigmoid, the activation and the
+//!   up projection (4i; 5i for the GELUs, whose tanh form keeps one more: measured on Gemma 3's
+//!   shape). Each adapted layer adds `x·Aᵀ` (r) and its input:
+//!   without dropout the input once for the layers that read the same tensor (q/k/v, gate/up:
+//!   [`AdaptedShape::shared_input`]), with dropout the mask and the masked input (2·in) per
+//!   layer. `2h` are the embeddings and the final norm. Here `h` is the hidden size, `q = heads ·
+//!   head_dim`, `kv = kv_heads · head_dim` (`head_dim` from the config, which need not be `h /
+//!   heads`), `i` the intermediate size. Measured with `webtune bench --recompute off` (the
+//!   pool's bytes in use after a forward pass, `kept_for_backward_mb`): SmolLM2-135M's shape keeps
+//!   26.7 MiB per layer at 4 × 128 tokens, this formula 26.7. GPT-2 (LayerNorm, no RoPE) is
+//!   counted the same.
+//! - Recomputing each decoder layer in the backward pass (`train::recompute`, the `recompute`
+//!   option; `auto` turns it on above [`RECOMPUTE_ABOVE`] bytes of the activations above), the
+//!   forward pass keeps only each layer's input (`4 · B · T · (layers · h + 2h)`), and the
+//!   backward pass adds one layer's activations at a time (the sum above divided by the layers):
+//!   `activations` is their sum, and `total` counts the larger of one layer's activations and the
+//!   logits, which are never held together.
 //! - `logits = 4 · S · vocab` when kept, else `4 · 2 · S · c`: the loss's chunked cross-entropy
 //!   (`kernels::cross_entropy_sum`) over the `S` supervised positions of the largest micro-batch
 //!   (`train::loss_sum` sends only those rows through the LM head) keeps all their logits for the
@@ -34,17 +42,17 @@
 //!   (measured on Gemma 3's shape).
 //!
 //! `largest_buffer` is the biggest single tensor, which must fit the device's
-//! `maxStorageBufferBindingSize`: `4 · max(in·out of the largest linear layer, B·heads·T²,
-//! B·T·w)`: a frozen weight cast to f32 where it is used, the attention scores, and the widest
-//! activation (`w` the largest in or out of a linear layer). Vocabulary tables and logits are not
-//! in it: tables larger than a binding are stored as row blocks and the loss takes the logits in
-//! chunks that fit one (`model::table`).
+//! `maxStorageBufferBindingSize`: `4 · max(in·out of the largest linear layer, B·heads·T², B·T·w)`:
+//! a frozen weight cast to f32 where it is used, the attention scores, and the widest activation
+//! (`w` the largest in or out of a linear layer). Vocabulary tables and logits are not in it: tables larger than a binding are
+//! stored as row blocks and the loss takes the logits in chunks that fit one (`model::table`).
 
 use serde::Serialize;
 
 use crate::kernels::{KEEP_VALUES, chunk_for};
 use crate::model::config::Activation;
 use crate::model::{Architecture, CausalLm, ModelConfig, ModelShape};
+use crate::options::Recompute;
 
 /// Bytes of an f32, the width of everything but the stored base weights.
 const F32: u64 = 4;
@@ -83,6 +91,9 @@ pub struct MemoryEstimate {
     pub logits: u64,
     pub total: u64,
     pub largest_buffer: u64,
+    /// The backward pass recomputes each decoder layer (then `activations` are each layer's
+    /// input plus one layer's activations).
+    pub recompute_layers: bool,
 }
 
 /// How the base model sits on the device, as the estimate needs it.
@@ -130,22 +141,33 @@ impl<'a> BaseModel<'a> {
     }
 }
 
-/// The estimate for training `trainable` values (LoRA on `adapted`, with or without dropout) of
-/// an adapter on `base` with `work`.
-pub fn estimate(
-    base: BaseModel,
-    trainable: usize,
-    adapted: &[AdaptedShape],
-    dropout: bool,
-    work: Workload,
-) -> MemoryEstimate {
-    let (config, weight_bytes) = (base.config, base.weight_bytes);
+/// Above this many bytes of activations kept for the backward pass, [`Recompute::Auto`]
+/// recomputes each decoder layer instead.
+pub const RECOMPUTE_ABOVE: u64 = 512 << 20;
+
+/// What a run trains and on what: the adapter's size and shapes, and the workload.
+#[derive(Clone, Copy, Debug)]
+pub struct Training<'a> {
+    /// Trainable values of the adapter.
+    pub trainable: usize,
+    /// Its LoRA / DoRA layers.
+    pub adapted: &'a [AdaptedShape],
+    /// What its other modules keep.
+    pub terms: &'a [MethodTerm],
+    /// LoRA dropout is on.
+    pub dropout: bool,
+    pub work: Workload,
+    pub recompute: Recompute,
+}
+
+/// The estimate for a training run of `run` on `base`.
+pub fn estimate(base: BaseModel, run: Training) -> MemoryEstimate {
+    let (config, weight_bytes, work) = (base.config, base.weight_bytes, run.work);
     let n = |x: usize| x as u64;
     let (h, i, heads) = (n(config.hidden_size), n(config.intermediate_size), n(config.num_heads));
     let q = heads * n(config.head_dim);
     let kv = n(config.num_kv_heads) * n(config.head_dim);
     let (batch, tokens, supervised) = (n(work.batch), n(work.tokens), n(work.supervised));
-    let keys_values = if kv < q { 2 * q } else { 2 * kv };
     let norms = match config.architecture {
         Architecture::Gemma3 => 4 * h,
         _ => 2 * h,
@@ -154,20 +176,27 @@ pub fn estimate(
         Activation::Silu => 4 * i,
         Activation::GeluTanh | Activation::GeluErf => 5 * i,
     };
+    // Roped queries, keys and values as attention reads them (repeated under GQA), and three
+    // score-sized tensors (scaled and masked scores, their exponentials, the softmax).
+    let keys_values = if kv < q { 2 * q } else { 2 * kv };
     let per_layer = norms + q + keys_values + 3 * heads * tokens + mlp;
-    let input = |a: &AdaptedShape| match (dropout, a.shared_input) {
+    let input = |a: &AdaptedShape| match (run.dropout, a.shared_input) {
         (true, _) => 2 * n(a.in_features),
         (false, false) => n(a.in_features),
         (false, true) => 0,
     };
-    let lora: u64 = adapted.iter().map(|a| n(a.rank) + input(a)).sum();
-    let per_token = n(config.num_layers) * per_layer + lora + 2 * h;
+    let lora: u64 = run.adapted.iter().map(|a| n(a.rank) + input(a)).sum();
+    let method: u64 = run.terms.iter().map(|t| n(t.per_token)).sum();
+    let per_step: u64 = run.terms.iter().map(|t| n(t.per_step)).sum();
+    let layers = n(config.num_layers).max(1);
+    let every_layer = layers * per_layer + lora + method;
+    let kept_all = F32 * (batch * tokens * (every_layer + 2 * h) + per_step);
+    let recompute_layers = match run.recompute {
+        Recompute::On => true,
+        Recompute::Off => false,
+        Recompute::Auto => kept_all > RECOMPUTE_ABOVE,
+    };
     let vocab = n(config.vocab_size);
-
-    let weights = n(base.parameters) * weight_bytes;
-    let adapter = F32 * n(trainable);
-    let optimizer = 2 * adapter;
-    let activations = F32 * batch * tokens * per_token;
     let logits = if base.head_split {
         F32 * 2 * supervised * vocab
     } else if supervised * vocab <= KEEP_VALUES as u64 {
@@ -175,11 +204,20 @@ pub fn estimate(
     } else {
         F32 * 2 * supervised * n(chunk_for(work.supervised, config.vocab_size))
     };
-    let largest_buffer = F32
-        * [n(base.largest_linear), batch * heads * tokens * tokens, batch * tokens * n(base.widest)]
-            .into_iter()
-            .max()
-            .unwrap_or(0);
+    // Recomputing, the backward pass holds each layer's input and then either the loss's logits
+    // or one layer's activations, never both.
+    let (activations, held) = if recompute_layers {
+        let inputs = F32 * batch * tokens * (layers * h + 2 * h);
+        let one_layer = F32 * (batch * tokens * every_layer.div_ceil(layers) + per_step);
+        (inputs + one_layer, inputs + one_layer.max(logits))
+    } else {
+        (kept_all, kept_all + logits)
+    };
+
+    let weights = n(base.parameters) * weight_bytes;
+    let adapter = F32 * n(run.trainable);
+    let optimizer = 2 * adapter;
+    let largest_buffer = F32 * [n(base.largest_linear), batch * tokens * n(base.widest)].into_iter().max().unwrap_or(0);
     MemoryEstimate {
         weight_bytes,
         weights,
@@ -188,14 +226,15 @@ pub fn estimate(
         optimizer,
         activations,
         logits,
-        total: weights + 2 * adapter + optimizer + activations + logits,
+        total: weights + 2 * adapter + optimizer + held,
         largest_buffer,
+        recompute_layers,
     }
 }
 
 /// What an adapted module other than a plain LoRA layer keeps for the backward pass, in f32
 /// values: per token of a micro-batch, and once per step. [`estimate`] counts LoRA's rank-`r`
-/// intermediates; [`with_method_terms`] adds these:
+/// intermediates and these:
 ///
 /// - DoRA: the rescaled layer's output (`out` per token) and `W + s·BA`, materialised for its row
 ///   norms (`in · out` per step).
@@ -209,19 +248,14 @@ pub struct MethodTerm {
     pub per_step: usize,
 }
 
-/// `estimate` plus the activations of `terms` for `work` (bytes added to `activations` and `total`).
-pub fn with_method_terms(mut memory: MemoryEstimate, terms: &[MethodTerm], work: Workload) -> MemoryEstimate {
-    let per_token: u64 = terms.iter().map(|t| t.per_token as u64).sum();
-    let per_step: u64 = terms.iter().map(|t| t.per_step as u64).sum();
-    let extra = F32 * (work.batch as u64 * work.tokens as u64 * per_token + per_step);
-    memory.activations += extra;
-    memory.total += extra;
-    memory
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run<'a>(adapted: &'a [AdaptedShape], terms: &'a [MethodTerm], dropout: bool) -> Training<'a> {
+        let work = Workload { batch: 2, tokens: 5, supervised: 3 };
+        Training { trainable: 100, adapted, terms, dropout, work, recompute: Recompute::Off }
+    }
 
     #[test]
     fn the_formula_reads_head_dim_gqa_and_the_weight_width() {
@@ -240,9 +274,8 @@ mod tests {
             head_split: false,
             weight_bytes: 2,
         };
-        let work = Workload { batch: 2, tokens: 5, supervised: 3 };
         let q = AdaptedShape { in_features: 8, rank: 4, shared_input: false };
-        let m = estimate(base, 100, &[q], true, work);
+        let m = estimate(base, run(&[q], &[], true));
         // per layer and token: 2·8 (norms) + 12 (q) + 2·12 (kv repeated to q) + 3·2·5 + 4·16 = 146;
         // per token: 2·146 + (4 + 2·8: rank, mask and masked input) + 2·8 = 328.
         assert_eq!(m.activations, 4 * 2 * 5 * 328);
@@ -255,12 +288,21 @@ mod tests {
             4 * 192,
             "the largest weight cast to f32 (over 4·2·5·16 activations, 4·2·2·25 scores)"
         );
-        let f32_weights = estimate(BaseModel { weight_bytes: 4, ..base }, 100, &[], false, work);
+        assert!(!m.recompute_layers, "a few KiB of activations are kept, not recomputed");
+        let f32_weights = estimate(BaseModel { weight_bytes: 4, ..base }, run(&[], &[], false));
         assert_eq!(f32_weights.weights, 4000);
         // Without dropout, k_proj reads the tensor q_proj's LoRA already keeps.
         let k = AdaptedShape { shared_input: true, ..q };
-        let shared = estimate(base, 100, &[q, k], false, work);
+        let shared = estimate(base, run(&[q, k], &[], false));
         assert_eq!(shared.activations - f32_weights.activations, 4 * 2 * 5 * (4 + 8 + 4));
+
+        // Recomputing: each layer's input (2·8, and 2·8 for the embeddings and final norm) and one
+        // layer's share: ceil((2·146 + 20) / 2) = 156; the logits (1200 bytes) are not held with
+        // the layer's 6240.
+        let recomputed = estimate(base, Training { recompute: Recompute::On, ..run(&[q], &[], true) });
+        assert!(recomputed.recompute_layers);
+        assert_eq!(recomputed.activations, 4 * 2 * 5 * (2 * 8 + 2 * 8 + 156));
+        assert_eq!(recomputed.total, 2000 + 400 + 400 + 800 + recomputed.activations);
     }
 
     #[test]
@@ -279,10 +321,9 @@ mod tests {
             head_split: false,
             weight_bytes: 4,
         };
-        let work = Workload { batch: 2, tokens: 5, supervised: 3 };
-        let plain = estimate(base, 100, &[], false, work);
+        let plain = estimate(base, run(&[], &[], false));
         let terms = [MethodTerm { per_token: 3, per_step: 64 }, MethodTerm { per_token: 1, per_step: 0 }];
-        let with = with_method_terms(plain.clone(), &terms, work);
+        let with = estimate(base, run(&[], &terms, false));
         assert_eq!(with.activations - plain.activations, 4 * (2 * 5 * 4 + 64));
         assert_eq!(with.total - plain.total, with.activations - plain.activations);
     }

@@ -62,7 +62,7 @@ pub async fn prepare(
     options: &TrainingOptions,
     adapter: Option<Adapter>,
 ) -> Result<Run> {
-    let config = options.train_config()?;
+    let mut config = options.train_config()?;
     let data_options = options.data_options();
     let train_set = load_dataset(train.name, train.bytes, &model.tokenizer, &data_options)?;
     let (train_examples, eval_examples, eval_report) = match eval {
@@ -79,7 +79,8 @@ pub async fn prepare(
         Some(adapter) => adapter,
         None => options.init_adapter(model).await?,
     };
-    let facts = RunFacts::of_run(&model.lm, &adapter, &train_examples, options.batch_size);
+    let facts = RunFacts::of_run(&model.lm, &adapter, &train_examples, options.batch_size, options.recompute);
+    config.recompute_layers = facts.memory.recompute_layers;
     let report = TrainReport {
         train: train_set.report,
         eval: eval_report,

@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod optim;
+mod recompute;
 pub mod schedule;
 
 use std::sync::Arc;
@@ -49,6 +50,9 @@ pub struct TrainConfig {
     /// Shuffle each epoch (seeded); otherwise file order.
     pub shuffle: bool,
     pub seed: u64,
+    /// Keep only each decoder layer's input from the forward pass and recompute the layer in the
+    /// backward pass ([`recompute`]): activation memory of one layer instead of all.
+    pub recompute_layers: bool,
 }
 
 /// What one optimizer step did. `step` counts completed steps (1 after the first). Serialised
@@ -81,35 +85,54 @@ pub struct StepMetrics {
 /// positions reach the LM head, and the head's vocabulary is processed in chunks
 /// ([`crate::kernels::cross_entropy_sum`]), so no `[tokens, vocab]` tensor exists.
 pub fn loss_sum(lm: &CausalLm, adapter: &Adapter, batch: &Batch) -> Result<Option<(Tensor<1>, usize)>> {
-    let prefix = adapter.prefix_len();
-    let (b, len) = (batch.batch, batch.len);
-    let width = prefix + len;
-    // Labels of the full sequence (the virtual tokens get -100), shifted by one.
-    let label =
-        |row: usize, pos: usize| if pos < prefix { IGNORE_INDEX } else { batch.labels[row * len + pos - prefix] };
-    let mut rows = Vec::new();
-    let mut targets = Vec::new();
-    for row in 0..b {
-        for pos in 0..width - 1 {
-            let target = label(row, pos + 1);
-            if target != IGNORE_INDEX {
-                rows.push((row * width + pos) as i64);
-                targets.push(target);
+    let Some(supervised) = Supervised::of(lm, adapter, batch)? else { return Ok(None) };
+    let hidden = adapter.hidden(lm, &batch.input_ids, batch.batch, Some(&batch.attention_mask), None)?;
+    Ok(Some((supervised.loss_sum(lm, hidden), supervised.targets.len())))
+}
+
+/// The positions of a batch whose next token is supervised, and those tokens.
+struct Supervised {
+    /// Row indices into the `[batch·(prefix+len), hidden]` hidden states.
+    rows: Tensor<1, Int>,
+    targets: Vec<u32>,
+}
+
+impl Supervised {
+    /// `None` when nothing in the batch is supervised.
+    fn of(lm: &CausalLm, adapter: &Adapter, batch: &Batch) -> Result<Option<Self>> {
+        let prefix = adapter.prefix_len();
+        let (b, len) = (batch.batch, batch.len);
+        let width = prefix + len;
+        // Labels of the full sequence (the virtual tokens get -100), shifted by one.
+        let label =
+            |row: usize, pos: usize| if pos < prefix { IGNORE_INDEX } else { batch.labels[row * len + pos - prefix] };
+        let mut rows = Vec::new();
+        let mut targets = Vec::new();
+        for row in 0..b {
+            for pos in 0..width - 1 {
+                let target = label(row, pos + 1);
+                if target != IGNORE_INDEX {
+                    rows.push((row * width + pos) as i64);
+                    targets.push(target);
+                }
             }
         }
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let vocab = lm.config.vocab_size as i64;
+        if let Some(bad) = targets.iter().find(|&&t| t < 0 || t >= vocab) {
+            return Err(err!(InvalidDataset, "label {bad} is outside the vocabulary of {vocab}"));
+        }
+        let count = rows.len();
+        let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [count]), lm.device());
+        Ok(Some(Supervised { rows, targets: targets.into_iter().map(|t| t as u32).collect() }))
     }
-    if rows.is_empty() {
-        return Ok(None);
+
+    /// The summed cross-entropy of the supervised rows of final hidden states.
+    fn loss_sum(&self, lm: &CausalLm, hidden: Tensor<2>) -> Tensor<1> {
+        lm.cross_entropy_sum(hidden.select(0, self.rows.clone()), &self.targets)
     }
-    let count = rows.len();
-    let vocab = lm.config.vocab_size as i64;
-    if let Some(bad) = targets.iter().find(|&&t| t < 0 || t >= vocab) {
-        return Err(err!(InvalidDataset, "label {bad} is outside the vocabulary of {vocab}"));
-    }
-    let hidden = adapter.hidden(lm, &batch.input_ids, b, Some(&batch.attention_mask), None)?;
-    let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [count]), lm.device());
-    let targets: Vec<u32> = targets.into_iter().map(|t| t as u32).collect();
-    Ok(Some((lm.cross_entropy_sum(hidden.select(0, rows), &targets), count)))
 }
 
 /// Mean token loss of `adapter` on `examples` (eval batches of `batch_size` in order).
@@ -387,33 +410,38 @@ impl Trainer {
         let lm = self.lm.clone();
         let mut tracked = self.adapter.tracked();
         let leaves: Vec<Tensor<2>> = tracked.params().into_iter().map(|(_, t)| t).collect();
-        let mut grads: Vec<Option<Tensor<2>>> = vec![None; leaves.len()];
+        let mut grads = recompute::Accumulated::new(leaves);
         let mut loss_total: Option<Tensor<1>> = None;
         for (micro, batch) in micro_batches.iter().enumerate() {
             // Dropout masks depend only on (seed, step, micro-batch), so resumed runs match.
             let stream = Stream::StepDropout { step: self.step, micro_batch: micro };
-            tracked.set_training(Some(Rng::stream(self.config.seed, stream).next_u64()));
-            let Some((sum, _)) = loss_sum(&lm, &tracked, batch)? else { continue };
+            let dropout_seed = Some(Rng::stream(self.config.seed, stream).next_u64());
+            tracked.set_training(dropout_seed);
+            let Some(supervised_rows) = Supervised::of(&lm, &tracked, batch)? else { continue };
             // transformers divides by the supervised tokens of the whole accumulated step.
-            let gradients = (sum.clone() / supervised as f64).backward();
-            for (acc, leaf) in grads.iter_mut().zip(&leaves) {
-                if let Some(g) = leaf.grad(&gradients) {
-                    *acc = Some(match acc.take() {
-                        Some(a) => a + g,
-                        None => g,
-                    });
-                }
-            }
+            let sum = if self.config.recompute_layers {
+                let mut untracked = self.adapter.clone();
+                untracked.set_training(dropout_seed);
+                recompute::loss_and_gradients(
+                    &lm,
+                    &untracked,
+                    &tracked,
+                    batch,
+                    &supervised_rows,
+                    supervised,
+                    &mut grads,
+                )?
+            } else {
+                let hidden = tracked.hidden(&lm, &batch.input_ids, batch.batch, Some(&batch.attention_mask), None)?;
+                let sum = supervised_rows.loss_sum(&lm, hidden);
+                grads.add((sum.clone() / supervised as f64).backward());
+                sum
+            };
             let sum = sum.detach().inner();
             loss_total = Some(loss_total.map_or(sum.clone(), |t| t + sum));
         }
-        let grads = grads
-            .into_iter()
-            .zip(&leaves)
-            .map(|(g, leaf)| g.unwrap_or_else(|| leaf.clone().inner().zeros_like()))
-            .collect();
         let loss_sum = loss_total.expect("a step with supervised tokens has a loss");
-        Ok(StepGradients { grads, loss_sum, supervised, tokens })
+        Ok(StepGradients { grads: grads.finish(), loss_sum, supervised, tokens })
     }
 
     /// Compiles the GPU pipelines of every batch shape the run can meet, so that no training step

@@ -26,6 +26,7 @@ use crate::session::{self, DataFile, ExportFormat, RunFacts, Storage, TrainRepor
 use crate::train::Trainer;
 use crate::{device, err, readback, zip};
 
+mod bench;
 mod merged;
 
 thread_local! {
@@ -389,6 +390,14 @@ impl WebTrainer {
 
     pub async fn evaluate(&self) -> Result<f64, JsValue> {
         self.trainer.evaluate().await.map_err(js_error)
+    }
+
+    /// Compiles the GPU pipelines of every batch shape the run can meet (`Trainer::warm_up`), so
+    /// that no step waits for shader compilation; changes nothing in the run. Resolves to the
+    /// number of shapes warmed.
+    #[wasm_bindgen(js_name = warmUp)]
+    pub async fn warm_up(&self) -> Result<usize, JsValue> {
+        self.trainer.warm_up().await.map_err(js_error)
     }
 
     /// Diagnostics: the gradients the next step will apply (before clipping), keyed by PEFT

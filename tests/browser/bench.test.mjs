@@ -42,6 +42,9 @@ test('training steps of the demo model, counted at the WebGPU API', { timeout: 1
     await engine.loadModel(demo.model);
     const config = { steps, lr: 1e-3, batchSize: 4, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] };
     const trainer = await engine.createTrainer({ data: demo.train, config });
+    const warmStart = performance.now();
+    const shapesWarmed = await trainer.warmUp();
+    const warmUpMs = performance.now() - warmStart;
     const marks = [snapshot()];
     const losses = [];
     await trainer.train({
@@ -50,7 +53,7 @@ test('training steps of the demo model, counted at the WebGPU API', { timeout: 1
         losses.push(m.loss);
       },
     });
-    return { gpu: engine.gpu, marks, losses };
+    return { gpu: engine.gpu, marks, losses, shapesWarmed, warmUpMs };
   }, STEPS);
   const steps = run.marks.slice(1).map((mark, i) => ({ step: i + 1, ...countersDelta(run.marks[i], mark), loss: run.losses[i] }));
   console.log(`GPU: ${run.gpu.name} (${run.gpu.backend})`);
@@ -61,6 +64,8 @@ test('training steps of the demo model, counted at the WebGPU API', { timeout: 1
     gpu: run.gpu.name,
     model: 'demo llama (4 layers), LoRA r 8 q/k/v/o, batch 4',
     steps: steps.length,
+    shapes_warmed: run.shapesWarmed,
+    warm_up_ms: Math.round(run.warmUpMs),
     first_step_wall_ms: steps[0].wallMs,
     median_wall_ms: median(later.map((s) => s.wallMs)),
     max_wall_ms_after_first: Math.max(...later.map((s) => s.wallMs)),

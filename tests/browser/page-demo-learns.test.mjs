@@ -1,6 +1,7 @@
 // The bundled demo shows learning: with the page's default settings for it, a run teaches the
 // pretrained toy Llama the demo's new keyword ("Backwards: plant ->" → " tnalp"), and "Try it"
-// then answers most evaluation prompts right where the base model answers few.
+// then answers most evaluation prompts right where the base model answers few. The run first
+// compiles its GPU kernels ("preparing GPU kernels"), before any step.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -20,6 +21,10 @@ test('the default run on the demo teaches it: tuned answers right where the base
   assert.equal(evalRows.length, 16);
   const started = Date.now();
   await trainButton(page, 'Start training');
+  // Before the first step the run's batch shapes are compiled, and the page says so.
+  await waitData(page, 'trainState', ['warming'], 120_000);
+  assert.match(await page.locator('#train-note').innerText(), /Preparing GPU kernels/);
+  assert.equal(await page.evaluate(() => document.body.dataset.step), '0', 'no step runs while warming up');
   const end = await waitData(page, 'trainState', ['done', 'failed'], 800_000);
   assert.equal(end, 'done', await page.locator('#alerts').innerText());
   const seconds = (Date.now() - started) / 1000;

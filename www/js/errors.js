@@ -6,7 +6,7 @@
 /**
  * Where the error happened: starting the engine, loading a model, reading data, training,
  * generating, exporting, importing an adapter, or saving a checkpoint.
- * @typedef {'engine' | 'model' | 'data' | 'train' | 'generate' | 'export' | 'adapter' | 'checkpoint'} ErrorContext
+ * @typedef {'engine' | 'model' | 'data' | 'train' | 'generate' | 'export' | 'adapter' | 'checkpoint' | 'bench'} ErrorContext
  */
 /**
  * What the page knows about the browser: whether it exposes WebGPU and is a secure context.
@@ -57,6 +57,8 @@ export function explain(error, context, browser = {}) {
         case 'train':
           return r('The GPU ran out of memory or hit one of its limits.',
             `${CHECKPOINT_SAFE}: lower the batch size or the maximum length (or raise gradient accumulation instead), then start again or resume.`);
+        case 'bench':
+          return r('The GPU ran out of memory or hit one of its limits while measuring.', 'Measure the loaded model, or a smaller one; nothing of yours was touched.');
         default:
           return r('The GPU reported an error.', 'Try again; if it keeps happening, reload the page (your last checkpoint is kept).');
       }

@@ -11,6 +11,7 @@ import { initSettingsStep } from './settings.js';
 import { initTrainStep } from './train.js';
 import { initTryStep } from './try.js';
 import { initExportStep } from './export.js';
+import { initGpuStep } from './gpu-bench.js';
 import { initResume, offerSavedRun } from './resume.js';
 import { registerOffline } from './offline.js';
 import * as store from './store.js';
@@ -23,6 +24,7 @@ async function main() {
   initTrainStep();
   initTryStep();
   initExportStep();
+  initGpuStep();
   initResume();
   session.changed();
   try {

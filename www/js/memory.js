@@ -60,7 +60,7 @@ export async function renderMemory(config) {
   el.replaceChildren(
     h('strong', { text: `≈ ${bytes(m.total)} of GPU memory to train` }),
     ` (weights ${bytes(m.weights)} as ${m.weightBytes === 2 ? 'f16' : 'f32'}, ${count(facts.trainableParameters)} trainable parameters, activations ${bytes(m.activations)}` +
-      ` for ${config.batchSize ?? 4} × ${config.maxLen ?? 512} tokens). `,
+      ` for ${config.batchSize ?? 4} × ${config.maxLen ?? 512} tokens${m.recomputeLayers ? ', layers recomputed in the backward pass' : ''}). `,
     problems.length
       ? h('span', { text: `Will not fit: ${problems.join('; ')}.` })
       : `Largest buffer ${binaryBytes(m.largestBuffer)}, within this GPU’s ${binaryBytes(gpu.maxStorageBufferBindingSize)} binding limit.`,

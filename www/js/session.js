@@ -21,7 +21,7 @@
 /** @typedef {{ files: Record<string, Uint8Array>, key: string, peftType: string, trainableParameters: number }} ImportedAdapter */
 /**
  * What the engine is doing for the page outside training.
- * @typedef {'' | 'model' | 'preview' | 'generate' | 'export' | 'adapter' | 'start' | 'restart'} Busy
+ * @typedef {'' | 'model' | 'preview' | 'generate' | 'export' | 'adapter' | 'start' | 'restart' | 'bench'} Busy
  */
 /**
  * The training run: none, steps running, a pause asked for, paused, or the final save after the

@@ -121,6 +121,7 @@ export const GROUPS = [
       { name: 'steps', label: 'Steps', type: 'number', min: 1, step: 1, optional: true, methods: ALL, placeholder: 'from epochs', hint: 'Optimizer steps to run. Leave blank to run whole epochs.' },
       { name: 'epochs', label: 'Epochs', type: 'number', min: 1, step: 1, methods: ALL, hint: 'Passes over the training rows (when steps is blank).' },
       { name: 'maxLen', label: 'Max length (tokens)', type: 'number', min: 2, step: 1, methods: ALL, hint: 'Longer examples are cut to this. Memory grows with it.' },
+      { name: 'recompute', label: 'Recompute layers', type: 'select', options: [['auto', 'Auto (above 512 MiB of activations)'], ['on', 'On: least memory'], ['off', 'Off: fastest']], methods: ALL, hint: 'Keep only each layer’s input and recompute the layer in the backward pass: a fraction of the activation memory for about a third more compute.' },
     ],
   },
   {
@@ -194,6 +195,7 @@ export function defaultsFor(info) {
     adapterName: '',
     lr: 2e-4,
     schedule: 'linear',
+    recompute: 'auto',
     warmupSteps: 0,
     weightDecay: 0,
     clip: 1,

@@ -221,6 +221,7 @@ export function config() {
     ...coreMethod(m),
     init: m === 'ia3' ? undefined : control('init').value,
     schedule: control('schedule').value,
+    recompute: control('recompute').value,
     shuffle: control('shuffle').checked,
   };
   for (const name of ['lr', 'warmupSteps', 'weightDecay', 'clip', 'batchSize', 'gradAccum', 'steps', 'epochs', 'maxLen', 'evalEvery',

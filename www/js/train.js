@@ -145,7 +145,8 @@ export async function startTraining({ resume, train = true } = {}) {
 
   stopping = false;
   session.update({ busy: '', run: 'running' });
-  setNote('train-note', `Training on ${examples}: ${plural(t.totalSteps, 'step')}.`);
+  runNote = `Training on ${examples}: ${plural(t.totalSteps, 'step')}.`;
+  setNote('train-note', runNote);
   $('train-progress-text').textContent = `Step ${t.stepsDone} of ${t.totalSteps}`;
   const poll = setInterval(pollTrainer, 250);
   try {
@@ -176,9 +177,21 @@ function onStep(m) {
   mark('step', String(m.step));
 }
 
+/** What the note says while the run trains. */
+let runNote = '';
+/** The note shows the warm-up. */
+let warmingShown = false;
+
 /** The worker's trainer reports its state by messages: a pause shows once it happened. */
 function pollTrainer() {
   if (!trainer) return;
+  if (trainer.state === 'warming' && !warmingShown) {
+    warmingShown = true;
+    setNote('train-note', 'Preparing GPU kernels for the batch shapes of this run, so that no step waits for them…');
+  } else if (trainer.state !== 'warming' && warmingShown) {
+    warmingShown = false;
+    setNote('train-note', runNote);
+  }
   if (trainer.state === 'paused' && session.run === 'pausing') {
     setNote('train-note', `Paused after step ${trainer.stepsDone}. Resume, or try the adapter so far in step 5.`, 'warn');
     $('train-eta').textContent = 'paused';
@@ -213,7 +226,7 @@ function render() {
   let pill = 'idle';
   let kind = '';
   if (active) {
-    pill = run === 'finishing' ? 'saving…' : run === 'pausing' ? 'pausing…' : run;
+    pill = run === 'finishing' ? 'saving…' : run === 'pausing' ? 'pausing…' : state === 'warming' ? 'preparing…' : run;
     kind = run === 'paused' ? 'warn' : 'busy';
   } else if (trainer) {
     pill = state === 'idle' ? 'ready' : state;

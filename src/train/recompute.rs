@@ -1,0 +1,95 @@
+//! Layer-by-layer recomputation (gradient checkpointing at decoder-layer granularity, as
+//! transformers' `gradient_checkpointing_enable` does per layer): the forward pass runs without an
+//! autodiff graph and keeps only the residual stream entering each decoder layer
+//! (`tokens × hidden` floats per layer); the backward pass then goes from the loss down, rebuilding
+//! one layer's graph at a time from its saved input and back-propagating the stream's gradient
+//! through it. Activation memory is that of one layer plus the saved inputs, instead of every
+//! layer's, for one more forward pass of the layers. The gradients are the same as those of
+//! [`super::loss_sum`]'s single backward pass: dropout masks are a function of the seed and the
+//! layer alone, so the recomputed layer draws the masks the first pass drew.
+
+use burn::tensor::{Gradients, Tensor};
+
+use super::Supervised;
+use crate::data::Batch;
+use crate::error::Result;
+use crate::model::CausalLm;
+use crate::peft::Adapter;
+
+/// The gradients of the trainable tensors (autodiff leaves) summed over several backward passes.
+pub(super) struct Accumulated {
+    leaves: Vec<Tensor<2>>,
+    sums: Vec<Option<Tensor<2>>>,
+}
+
+impl Accumulated {
+    pub fn new(leaves: Vec<Tensor<2>>) -> Self {
+        let sums = vec![None; leaves.len()];
+        Accumulated { leaves, sums }
+    }
+
+    /// Adds what one backward pass computed for each leaf.
+    pub fn add(&mut self, gradients: Gradients) {
+        for (sum, leaf) in self.sums.iter_mut().zip(&self.leaves) {
+            if let Some(g) = leaf.grad(&gradients) {
+                *sum = Some(match sum.take() {
+                    Some(s) => s + g,
+                    None => g,
+                });
+            }
+        }
+    }
+
+    /// The sums, in leaf order; zeros for a leaf no pass reached.
+    pub fn finish(self) -> Vec<Tensor<2>> {
+        self.sums.into_iter().zip(self.leaves).map(|(g, leaf)| g.unwrap_or_else(|| leaf.inner().zeros_like())).collect()
+    }
+}
+
+/// The summed loss of `batch` (autodiff-free) and, added to `grads`, the gradients of
+/// `loss / divisor`, computed layer by layer. `untracked` is the adapter with plain tensors (the
+/// forward pass), `tracked` the same values as autodiff leaves (the recomputed layers), both with
+/// the same dropout seed.
+pub(super) fn loss_and_gradients(
+    lm: &CausalLm,
+    untracked: &Adapter,
+    tracked: &Adapter,
+    batch: &Batch,
+    supervised: &Supervised,
+    divisor: usize,
+    grads: &mut Accumulated,
+) -> Result<Tensor<1>> {
+    let (embeds, mut ctx) = tracked.inputs(lm, &batch.input_ids, batch.batch, Some(&batch.attention_mask), None)?;
+    let layers = lm.config.num_layers;
+
+    // Forward: no graph, each layer's input kept.
+    let plain = if embeds.is_autodiff() { embeds.clone().inner() } else { embeds.clone() };
+    let mut x = lm.stream(plain, &ctx);
+    let mut inputs = Vec::with_capacity(layers);
+    for l in 0..layers {
+        inputs.push(x.clone());
+        x = lm.layer(l, x, &mut ctx, untracked.hooks());
+    }
+
+    // The loss from the last stream, and the stream's gradient.
+    let stream = x.autodiff().require_grad();
+    let sum = supervised.loss_sum(lm, lm.final_norm(stream.clone()));
+    let gradients = (sum.clone() / divisor as f64).backward();
+    let mut upstream = stream.grad(&gradients).expect("the residual stream reaches the loss");
+    grads.add(gradients);
+
+    // Backward: each layer again, with a graph, from its saved input.
+    for l in (0..layers).rev() {
+        let input = inputs.pop().expect("one saved input per layer").autodiff().require_grad();
+        let output = lm.layer(l, input.clone(), &mut ctx, tracked.hooks());
+        let gradients = (output * upstream.autodiff()).sum().backward();
+        upstream = input.grad(&gradients).expect("a layer's input reaches its output");
+        grads.add(gradients);
+    }
+
+    // A soft prompt is trained through the embeddings.
+    if embeds.is_autodiff() {
+        grads.add((lm.stream(embeds, &ctx) * upstream.autodiff()).sum().backward());
+    }
+    Ok(sum)
+}
