@@ -223,7 +223,7 @@ class MainEngine {
   /** @type {Engine['bench']} */
   async bench(options = {}) {
     this.#checkAlive();
-    const opts = plainObject(options, 'options') ?? {};
+    const opts = /** @type {import('./index.js').BenchOptions} */ (plainObject(options, 'options') ?? {});
     const model = opts.shape ? null : this.#requireModel();
     installWebGpuCounters();
     const counters = /** @type {{ snapshot(): Record<string, number> }} */ (/** @type {any} */ (globalThis).webgpuCounters);

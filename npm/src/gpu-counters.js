@@ -8,7 +8,7 @@
  * `globalThis.webgpuCounters.snapshot()`. Self-contained: the test harness serialises its source.
  */
 export function installWebGpuCounters() {
-  if (globalThis.webgpuCounters || typeof GPUDevice === 'undefined') return;
+  if (/** @type {any} */ (globalThis).webgpuCounters || typeof GPUDevice === 'undefined') return;
   const counts = {
     dispatches: 0,
     submits: 0,
