@@ -6,14 +6,14 @@
 
 use std::time::Instant;
 
-use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Distribution, Tensor};
 use serde_json::json;
 use webtune::data::Batch;
 use webtune::model::{CausalLm, LoadOptions, WeightsDtype};
 use webtune::options::Recompute;
 use webtune::profile::LoraBench;
 use webtune::session::presets::Preset;
-use webtune::train::{Trainer, loss_sum};
+use webtune::train::{Supervised, Trainer, loss_sum};
 use webtune::{Result, device};
 
 use crate::block;
@@ -55,11 +55,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let (device, gpu) = device::gpu()?;
     let preset = Preset::find(&args.shape)?;
-    let mut config = preset.config();
-    if let Some(layers) = args.layers {
-        config.num_layers = layers;
-        config.layer_types.truncate(layers);
-    }
+    let config = preset.config_with_layers(args.layers);
     let vocab = config.vocab_size;
     let load = LoadOptions { weights_dtype: args.weights_dtype, ..LoadOptions::default() };
     let lm = std::sync::Arc::new(CausalLm::random(config, &device, &load)?);
@@ -216,12 +212,7 @@ fn kept_when_recomputing(trainer: &Trainer, batch: &Batch) -> Result<Option<u64>
     }
     sync()?;
     let saved = in_use().saturating_sub(start);
-    // Every position of the bench's rows is supervised but each row's last.
-    let (rows, len) = (batch.batch, batch.len);
-    let targets: Vec<u32> =
-        (0..rows).flat_map(|r| batch.input_ids[r * len + 1..(r + 1) * len].iter().copied()).collect();
-    let positions: Vec<i64> = (0..rows).flat_map(|r| (0..len - 1).map(move |p| (r * len + p) as i64)).collect();
-    let positions = Tensor::<1, Int>::from_data(TensorData::new(positions, [targets.len()]), device);
+    let supervised = Supervised::of(lm, &adapter, batch)?.expect("every bench position is supervised");
     let kept_by = |graph: Tensor<1>, before: u64| -> Result<u64> {
         sync()?;
         let after = in_use();
@@ -230,8 +221,7 @@ fn kept_when_recomputing(trainer: &Trainer, batch: &Batch) -> Result<Option<u64>
     };
     sync()?;
     let before = in_use();
-    let hidden = lm.final_norm(x.autodiff().require_grad());
-    let head = kept_by(lm.cross_entropy_sum(hidden.select(0, positions), &targets), before)?;
+    let head = kept_by(supervised.loss_sum(lm, lm.final_norm(x.autodiff().require_grad())), before)?;
     let last = lm.config.num_layers - 1;
     sync()?;
     let before = in_use();

@@ -55,6 +55,17 @@ impl Preset {
         ModelConfig::from_json(self.config_json).expect("a preset's config.json parses (tested)")
     }
 
+    /// [`Preset::config`] cut to its first `layers` decoder layers (at least 1, at most all), for
+    /// quick benchmarks.
+    pub fn config_with_layers(&self, layers: Option<usize>) -> ModelConfig {
+        let mut config = self.config();
+        if let Some(layers) = layers {
+            config.num_layers = layers.clamp(1, config.num_layers);
+            config.layer_types.truncate(config.num_layers);
+        }
+        config
+    }
+
     pub fn shape(&self) -> ModelShape {
         ModelShape::of(self.config())
     }

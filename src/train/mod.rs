@@ -91,7 +91,7 @@ pub fn loss_sum(lm: &CausalLm, adapter: &Adapter, batch: &Batch) -> Result<Optio
 }
 
 /// The positions of a batch whose next token is supervised, and those tokens.
-struct Supervised {
+pub struct Supervised {
     /// Row indices into the `[batch·(prefix+len), hidden]` hidden states.
     rows: Tensor<1, Int>,
     targets: Vec<u32>,
@@ -99,7 +99,7 @@ struct Supervised {
 
 impl Supervised {
     /// `None` when nothing in the batch is supervised.
-    fn of(lm: &CausalLm, adapter: &Adapter, batch: &Batch) -> Result<Option<Self>> {
+    pub fn of(lm: &CausalLm, adapter: &Adapter, batch: &Batch) -> Result<Option<Self>> {
         let prefix = adapter.prefix_len();
         let (b, len) = (batch.batch, batch.len);
         let width = prefix + len;
@@ -130,7 +130,7 @@ impl Supervised {
     }
 
     /// The summed cross-entropy of the supervised rows of final hidden states.
-    fn loss_sum(&self, lm: &CausalLm, hidden: Tensor<2>) -> Tensor<1> {
+    pub fn loss_sum(&self, lm: &CausalLm, hidden: Tensor<2>) -> Tensor<1> {
         lm.cross_entropy_sum(hidden.select(0, self.rows.clone()), &self.targets)
     }
 }

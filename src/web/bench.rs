@@ -58,11 +58,7 @@ impl WebBench {
         let options: BenchOptions = from_js(options, "bench options")?;
         let shape = options.shape.as_deref().unwrap_or_default();
         let preset = Preset::find(shape).map_err(js_error)?;
-        let mut config = preset.config();
-        if let Some(layers) = options.layers {
-            config.num_layers = layers.clamp(1, config.num_layers);
-            config.layer_types.truncate(config.num_layers);
-        }
+        let config = preset.config_with_layers(options.layers);
         let lm = CausalLm::random(config, &gpu()?, &LoadOptions::default()).map_err(js_error)?;
         Self::new(Arc::new(lm), format!("{}-shaped, random weights", preset.hub_id), &options).await
     }
