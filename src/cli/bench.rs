@@ -13,7 +13,7 @@ use webtune::model::{CausalLm, LoadOptions, WeightsDtype};
 use webtune::options::Recompute;
 use webtune::profile::LoraBench;
 use webtune::session::presets::Preset;
-use webtune::train::{Supervised, Trainer, loss_sum};
+use webtune::train::{Supervised, Trainer, layer_inputs, loss_sum};
 use webtune::{Result, device};
 
 use crate::block;
@@ -204,12 +204,7 @@ fn kept_when_recomputing(trainer: &Trainer, batch: &Batch) -> Result<Option<u64>
     sync()?;
     let Some(start) = device.memory_pool_usage().map(|u| u.bytes_in_use) else { return Ok(None) };
     let (embeds, mut ctx) = adapter.inputs(lm, &batch.input_ids, batch.batch, Some(&batch.attention_mask), None)?;
-    let mut x = lm.stream(embeds, &ctx);
-    let mut inputs = Vec::new();
-    for l in 0..lm.config.num_layers {
-        inputs.push(x.clone());
-        x = lm.layer(l, x, &mut ctx, untracked.hooks());
-    }
+    let (inputs, x) = layer_inputs(lm, &untracked, lm.stream(embeds, &ctx), &mut ctx);
     sync()?;
     let saved = in_use().saturating_sub(start);
     let supervised = Supervised::of(lm, &adapter, batch)?.expect("every bench position is supervised");

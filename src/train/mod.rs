@@ -19,6 +19,7 @@ use crate::peft::Adapter;
 use crate::readback;
 use crate::rng::{Rng, Stream};
 pub use optim::{AdamW, AdamWConfig};
+pub use recompute::layer_inputs;
 pub use schedule::Schedule;
 
 /// Stop when the eval loss has not improved by more than `threshold` for `patience` evaluations

@@ -14,6 +14,7 @@ use super::Supervised;
 use crate::data::Batch;
 use crate::error::Result;
 use crate::model::CausalLm;
+use crate::model::attention::AttentionContext;
 use crate::peft::Adapter;
 
 /// The gradients of the trainable tensors (autodiff leaves) summed over several backward passes.
@@ -46,6 +47,24 @@ impl Accumulated {
     }
 }
 
+/// The forward pass through every decoder layer of `stream` (the residual stream entering the
+/// first) under `adapter`, keeping the stream entering each layer: `(inputs, last stream)`.
+/// Without a graph when `stream` and `adapter`'s tensors are plain.
+pub fn layer_inputs(
+    lm: &CausalLm,
+    adapter: &Adapter,
+    stream: Tensor<2>,
+    ctx: &mut AttentionContext,
+) -> (Vec<Tensor<2>>, Tensor<2>) {
+    let mut x = stream;
+    let mut inputs = Vec::with_capacity(lm.config.num_layers);
+    for l in 0..lm.config.num_layers {
+        inputs.push(x.clone());
+        x = lm.layer(l, x, ctx, adapter.hooks());
+    }
+    (inputs, x)
+}
+
 /// The summed loss of `batch` (autodiff-free) and, added to `grads`, the gradients of
 /// `loss / divisor`, computed layer by layer. `untracked` is the adapter with plain tensors (the
 /// forward pass), `tracked` the same values as autodiff leaves (the recomputed layers), both with
@@ -64,12 +83,7 @@ pub(super) fn loss_and_gradients(
 
     // Forward: no graph, each layer's input kept.
     let plain = if embeds.is_autodiff() { embeds.clone().inner() } else { embeds.clone() };
-    let mut x = lm.stream(plain, &ctx);
-    let mut inputs = Vec::with_capacity(layers);
-    for l in 0..layers {
-        inputs.push(x.clone());
-        x = lm.layer(l, x, &mut ctx, untracked.hooks());
-    }
+    let (mut inputs, x) = layer_inputs(lm, untracked, lm.stream(plain, &ctx), &mut ctx);
 
     // The loss from the last stream, and the stream's gradient.
     let stream = x.autodiff().require_grad();
