@@ -389,6 +389,32 @@ fn chunked_cross_entropy_matches_log_softmax() {
     }
 }
 
+#[test]
+fn chunked_log_sum_exp_matches_the_composed_one() {
+    let _serial = one_at_a_time();
+    let device = gpu();
+    for (rows, hidden, vocab, chunk, keep) in
+        [(37, 48, 3000, 1000, false), (37, 48, 3000, 1000, true), (6, 16, 700, 700, false)]
+    {
+        let h = values([rows, hidden], 63, 1.0, &device);
+        let head = values([vocab, hidden], 64, 0.5, &device);
+        // A different weight per row: the backward pass must read each row's own upstream gradient.
+        let weights = values([rows], 65, 1.0, &device);
+        let (hf, wf) = (tracked(&h), tracked(&head));
+        let fused = kernels::log_sum_exp_in_chunks(hf.clone(), wf.clone(), chunk, keep);
+        let grads = (fused.clone() * weights.clone().autodiff()).sum().backward();
+        let (hr, wr) = (tracked(&h), tracked(&head));
+        let logits = hr.clone().matmul(wr.clone().transpose());
+        let max = logits.clone().max_dim(1).detach();
+        let reference = ((logits - max.clone()).exp().sum_dim(1).log() + max).reshape([rows]);
+        let ref_grads = (reference.clone() * weights.autodiff()).sum().backward();
+        let case = format!("log-sum-exp {rows} rows, vocab {vocab} in chunks of {chunk}, logits kept {keep}");
+        close(&format!("{case}: value"), fused.inner(), reference.inner());
+        close(&format!("{case}: dhidden"), hf.grad(&grads).unwrap(), hr.grad(&ref_grads).unwrap());
+        close(&format!("{case}: dhead"), wf.grad(&grads).unwrap(), wr.grad(&ref_grads).unwrap());
+    }
+}
+
 /// Kernel launches of a forward and backward pass (0 on the CPU backend, which launches none),
 /// less those of the test's own scaffolding: summing an output of the same shape and
 /// differentiating the sum.

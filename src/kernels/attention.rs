@@ -19,11 +19,19 @@
 //! `δ_i = Σ dout_i · out_i`, the key-side backward `[dk | dv]`. `lse [batch, heads, len]` is the
 //! log-sum-exp of each query's scaled scores, [`MASKED_ROW`] for a query that sees no key.
 //!
-//! Known defect: on Mesa's lavapipe, rows whose workgroup streams many tiles with a large `d`
-//! come out wrong (found wiring the kernel into the model: the first key workgroup's `dk` at
-//! `len` 256, `d` 64, two query heads per kv head; the forward pass at `len` 128, `d` 256), while
-//! the eager reference on the same device is right and shorter cases (the tests) agree. Until that
-//! is understood the model does not use these kernels.
+//! Not yet used by the model, because of Mesa's lavapipe (the Vulkan device of the native tests
+//! and benchmarks): llvmpipe stops every loop of a shader invocation once the invocation has run
+//! 65,535 loop iterations in all (`LP_MAX_TGSI_LOOP_ITERATIONS`, one counter shared by all its
+//! loops), and then skips the rest, output writes included. Here each query (forward, dq) or key
+//! (dk, dv) costs about `2·d` iterations per row of the other side it visits, so the last query
+//! workgroup of a long sequence is cut short: measured, `d` 64 passes at 481 keys and leaves
+//! its outputs unwritten at 482; `d` 128 between 230 and 250; the key side with two query heads
+//! per kv head fails at 256 keys. The arithmetic is right: with the loops over `d` unrolled
+//! (which llvmpipe does not count, but then takes minutes to compile), `d` 64 at 482 and at 512
+//! keys (two query heads per kv head, RoPE) and `d` 128 at 250 keys agree with the CPU within
+//! 1e-6. Before wiring it in: keep each invocation under the limit on llvmpipe (split the
+//! other side's rows over several workgroups and combine their partial softmaxes), or use the
+//! kernels only where the adapter is not llvmpipe.
 //!
 //! The shared `aux` buffer holds the RoPE tables and the key mask of one forward pass:
 //! `[cos (len·d) | sin (len·d) | mask (batch·len)]` with RoPE, `[mask]` without.

@@ -20,8 +20,10 @@ use cubecl::prelude::*;
 use super::FusedKernels;
 use super::cube::{Launch, MAX_THREADS, row_grid, workgroup_max, workgroup_sum};
 
-/// Logits per chunk: 16 M values (64 MiB), within WebGPU's default 128 MiB binding limit.
-pub const CHUNK_VALUES: usize = 1 << 24;
+/// Logits per chunk: 4 M values (16 MiB). Each chunk's product is still large enough to keep a
+/// GPU busy, and what the loss holds at once (a chunk's logits, their gradient, an f16 head's
+/// chunk cast to f32) stays below one decoder layer's activations at the usual batch sizes.
+pub const CHUNK_VALUES: usize = 1 << 22;
 
 /// Up to this many logits (256 MiB) are kept from the forward pass for the backward pass instead
 /// of being recomputed: no more memory than the unchunked loss held, a third fewer head FLOPs.
@@ -111,7 +113,7 @@ fn chunk_backward_kernel<F: Float>(
         if F::cast_from(start as usize + column) == targets[row] {
             grad -= F::new(1.0);
         }
-        out[i] = grad * upstream[0];
+        out[i] = grad * upstream[row % upstream.len()];
     }
 }
 
@@ -203,7 +205,7 @@ pub(super) fn chunk_backward_composed(
     let local = targets.reshape([rows, 1]) - start as f64;
     let inside = local.clone().greater_equal_elem(0.0).bool_and(local.clone().lower_elem(width as f64));
     let index = local.clamp(0.0, (width - 1) as f64).int();
-    let upstream = upstream.reshape([1, 1]);
+    let upstream = upstream.clone().reshape([upstream.dims()[0], 1]);
     // softmax · g everywhere, then −g at each row's target (when it is in this chunk).
     let minus_g = inside.float().neg() * upstream.clone();
     ((logits - lse.reshape([rows, 1])).exp() * upstream).scatter(1, index, minus_g, IndexingUpdateOp::Add)
@@ -236,13 +238,15 @@ fn chunks(vocab: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..vocab).step_by(chunk.max(1)).map(move |start| (start, chunk.min(vocab - start)))
 }
 
-/// The loss sum `[1]`, each row's log-sum-exp `[rows]`, and each chunk's logits when `keep`.
+/// The loss: summed `[1]`, or per row `[rows]` when `per_row`; each row's log-sum-exp `[rows]`;
+/// each chunk's logits when `keep`.
 pub(super) fn forward<B: FusedKernels>(
     hidden: FloatTensor<B>,
     head: FloatTensor<B>,
     targets: FloatTensor<B>,
     chunk: usize,
     keep: bool,
+    per_row: bool,
 ) -> (FloatTensor<B>, FloatTensor<B>, Vec<FloatTensor<B>>) {
     let rows = hidden.shape()[0];
     let vocab = head.shape()[0];
@@ -265,8 +269,8 @@ pub(super) fn forward<B: FusedKernels>(
         B::float_reshape(B::float_slice(state.clone(), &[Slice::full(), Slice::from(i..i + 1)]), [rows].into())
     };
     let lse = B::float_add(column(0), B::float_log(column(1)));
-    let loss = B::float_sum(B::float_sub(lse.clone(), column(2)));
-    (loss, lse, kept)
+    let rows_loss = B::float_sub(lse.clone(), column(2));
+    (if per_row { rows_loss } else { B::float_sum(rows_loss) }, lse, kept)
 }
 
 #[derive(Debug)]
@@ -323,16 +327,18 @@ pub(super) fn autodiff<B: FusedKernels, C: CheckpointStrategy>(
     targets: FloatTensor<Autodiff<B, C>>,
     chunk: usize,
     keep_logits: bool,
+    per_row: bool,
 ) -> FloatTensor<Autodiff<B, C>> {
     let targets = targets.into_primitive();
     match CrossEntropyBackward.prepare::<C>([hidden.node(), head.node()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
             let (hidden, head) = (hidden.into_primitive(), head.into_primitive());
-            let (loss, lse, kept) = forward::<B>(hidden.clone(), head.clone(), targets.clone(), chunk, keep_logits);
+            let (loss, lse, kept) =
+                forward::<B>(hidden.clone(), head.clone(), targets.clone(), chunk, keep_logits, per_row);
             prep.finish((hidden, head, targets, lse, chunk, kept), loss)
         }
         OpsKind::UnTracked(prep) => {
-            prep.finish(forward::<B>(hidden.into_primitive(), head.into_primitive(), targets, chunk, false).0)
+            prep.finish(forward::<B>(hidden.into_primitive(), head.into_primitive(), targets, chunk, false, per_row).0)
         }
     }
 }

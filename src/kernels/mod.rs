@@ -112,7 +112,8 @@ pub trait FusedKernels: Backend {
         first: bool,
     ) -> FloatTensor<Self>;
 
-    /// `(softmax − onehot(target)) · upstream` of one chunk of logits, given each row's `lse`.
+    /// `(softmax − onehot(target)) · upstream` of one chunk of logits, given each row's `lse`;
+    /// `upstream` is `[1]` (a summed loss) or `[rows]` (per-row losses).
     #[fusion(meta = |logits, _targets, _lse, _upstream, _start| logits.clone())]
     fn cross_entropy_chunk_backward(
         logits: FloatTensor<Self>,
@@ -150,13 +151,15 @@ pub trait FusedOps: Backend {
     /// See [`frozen_matmul`].
     fn frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, transposed: bool) -> FloatTensor<Self>;
 
-    /// See [`cross_entropy_sum`].
+    /// See [`cross_entropy_sum`] (`per_row`: each row's loss `[rows]`, as
+    /// [`log_sum_exp_in_chunks`] uses it, instead of their sum `[1]`).
     fn fused_cross_entropy(
         hidden: FloatTensor<Self>,
         head: FloatTensor<Self>,
         targets: FloatTensor<Self>,
         chunk: u32,
         keep_logits: bool,
+        per_row: bool,
     ) -> FloatTensor<Self>;
 
     /// See [`attention`].
@@ -273,16 +276,40 @@ pub fn cross_entropy_sum_in_chunks(
     chunk: usize,
     keep_logits: bool,
 ) -> Tensor<1> {
-    let [rows, _] = hidden.dims();
     let targets: Vec<f32> = targets.iter().map(|&t| t as f32).collect();
-    let device = hidden.device();
-    let targets = Tensor::<1>::from_data(TensorData::new(targets, [rows]), &device);
+    chunked_cross_entropy(hidden, head, targets, chunk, keep_logits, false)
+}
+
+/// `log Σ_j exp(h · head[j])` per row of `hidden [rows, hidden]` over `head [vocab, hidden]`,
+/// `[rows]`, in chunks of `chunk` vocabulary ids as [`cross_entropy_sum_in_chunks`] (the same
+/// kernels, with no target): the normaliser of one row block of a head split into blocks
+/// (`model::table::Table::target_log_probs` combines the blocks'). Reference:
+/// `hidden.matmul(head.transpose())`'s log-sum-exp over dimension 1.
+pub fn log_sum_exp_in_chunks(hidden: Tensor<2>, head: Tensor<2>, chunk: usize, keep_logits: bool) -> Tensor<1> {
+    let rows = hidden.dims()[0];
+    chunked_cross_entropy(hidden, head, vec![NO_TARGET; rows], chunk, keep_logits, true)
+}
+
+/// A target id no vocabulary chunk holds: its rows' loss is their log-sum-exp.
+const NO_TARGET: f32 = -1.0;
+
+fn chunked_cross_entropy(
+    hidden: Tensor<2>,
+    head: Tensor<2>,
+    targets: Vec<f32>,
+    chunk: usize,
+    keep_logits: bool,
+    per_row: bool,
+) -> Tensor<1> {
+    let rows = targets.len();
+    let targets = Tensor::<1>::from_data(TensorData::new(targets, [rows]), &hidden.device());
     Tensor::from_dispatch(Dispatch::fused_cross_entropy(
         hidden.into_dispatch(),
         head.into_dispatch(),
         targets.into_dispatch(),
         chunk as u32,
         keep_logits,
+        per_row,
     ))
 }
 
@@ -533,8 +560,9 @@ mod flex {
             targets: FloatTensor<Self>,
             chunk: u32,
             _keep_logits: bool,
+            per_row: bool,
         ) -> FloatTensor<Self> {
-            cross_entropy::forward::<Self>(hidden, head, targets, chunk as usize, false).0
+            cross_entropy::forward::<Self>(hidden, head, targets, chunk as usize, false, per_row).0
         }
 
         fn fused_attention(
@@ -559,8 +587,9 @@ impl FusedOps for Cube {
         targets: FloatTensor<Self>,
         chunk: u32,
         _keep_logits: bool,
+        per_row: bool,
     ) -> FloatTensor<Self> {
-        cross_entropy::forward::<Self>(hidden, head, targets, chunk as usize, false).0
+        cross_entropy::forward::<Self>(hidden, head, targets, chunk as usize, false, per_row).0
     }
 
     fn fused_rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f32, offset: f32) -> FloatTensor<Self> {
@@ -596,8 +625,9 @@ impl<B: FusedKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         targets: FloatTensor<Self>,
         chunk: u32,
         keep_logits: bool,
+        per_row: bool,
     ) -> FloatTensor<Self> {
-        cross_entropy::autodiff::<B, C>(hidden, head, targets, chunk as usize, keep_logits)
+        cross_entropy::autodiff::<B, C>(hidden, head, targets, chunk as usize, keep_logits, per_row)
     }
 
     fn fused_rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f32, offset: f32) -> FloatTensor<Self> {

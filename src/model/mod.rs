@@ -15,12 +15,13 @@ pub mod weights;
 
 use std::sync::Arc;
 
-use burn::tensor::{Device, Int, Tensor, TensorData, activation};
+use burn::tensor::{Device, Tensor};
 use safetensors::Dtype;
 
 use crate::device::GpuInfo;
 use crate::err;
 use crate::error::Result;
+use crate::kernels::{KEEP_VALUES, chunk_for};
 pub use attention::{AttentionContext, KvCache};
 pub use config::{Architecture, LayerAttention, ModelConfig};
 pub use files::FileSource;
@@ -233,11 +234,6 @@ impl CausalLm {
         self.shape.parameters
     }
 
-    /// Whether the LM head is stored in row blocks (larger than one binding).
-    pub fn head_is_split(&self) -> bool {
-        self.body.head().block_count() > 1
-    }
-
     /// The model without its weights: what adapters resolve against.
     pub fn shape(&self) -> &ModelShape {
         &self.shape
@@ -289,29 +285,22 @@ impl CausalLm {
         self.body.head().project(hidden)
     }
 
-    /// `log p(target)` per row of hidden states `[n, hidden]` (`targets.len() = n`, each below the
-    /// vocabulary size): the log-softmax of the logits at the target. Where all `n × vocab`
-    /// logits would not fit one binding, or the head is split, they are never formed at once.
-    pub fn target_log_probs(&self, hidden: Tensor<2>, targets: &[u32]) -> Tensor<1> {
-        let head = self.body.head();
-        let n = targets.len();
-        if head.block_count() == 1 && n.saturating_mul(head.rows()) <= self.max_elements {
-            let ids: Vec<i64> = targets.iter().map(|&t| t as i64).collect();
-            let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [n, 1]), &self.device);
-            return activation::log_softmax(head.project(hidden), 1).gather(1, ids).reshape([n]);
-        }
-        head.target_log_probs(hidden, targets, self.max_elements)
-    }
-
-    /// `-Σ log p(target)` over rows of hidden states `[n, hidden]`: the summed token cross-entropy
-    /// of the loss. An unsplit head goes through the fused chunked kernel
-    /// ([`crate::kernels::cross_entropy_sum`]: one LM-head product and online log-sum-exp per
-    /// vocabulary chunk, no `[n, vocab]` tensor; a head stored in f16 is cast a chunk at a time);
-    /// a split one through [`Self::target_log_probs`].
+    /// `-Σ log p(target)` over rows of hidden states `[n, hidden]` (`targets.len() = n`, each
+    /// below the vocabulary size): the summed token cross-entropy of the loss, in vocabulary
+    /// chunks so that no `[n, vocab]` tensor exists (one LM-head product and one online
+    /// log-sum-exp kernel per chunk; a head stored in f16 is cast a chunk at a time). An unsplit
+    /// head goes through [`crate::kernels::cross_entropy_sum_in_chunks`], a head split into row
+    /// blocks through [`Table::target_log_probs`], which combines the blocks' log-sum-exps.
     pub fn cross_entropy_sum(&self, hidden: Tensor<2>, targets: &[u32]) -> Tensor<1> {
-        match self.body.head().single_block() {
-            Some(head) => crate::kernels::cross_entropy_sum(hidden, head, targets),
-            None => self.target_log_probs(hidden, targets).sum().neg(),
+        let head = self.body.head();
+        let rows = targets.len();
+        // Each chunk's logits fit one binding; all of them are kept for the backward pass when
+        // they hold at most `KEEP_VALUES` values, as the unchunked loss would.
+        let chunk = chunk_for(rows, head.rows()).min((self.max_elements / rows.max(1)).max(1));
+        let keep_logits = rows.saturating_mul(head.rows()) <= KEEP_VALUES;
+        match head.single_block() {
+            Some(head) => crate::kernels::cross_entropy_sum_in_chunks(hidden, head, targets, chunk, keep_logits),
+            None => head.target_log_probs(hidden, targets, chunk, keep_logits).sum().neg(),
         }
     }
 

@@ -2,11 +2,12 @@
 //! blocks. A GPU binds at most `maxStorageBufferBindingSize` bytes per buffer (128 MiB to 1 GiB on
 //! many devices), less than Llama-3.2's 128,256 × 2,048 f32 embedding; each block fits one binding
 //! even when cast to f32 for use. A lookup reads the blocks holding the ids; a projection is the
-//! concatenation of per-block products; the loss needs only each row's log-sum-exp and target.
+//! concatenation of per-block products; the loss needs only each row's log-sum-exp (combined from
+//! the blocks') and its target's logit.
 
 use burn::tensor::{Int, Tensor, TensorData};
 
-use crate::kernels::frozen_matmul;
+use crate::kernels::{frozen_matmul, log_sum_exp_in_chunks};
 use crate::model::layers::to_f32;
 
 /// A frozen `[rows, cols]` matrix as consecutive row blocks of `block_rows` rows (the last may be
@@ -90,25 +91,20 @@ impl Table {
     }
 
     /// `log softmax(h · Wᵀ)[target]` per row of `h [n, cols]`, mathematically
-    /// `log_softmax(project(h)).gather(targets)`, computed over row chunks and row blocks so that
-    /// no intermediate holds more than `max_elements` values: the target's logit `h · W[target]`
-    /// minus the log-sum-exp of the row's logits, combined from per-block log-sum-exps.
-    pub fn target_log_probs(&self, h: Tensor<2>, targets: &[u32], max_elements: usize) -> Tensor<1> {
+    /// `log_softmax(project(h)).gather(targets)`, without an `[n, rows]` tensor: each block's
+    /// log-sum-exp in vocabulary chunks of `chunk` ids (`kernels::log_sum_exp_in_chunks`, the
+    /// logits kept for the backward pass when `keep_logits`), combined into the row's, subtracted
+    /// from the target's logit `h · W[target]`.
+    pub fn target_log_probs(&self, h: Tensor<2>, targets: &[u32], chunk: usize, keep_logits: bool) -> Tensor<1> {
         let n = targets.len();
-        let widest = self.blocks.iter().map(|b| b.dims()[0]).max().unwrap_or(1);
-        let chunk = (max_elements / widest).clamp(1, n.max(1));
-        let mut out = Vec::new();
-        for start in (0..n).step_by(chunk) {
-            let len = chunk.min(n - start);
-            let rows = h.clone().narrow(0, start, len);
-            let per_block: Vec<Tensor<2>> =
-                self.blocks.iter().map(|block| log_sum_exp(frozen_matmul(rows.clone(), block.clone(), true))).collect();
-            let lse = log_sum_exp(Tensor::cat(per_block, 1));
-            let target_rows = self.lookup(&targets[start..start + len]);
-            let target_logits = (rows * target_rows).sum_dim(1);
-            out.push((target_logits - lse).reshape([len]));
-        }
-        Tensor::cat(out, 0)
+        let per_block: Vec<Tensor<2>> = self
+            .blocks
+            .iter()
+            .map(|block| log_sum_exp_in_chunks(h.clone(), block.clone(), chunk, keep_logits).reshape([n, 1]))
+            .collect();
+        let lse = log_sum_exp(Tensor::cat(per_block, 1));
+        let target_logits = (h * self.lookup(targets)).sum_dim(1);
+        (target_logits - lse).reshape([n])
     }
 }
 

@@ -31,15 +31,17 @@
 //!   backward pass adds one layer's activations at a time (the sum above divided by the layers):
 //!   `activations` is their sum, and `total` counts the larger of one layer's activations and the
 //!   logits, which are never held together.
-//! - `logits = 4 · S · vocab` when kept, else `4 · 2 · S · c`: the loss's chunked cross-entropy
-//!   (`kernels::cross_entropy_sum`) over the `S` supervised positions of the largest micro-batch
-//!   (`train::loss_sum` sends only those rows through the LM head) keeps all their logits for the
-//!   backward pass when there are at most `KEEP_VALUES`; otherwise the backward pass recomputes
-//!   them one chunk of `c = chunk_for(S, vocab)` vocabulary ids at a time, with that chunk's
-//!   gradient, on top of every kept activation. A head stored in row blocks (larger than one
-//!   binding) goes through `model::table::Table::target_log_probs`, whose log-sum-exps keep every
-//!   chunk's logits and whose backward pass holds their gradient beside them: `4 · 2 · S · vocab`
-//!   (measured on Gemma 3's shape).
+//! - `logits = 4 · (S · vocab + S · c + cast)` when kept, else `4 · (2 · S · c + cast)`: the
+//!   loss's chunked cross-entropy (`kernels::cross_entropy_sum`) over the `S` supervised
+//!   positions of the largest micro-batch (`train::loss_sum` sends only those rows through the
+//!   LM head) works one chunk of `c = chunk_for(S, vocab)` vocabulary ids at a time. It keeps all
+//!   the logits for the backward pass when there are at most `KEEP_VALUES`, and the backward pass
+//!   adds one chunk's gradient; otherwise the backward pass recomputes each chunk's logits beside
+//!   their gradient. `cast = c · h` under f16 storage: the head's chunk cast to f32 for its
+//!   product (0 under f32). A head stored in row blocks (larger than one binding) is the same: its
+//!   blocks' log-sum-exps take the same chunks (`model::table::Table::target_log_probs`), none
+//!   wider than a block. The bench's sampler does not see this top (it lasts one kernel), so the
+//!   estimate is the only figure for it.
 //!
 //! `largest_buffer` is the biggest single tensor, which must fit the device's
 //! `maxStorageBufferBindingSize`: `4 · max(in·out of the largest linear layer, B·heads·T², B·T·w)`:
@@ -101,14 +103,12 @@ pub struct MemoryEstimate {
 pub struct Storage {
     /// Bytes per stored weight (2 under f16 storage, 4 under f32).
     pub weight_bytes: u64,
-    /// The LM head is stored in row blocks (larger than one binding).
-    pub head_split: bool,
 }
 
 impl Storage {
     /// How `lm` was loaded.
     pub fn of(lm: &CausalLm) -> Self {
-        Storage { weight_bytes: lm.report.bytes_per_weight(), head_split: lm.head_is_split() }
+        Storage { weight_bytes: lm.report.bytes_per_weight() }
     }
 }
 
@@ -122,8 +122,6 @@ pub struct BaseModel<'a> {
     pub largest_linear: usize,
     /// The largest `in` or `out` of a linear layer.
     pub widest: usize,
-    /// The LM head is stored in row blocks (larger than one binding).
-    pub head_split: bool,
     /// Bytes per stored weight.
     pub weight_bytes: u64,
 }
@@ -135,7 +133,6 @@ impl<'a> BaseModel<'a> {
             parameters: model.parameters,
             largest_linear: model.largest_linear(),
             widest: model.linears.iter().map(|l| l.in_features.max(l.out_features)).max().unwrap_or(0),
-            head_split: storage.head_split,
             weight_bytes: storage.weight_bytes,
         }
     }
@@ -197,12 +194,12 @@ pub fn estimate(base: BaseModel, run: Training) -> MemoryEstimate {
         Recompute::Auto => kept_all > RECOMPUTE_ABOVE,
     };
     let vocab = n(config.vocab_size);
-    let logits = if base.head_split {
-        F32 * 2 * supervised * vocab
-    } else if supervised * vocab <= KEEP_VALUES as u64 {
-        F32 * supervised * vocab
+    let chunk = n(chunk_for(work.supervised, config.vocab_size));
+    let head_cast = if weight_bytes < F32 { chunk * h } else { 0 };
+    let logits = if supervised * vocab <= KEEP_VALUES as u64 {
+        F32 * (supervised * vocab + supervised * chunk + head_cast)
     } else {
-        F32 * 2 * supervised * n(chunk_for(work.supervised, config.vocab_size))
+        F32 * (2 * supervised * chunk + head_cast)
     };
     // Recomputing, the backward pass holds each layer's input and then either the loss's logits
     // or one layer's activations, never both.
@@ -266,23 +263,17 @@ mod tests {
                 "max_position_embeddings": 32, "tie_word_embeddings": true}"#,
         )
         .unwrap();
-        let base = BaseModel {
-            config: &config,
-            parameters: 1000,
-            largest_linear: 192,
-            widest: 16,
-            head_split: false,
-            weight_bytes: 2,
-        };
+        let base = BaseModel { config: &config, parameters: 1000, largest_linear: 192, widest: 16, weight_bytes: 2 };
         let q = AdaptedShape { in_features: 8, rank: 4, shared_input: false };
         let m = estimate(base, run(&[q], &[], true));
         // per layer and token: 2·8 (norms) + 12 (q) + 2·12 (kv repeated to q) + 3·2·5 + 4·16 = 146;
         // per token: 2·146 + (4 + 2·8: rank, mask and masked input) + 2·8 = 328.
         assert_eq!(m.activations, 4 * 2 * 5 * 328);
         assert_eq!((m.weights, m.adapter, m.gradients, m.optimizer), (2000, 400, 400, 800));
-        // 3 rows × 100 ids kept for the backward pass.
-        assert_eq!(m.logits, 4 * 3 * 100);
-        assert_eq!(m.total, 2000 + 400 + 400 + 800 + 13_120 + 1200);
+        // 3 rows × 100 ids kept for the backward pass, one chunk's gradient (all 100 ids) and the
+        // f16 head's chunk cast to f32 (100 × 8).
+        assert_eq!(m.logits, 4 * (3 * 100 + 3 * 100 + 100 * 8));
+        assert_eq!(m.total, 2000 + 400 + 400 + 800 + 13_120 + 5600);
         assert_eq!(
             m.largest_buffer,
             4 * 192,
@@ -297,7 +288,7 @@ mod tests {
         assert_eq!(shared.activations - f32_weights.activations, 4 * 2 * 5 * (4 + 8 + 4));
 
         // Recomputing: each layer's input (2·8, and 2·8 for the embeddings and final norm) and one
-        // layer's share: ceil((2·146 + 20) / 2) = 156; the logits (1200 bytes) are not held with
+        // layer's share: ceil((2·146 + 20) / 2) = 156; the logits (5600 bytes) are not held with
         // the layer's 6240.
         let recomputed = estimate(base, Training { recompute: Recompute::On, ..run(&[q], &[], true) });
         assert!(recomputed.recompute_layers);
@@ -313,14 +304,7 @@ mod tests {
                 "max_position_embeddings": 32, "tie_word_embeddings": true}"#,
         )
         .unwrap();
-        let base = BaseModel {
-            config: &config,
-            parameters: 1000,
-            largest_linear: 128,
-            widest: 16,
-            head_split: false,
-            weight_bytes: 4,
-        };
+        let base = BaseModel { config: &config, parameters: 1000, largest_linear: 128, widest: 16, weight_bytes: 4 };
         let plain = estimate(base, run(&[], &[], false));
         let terms = [MethodTerm { per_token: 3, per_step: 64 }, MethodTerm { per_token: 1, per_step: 0 }];
         let with = estimate(base, run(&[], &terms, false));

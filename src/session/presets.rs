@@ -93,11 +93,7 @@ impl Preset {
         let file = format!("{}/model.safetensors", self.hub_id);
         let plan = crate::model::load::plan(load, info, CHECKPOINT)?;
         let problem = shape.check_fits(&plan, info, CHECKPOINT, &file).err().map(|e| e.message);
-        let config = &shape.config;
-        let storage = Storage {
-            weight_bytes: if plan.f16 { 2 } else { 4 },
-            head_split: plan.block_rows(config.vocab_size, config.hidden_size) < config.vocab_size,
-        };
+        let storage = Storage { weight_bytes: if plan.f16 { 2 } else { 4 } };
         Ok(PresetFacts {
             weights_dtype: if plan.f16 { "f16" } else { "f32" },
             weights_reason: plan.reason,
