@@ -82,7 +82,9 @@ test('demo: train offline with pause and resume; the chart updates and the eval 
   await setOption(page, 'Checkpoint every (steps)', EVAL_EVERY);
   await screenshot(page, 'page-before-training');
 
-  // Everything is loaded: no network is needed from here on.
+  // Everything is loaded and the service worker has cached the site (its install fetches every
+  // file, which on a loaded machine can outlast the page's own start): no network from here on.
+  await page.locator('#offline-chip').waitFor({ state: 'visible', timeout: 120_000 });
   await page.context().setOffline(true);
   const requestsBefore = page.requests.length;
 
