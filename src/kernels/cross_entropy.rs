@@ -29,9 +29,22 @@ pub const CHUNK_VALUES: usize = 1 << 22;
 /// of being recomputed: no more memory than the unchunked loss held, a third fewer head FLOPs.
 pub const KEEP_VALUES: usize = 1 << 26;
 
-/// Vocabulary rows per chunk for `rows` tokens.
-pub fn chunk_for(rows: usize, vocab: usize) -> usize {
-    (CHUNK_VALUES / rows.max(1)).max(1024).min(vocab).max(1)
+/// How the loss over `rows` rows of a `vocab`-id head is cut: vocabulary ids per chunk (about
+/// [`CHUNK_VALUES`] logits, and no more than `max_values`, what one binding holds) and whether
+/// the logits are kept for the backward pass (at most [`KEEP_VALUES`] in all) or recomputed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LossChunks {
+    pub chunk: usize,
+    pub keep_logits: bool,
+}
+
+impl LossChunks {
+    pub fn of(rows: usize, vocab: usize, max_values: usize) -> Self {
+        let keep_logits = rows.saturating_mul(vocab) <= KEEP_VALUES;
+        let rows = rows.max(1);
+        let chunk = (CHUNK_VALUES / rows).max(1024).min(vocab).min(max_values / rows).max(1);
+        LossChunks { chunk, keep_logits }
+    }
 }
 
 #[cube(launch)]

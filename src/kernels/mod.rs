@@ -27,7 +27,7 @@ mod rms_norm;
 
 pub use adamw::AdamWStep;
 pub use attention::MASKED_ROW;
-pub use cross_entropy::{CHUNK_VALUES, KEEP_VALUES, chunk_for};
+pub use cross_entropy::{KEEP_VALUES, LossChunks};
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::fusion::custom::TensorSpec;
@@ -259,14 +259,15 @@ pub fn attention(
 
 /// Sum over the rows of `hidden [rows, hidden]` of the cross-entropy `−log softmax(h·headᵀ)[target]`
 /// (`head [vocab, hidden]`, `targets` one vocabulary id per row), `[1]`. The vocabulary is
-/// processed `chunk_for(rows, vocab)` ids at a time (one matmul and one kernel each), so no
+/// processed [`LossChunks`]' chunk of ids at a time (one matmul and one kernel each), so no
 /// `[rows, vocab]` tensor exists. The forward pass's logits are kept for the backward pass when
 /// they hold at most [`KEEP_VALUES`] values (no more than the unchunked loss held), recomputed
 /// chunk by chunk otherwise. Reference: `log_softmax(hidden.matmul(head.transpose()), 1)`
 /// gathered at the targets, summed and negated (`train::loss_sum`).
 pub fn cross_entropy_sum(hidden: Tensor<2>, head: Tensor<2>, targets: &[u32]) -> Tensor<1> {
     let (rows, vocab) = (hidden.dims()[0], head.dims()[0]);
-    cross_entropy_sum_in_chunks(hidden, head, targets, chunk_for(rows, vocab), rows * vocab <= KEEP_VALUES)
+    let LossChunks { chunk, keep_logits } = LossChunks::of(rows, vocab, usize::MAX);
+    cross_entropy_sum_in_chunks(hidden, head, targets, chunk, keep_logits)
 }
 
 /// [`cross_entropy_sum`] with `chunk` vocabulary ids per chunk, the logits kept for the backward

@@ -21,7 +21,7 @@ use safetensors::Dtype;
 use crate::device::GpuInfo;
 use crate::err;
 use crate::error::Result;
-use crate::kernels::{KEEP_VALUES, chunk_for};
+use crate::kernels::LossChunks;
 pub use attention::{AttentionContext, KvCache};
 pub use config::{Architecture, LayerAttention, ModelConfig};
 pub use files::FileSource;
@@ -293,11 +293,8 @@ impl CausalLm {
     /// blocks through [`Table::target_log_probs`], which combines the blocks' log-sum-exps.
     pub fn cross_entropy_sum(&self, hidden: Tensor<2>, targets: &[u32]) -> Tensor<1> {
         let head = self.body.head();
-        let rows = targets.len();
-        // Each chunk's logits fit one binding; all of them are kept for the backward pass when
-        // they hold at most `KEEP_VALUES` values, as the unchunked loss would.
-        let chunk = chunk_for(rows, head.rows()).min((self.max_elements / rows.max(1)).max(1));
-        let keep_logits = rows.saturating_mul(head.rows()) <= KEEP_VALUES;
+        // Each chunk's logits fit one binding.
+        let LossChunks { chunk, keep_logits } = LossChunks::of(targets.len(), head.rows(), self.max_elements);
         match head.single_block() {
             Some(head) => crate::kernels::cross_entropy_sum_in_chunks(hidden, head, targets, chunk, keep_logits),
             None => head.target_log_probs(hidden, targets, chunk, keep_logits).sum().neg(),

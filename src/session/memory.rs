@@ -34,7 +34,7 @@
 //! - `logits = 4 · (S · vocab + S · c + cast)` when kept, else `4 · (2 · S · c + cast)`: the
 //!   loss's chunked cross-entropy (`kernels::cross_entropy_sum`) over the `S` supervised
 //!   positions of the largest micro-batch (`train::loss_sum` sends only those rows through the
-//!   LM head) works one chunk of `c = chunk_for(S, vocab)` vocabulary ids at a time. It keeps all
+//!   LM head) works one chunk of `c` vocabulary ids at a time (`kernels::LossChunks`). It keeps all
 //!   the logits for the backward pass when there are at most `KEEP_VALUES`, and the backward pass
 //!   adds one chunk's gradient; otherwise the backward pass recomputes each chunk's logits beside
 //!   their gradient. `cast = c · h` under f16 storage: the head's chunk cast to f32 for its
@@ -51,7 +51,7 @@
 
 use serde::Serialize;
 
-use crate::kernels::{KEEP_VALUES, chunk_for};
+use crate::kernels::LossChunks;
 use crate::model::config::Activation;
 use crate::model::{Architecture, CausalLm, ModelConfig, ModelShape};
 use crate::options::Recompute;
@@ -194,9 +194,10 @@ pub fn estimate(base: BaseModel, run: Training) -> MemoryEstimate {
         Recompute::Auto => kept_all > RECOMPUTE_ABOVE,
     };
     let vocab = n(config.vocab_size);
-    let chunk = n(chunk_for(work.supervised, config.vocab_size));
+    let loss = LossChunks::of(work.supervised, config.vocab_size, usize::MAX);
+    let chunk = n(loss.chunk);
     let head_cast = if weight_bytes < F32 { chunk * h } else { 0 };
-    let logits = if supervised * vocab <= KEEP_VALUES as u64 {
+    let logits = if loss.keep_logits {
         F32 * (supervised * vocab + supervised * chunk + head_cast)
     } else {
         F32 * (2 * supervised * chunk + head_cast)
