@@ -27,6 +27,11 @@ pub struct GpuInfo {
     /// Memory the weights must fit in, where known: natively the host's RAM (a sane upper bound
     /// for any device it feeds); browsers do not tell.
     pub memory_bytes: Option<u64>,
+    /// Loop iterations one shader invocation may run before the driver skips the rest of its
+    /// loops: Mesa's llvmpipe (lavapipe) stops at 65,535 (`LP_MAX_TGSI_LOOP_ITERATIONS`, one
+    /// counter for all loops). Kernels whose loops grow with the input check it.
+    #[serde(skip)]
+    pub shader_loop_limit: Option<u64>,
 }
 
 impl GpuInfo {
@@ -38,6 +43,7 @@ impl GpuInfo {
     fn of(setup: &WgpuSetup, device: &Device) -> Self {
         let info = setup.adapter.get_info();
         let limits = setup.device.limits();
+        let shader_loop_limit = info.name.contains("llvmpipe").then_some(LLVMPIPE_LOOP_LIMIT);
         GpuInfo {
             name: info.name,
             backend: format!("{:?}", setup.backend),
@@ -45,6 +51,7 @@ impl GpuInfo {
             max_buffer_size: limits.max_buffer_size,
             shader_f16: device.supports_dtype(FloatDType::F16),
             memory_bytes: host_memory(),
+            shader_loop_limit,
         }
     }
 
@@ -57,6 +64,7 @@ impl GpuInfo {
             max_buffer_size: 1 << 52,
             shader_f16: device.supports_dtype(FloatDType::F16),
             memory_bytes: None,
+            shader_loop_limit: None,
         }
     }
 
@@ -71,9 +79,13 @@ impl GpuInfo {
             max_buffer_size: 1 << 52,
             shader_f16: Device::flex().supports_dtype(FloatDType::F16),
             memory_bytes: host_memory(),
+            shader_loop_limit: None,
         }
     }
 }
+
+/// Mesa's `LP_MAX_TGSI_LOOP_ITERATIONS`.
+const LLVMPIPE_LOOP_LIMIT: u64 = 65_535;
 
 /// `MemTotal` of `/proc/meminfo`, where there is one.
 fn host_memory() -> Option<u64> {

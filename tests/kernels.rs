@@ -241,7 +241,7 @@ struct AttentionCase {
 fn attention_forward_and_backward_match_eager_attention() {
     let _serial = one_at_a_time();
     let device = gpu();
-    let cases = [
+    let mut cases = vec![
         // Right padding, RoPE, grouped-query heads.
         AttentionCase {
             batch: 2,
@@ -298,6 +298,15 @@ fn attention_forward_and_backward_match_eager_attention() {
             padded: |_, _| false,
         },
     ];
+    // The longest sequences the loop budget admits on llvmpipe (the limit the model checks
+    // before it uses the kernel there): the last workgroup's rows must still be written.
+    let limit = webtune::device::info_of(&device).shader_loop_limit.or(Some(65_535));
+    for (heads, kv_heads, d) in [(1, 1, 64), (2, 1, 64), (1, 1, 128)] {
+        let fits = |len| kernels::attention_fits(&kernels::AttentionShape { batch: 1, len, heads, kv_heads, d }, limit);
+        let len = (1..).take_while(|&len| fits(len)).last().expect("one token fits");
+        assert!(!fits(len + 1) && len > 100, "{heads}/{kv_heads} heads, d {d}: longest fitting length {len}");
+        cases.push(AttentionCase { batch: 1, len, heads, kv_heads, d, rope: true, window: None, padded: |_, _| false });
+    }
     for (n, c) in cases.iter().enumerate() {
         let name = format!(
             "attention case {n} (b {} len {} heads {}/{} d {} rope {} window {:?})",

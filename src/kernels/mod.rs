@@ -26,7 +26,7 @@ mod glu;
 mod rms_norm;
 
 pub use adamw::AdamWStep;
-pub use attention::MASKED_ROW;
+pub use attention::{AttentionShape, MASKED_ROW, fits as attention_fits};
 pub use cross_entropy::{KEEP_VALUES, LossChunks};
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -233,9 +233,9 @@ impl AttentionInputs {
 /// (grouped-query heads), `scale` on the scores, a key sees only the last `window` positions
 /// when set (query `i` sees key `j` iff `j ≤ i`, `i − j < window`, `j` not padding), RoPE on
 /// q and k when `inputs` carry tables. Returns `[batch, len, heads, d]` (reshape to
-/// `[tokens, heads·d]` for free). Never materialises the `[len, len]` scores. Not yet used by the
-/// model (see the `attention` module). Reference: RoPE as `model::layers::Rope::apply`, then the
-/// eager attention of `model::attention::AttentionContext` (an additive `f32::MIN` mask), a query
+/// `[tokens, heads·d]` for free). Never materialises the `[len, len]` scores. On a device with a
+/// shader loop limit, only for shapes [`attention_fits`] admits. Reference: RoPE as
+/// `model::layers::Rope::apply`, then the eager attention of `model::attention::AttentionContext` (an additive `f32::MIN` mask), a query
 /// that sees no key giving the mean of v.
 pub fn attention(
     q: Tensor<4>,

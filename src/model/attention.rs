@@ -1,11 +1,13 @@
 //! Scaled dot-product attention with transformers' eager masks: causal, key padding and, for
 //! Gemma 3's sliding layers, a window of the last `W` keys. The KV cache of a sliding layer keeps
-//! only the keys a later query can still see. The fused kernel ([`crate::kernels::attention`]) is
-//! not used here yet: on lavapipe it disagrees with this eager attention at real lengths (see
-//! its module), so every pass composes burn ops.
+//! only the keys a later query can still see. A pass without a cache (training, evaluation, a
+//! prompt's first pass) on a GPU runs the fused kernel ([`crate::kernels::attention`]: RoPE
+//! inside, no score matrix) where the device runs the shape correctly; generation steps and the
+//! CPU backend (where composed ops are the fast path) run the eager ops.
 
 use burn::tensor::{Device, Tensor, TensorData, activation};
 
+use crate::kernels::{self, AttentionInputs, AttentionShape};
 use crate::model::config::RopeConfig;
 use crate::model::layers::Rope;
 
@@ -95,7 +97,19 @@ pub struct AttentionContext<'a> {
     biases: Vec<(MaskKey, Option<Tensor<4>>)>,
     /// RoPE tables built so far (composed path), by configuration and head size.
     ropes: Vec<((RopeConfig, usize), Rope)>,
+    /// The fused kernel's mask and RoPE tables built so far, by RoPE configuration and head size.
+    kernel_inputs: Vec<(Option<(RopeConfig, usize)>, AttentionInputs)>,
+    kernel: KernelUse,
     device: Device,
+}
+
+/// Where the fused attention kernel may run.
+#[derive(Clone, Copy)]
+enum KernelUse {
+    /// Never: the CPU backend (composed ops are its fast path) or a pass with a cache.
+    Never,
+    /// For every shape [`kernels::attention_fits`] admits under the device's shader loop limit.
+    Fitting(Option<u64>),
 }
 
 impl<'a> AttentionContext<'a> {
@@ -113,6 +127,12 @@ impl<'a> AttentionContext<'a> {
             assert_eq!(mask.len(), batch * (past + q_len), "key mask must cover the cached and new positions");
         }
         let key_mask = key_mask.filter(|m| m.contains(&0)).map(<[u8]>::to_vec);
+        let info = crate::device::info_of(device);
+        let kernel = if cache.is_some() || info.backend == "Cpu" {
+            KernelUse::Never
+        } else {
+            KernelUse::Fitting(info.shader_loop_limit)
+        };
         AttentionContext {
             cache,
             batch,
@@ -121,6 +141,8 @@ impl<'a> AttentionContext<'a> {
             key_mask,
             biases: Vec::new(),
             ropes: Vec::new(),
+            kernel_inputs: Vec::new(),
+            kernel,
             device: device.clone(),
         }
     }
@@ -142,6 +164,15 @@ impl<'a> AttentionContext<'a> {
         spec: &AttentionSpec,
     ) -> Tensor<2> {
         let (b, len, d) = (self.batch, self.q_len, spec.head_dim);
+        let shape = AttentionShape { batch: b, len, heads: spec.heads, kv_heads: spec.kv_heads, d };
+        if let KernelUse::Fitting(limit) = self.kernel
+            && kernels::attention_fits(&shape, limit)
+        {
+            let inputs = self.kernel_inputs(spec.rope, d);
+            let split = |x: Tensor<2>, heads| x.reshape([b, len, heads, d]);
+            let (q, k, v) = (split(q, spec.heads), split(k, spec.kv_heads), split(v, spec.kv_heads));
+            return kernels::attention(q, k, v, &inputs, spec.scale, spec.window).reshape([b * len, spec.heads * d]);
+        }
         let (mut q, mut k) = (split_heads(q, b, len, spec.heads), split_heads(k, b, len, spec.kv_heads));
         if let Some(config) = spec.rope {
             let rope = self.rope(config, d);
@@ -159,6 +190,24 @@ impl<'a> AttentionContext<'a> {
         let rope = Rope::new(config, head_dim, self.past, self.q_len, &self.device);
         self.ropes.push((key, rope.clone()));
         rope
+    }
+
+    /// The fused kernel's key mask and RoPE tables (positions from 0: a pass without a cache).
+    fn kernel_inputs(&mut self, config: Option<&RopeConfig>, head_dim: usize) -> AttentionInputs {
+        let key = config.map(|c| (c.clone(), head_dim));
+        if let Some((_, inputs)) = self.kernel_inputs.iter().find(|(k, _)| *k == key) {
+            return inputs.clone();
+        }
+        let tables = config.map(|c| Rope::tables(c, head_dim, 0, self.q_len));
+        let inputs = AttentionInputs::new(
+            self.batch,
+            self.q_len,
+            self.key_mask.as_deref(),
+            tables.as_ref().map(|(cos, sin)| (cos.as_slice(), sin.as_slice())),
+            &self.device,
+        );
+        self.kernel_inputs.push((key, inputs.clone()));
+        inputs
     }
 
     /// Eager attention of `q [b, heads, q_len, d]` over the cached and the new `k`, `v`

@@ -167,6 +167,7 @@ mod tests {
             max_buffer_size: binding,
             shader_f16,
             memory_bytes: memory,
+            shader_loop_limit: None,
         }
     }
 

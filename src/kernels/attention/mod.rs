@@ -19,19 +19,17 @@
 //! `δ_i = Σ dout_i · out_i`, the key-side backward `[dk | dv]`. `lse [batch, heads, len]` is the
 //! log-sum-exp of each query's scaled scores, [`MASKED_ROW`] for a query that sees no key.
 //!
-//! Not yet used by the model, because of Mesa's lavapipe (the Vulkan device of the native tests
-//! and benchmarks): llvmpipe stops every loop of a shader invocation once the invocation has run
-//! 65,535 loop iterations in all (`LP_MAX_TGSI_LOOP_ITERATIONS`, one counter shared by all its
-//! loops), and then skips the rest, output writes included. Here each query (forward, dq) or key
-//! (dk, dv) costs about `2·d` iterations per row of the other side it visits, so the last query
-//! workgroup of a long sequence is cut short: measured, `d` 64 passes at 481 keys and leaves
-//! its outputs unwritten at 482; `d` 128 between 230 and 250; the key side with two query heads
-//! per kv head fails at 256 keys. The arithmetic is right: with the loops over `d` unrolled
-//! (which llvmpipe does not count, but then takes minutes to compile), `d` 64 at 482 and at 512
-//! keys (two query heads per kv head, RoPE) and `d` 128 at 250 keys agree with the CPU within
-//! 1e-6. Before wiring it in: keep each invocation under the limit on llvmpipe (split the
-//! other side's rows over several workgroups and combine their partial softmaxes), or use the
-//! kernels only where the adapter is not llvmpipe.
+//! Mesa's llvmpipe (lavapipe, the Vulkan device of the native tests and benchmarks) stops every
+//! loop of a shader invocation once the invocation has run 65,535 loop iterations in all
+//! (`LP_MAX_TGSI_LOOP_ITERATIONS`, one counter shared by all its loops) and skips the rest,
+//! output writes included. Here each query (forward, dq) or key (dk, dv, per query head of its
+//! group) costs about `2·d` iterations per row of the other side it visits, so the last
+//! workgroup of a long sequence is cut short: measured, `d` 64 passes at 481 keys and leaves its
+//! outputs unwritten at 482; `d` 128 between 230 and 250; the key side with two query heads per
+//! kv head fails at 256 keys. The arithmetic is right there too: with the loops over `d`
+//! unrolled (which llvmpipe does not count, but then takes minutes to compile) those cases agree
+//! with the CPU within 1e-6. So the model asks [`fits`] with the device's loop limit and runs
+//! eager attention where a shape would exceed it.
 //!
 //! The shared `aux` buffer holds the RoPE tables and the key mask of one forward pass:
 //! `[cos (len·d) | sin (len·d) | mask (batch·len)]` with RoPE, `[mask]` without.
@@ -91,6 +89,26 @@ impl AttentionShape {
     fn rows(&self) -> usize {
         self.batch * self.heads * self.len
     }
+
+    /// An upper estimate of the loop iterations one invocation runs: the key side's (each key
+    /// visits every query of each query head of its group), per visited tile a tile load, the
+    /// rescale over `d` and two passes over the tile's rows, per visible row `2·d`, and a few
+    /// loops over `d` outside. It undercounts llvmpipe's measured threshold by about 2 %
+    /// (64,570 at `d` 64 and 482 keys), hence the margin in [`fits`].
+    fn loop_iterations(&self) -> u64 {
+        let (len, d) = (self.len as u64, self.d as u64);
+        let tile = tile_for(self.d) as u64;
+        let tiles = len.div_ceil(tile);
+        let per_head = tiles * ((tile * d).div_ceil(ROWS as u64) + d + 2 * tile) + len * 2 * d;
+        (self.heads / self.kv_heads) as u64 * per_head + 4 * d
+    }
+}
+
+/// Whether the kernels run `shape` correctly on a device that ends an invocation's loops after
+/// `loop_limit` iterations (`GpuInfo::shader_loop_limit`; `None`: no such limit). Keeps an eighth
+/// of the limit in reserve for [`AttentionShape::loop_iterations`]' undercount.
+pub fn fits(shape: &AttentionShape, loop_limit: Option<u64>) -> bool {
+    loop_limit.is_none_or(|limit| shape.loop_iterations() <= limit - limit / 8)
 }
 
 /// Keys (or queries) per tile: two tiles of `tile × d` values (plus two per row) fit in
