@@ -231,6 +231,9 @@ pub fn lora_step(trainer: &mut Trainer, seq_len: usize) -> Result<StepFigures> {
     use std::time::Instant;
     let device = trainer.model().device().clone();
     let shares = burn::tensor::read_sync(step_shares(trainer, seq_len))?;
+    // The step counted starts from gradients issued before it and issues the next step's, as
+    // every step after a run's first does (`Trainer::step`).
+    trainer.prefetch();
     let (wall, host, process) =
         (Instant::now(), cpu_ms(libc::CLOCK_THREAD_CPUTIME_ID), cpu_ms(libc::CLOCK_PROCESS_CPUTIME_ID));
     let (metrics, dispatches) = count_dispatches(&device, || burn::tensor::read_sync(trainer.step()))?;

@@ -260,6 +260,7 @@ impl Trainer {
             None => None,
         };
         self.adapter = self.adapter.with_params(params);
+        self.prefetched = None;
         self.optimizer.set_moments(m, v);
         self.optimizer.t = state.adam_t;
         self.step = state.step;

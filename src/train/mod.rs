@@ -125,6 +125,8 @@ pub struct Trainer {
     best: Option<Best>,
     evals_without_improvement: usize,
     stopped_early: bool,
+    /// The next step's gradients, issued by [`Trainer::prefetch`] after the last update.
+    prefetched: Option<Result<StepGradients>>,
     /// What a checkpoint of this run must match to resume it.
     identity: checkpoint::RunIdentity,
 }
@@ -177,6 +179,7 @@ impl Trainer {
             best: None,
             evals_without_improvement: 0,
             stopped_early: false,
+            prefetched: None,
             identity,
         })
     }
@@ -205,19 +208,29 @@ impl Trainer {
         self.step >= self.total_steps || self.stopped_early
     }
 
-    /// Runs one optimizer step (with its accumulated micro-batches), then evaluates if due.
+    /// Runs one optimizer step (with its accumulated micro-batches), then evaluates if due. The
+    /// step's loss and gradient norm are read back without stalling the GPU: the read is queued
+    /// behind the update, then the next step's forward and backward passes are issued
+    /// ([`Trainer::prefetch`]) while it completes, so the GPU has work while the host waits for
+    /// the values, and the next call starts with its gradients on the way.
     pub async fn step(&mut self) -> Result<StepMetrics> {
         if self.is_done() {
             return Err(err!(InvalidOptions, "training is already finished"));
         }
-        let StepGradients { grads, loss_sum, supervised, tokens } = self.next_gradients()?;
+        let gradients = match self.prefetched.take() {
+            Some(gradients) => gradients,
+            None => self.next_gradients(),
+        };
+        let StepGradients { grads, loss_sum, supervised, tokens } = gradients?;
         let params: Vec<Tensor<2>> = self.adapter.params().into_iter().map(|(_, t)| t).collect();
         let lr = self.config.lr * self.config.schedule.factor(self.step, self.config.warmup_steps, self.total_steps);
         let (updated, norm) = self.optimizer.step(params, grads, lr, self.config.clip);
         self.adapter = self.adapter.with_params(updated);
         self.step += 1;
 
-        let values = readback::floats(Tensor::cat(vec![loss_sum, norm], 0)).await?;
+        let values = readback::Started::new(Tensor::cat(vec![loss_sum, norm], 0));
+        self.prefetch();
+        let values = values.finish().await?;
         let mut metrics = StepMetrics {
             step: self.step,
             total_steps: self.total_steps,
@@ -247,9 +260,19 @@ impl Trainer {
             metrics.early_stopped = self.stopped_early;
         }
         if self.is_done() {
+            self.prefetched = None;
             self.restore_best();
         }
         Ok(metrics)
+    }
+
+    /// Issues the next step's forward and backward passes now, if the run has a next step and
+    /// they are not issued yet; [`Trainer::step`] then starts from their gradients. `step` does
+    /// it after each update; benchmarks call it first, so that every step they time is alike.
+    pub fn prefetch(&mut self) {
+        if self.prefetched.is_none() && self.step < self.total_steps && !self.stopped_early {
+            self.prefetched = Some(self.next_gradients());
+        }
     }
 
     /// Gradients of the mean token loss of the next step's (accumulated) batches with respect to

@@ -94,6 +94,8 @@ impl WebBench {
     /// One training step, done (its loss read back): `{loss, dispatches}`.
     pub async fn step(&mut self) -> Result<JsValue, JsValue> {
         let device = self.bench.trainer.model().device().clone();
+        // Counted like every step after a run's first: from gradients issued before it.
+        self.bench.trainer.prefetch();
         let counting = Counting::start();
         let metrics = self.bench.trainer.step().await.map_err(js_error)?;
         let dispatches = counting.finish(&device).map_err(js_error)?;
