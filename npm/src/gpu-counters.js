@@ -1,6 +1,8 @@
 // Counting what this thread asks of WebGPU: kernel dispatches, queue submits, buffer creations and
 // writes, bind groups, pipelines and shader modules, and the time spent waiting for buffers to map
-// (the GPU finishing work the host then reads). `engine.bench()` installs it in the thread that
+// (the GPU finishing work the host then reads): from the later of the map request and the last
+// WebGPU call before the buffer maps, since the core keeps issuing work after it asks for a map
+// (the next step's passes while the loss travels), and that is host time, not waiting. `engine.bench()` installs it in the thread that
 // owns the GPU device; the browser tests inject the same function into pages before they load.
 
 /**
@@ -19,6 +21,7 @@ export function installWebGpuCounters() {
     shaderModules: 0,
     mapWaitMs: 0,
   };
+  let lastCall = 0;
   /** @param {any} proto @param {string} name @param {keyof typeof counts} key */
   const count = (proto, name, key) => {
     const original = proto[name];
@@ -26,7 +29,11 @@ export function installWebGpuCounters() {
     /** @this {unknown} @param {unknown[]} args */
     proto[name] = function (...args) {
       counts[key]++;
-      return original.apply(this, args);
+      try {
+        return original.apply(this, args);
+      } finally {
+        lastCall = performance.now();
+      }
     };
   };
   count(GPUComputePassEncoder.prototype, 'dispatchWorkgroups', 'dispatches');
@@ -43,7 +50,7 @@ export function installWebGpuCounters() {
   GPUBuffer.prototype.mapAsync = function (...args) {
     const start = performance.now();
     return mapAsync.apply(this, args).finally(() => {
-      counts.mapWaitMs += performance.now() - start;
+      counts.mapWaitMs += performance.now() - Math.max(start, lastCall);
     });
   };
   /** @type {any} */ (globalThis).webgpuCounters = { snapshot: () => ({ ...counts, now: performance.now() }) };

@@ -65,9 +65,12 @@ impl WebBench {
 
     async fn new(lm: Arc<CausalLm>, model: String, options: &BenchOptions) -> Result<WebBench, JsValue> {
         let (batch_size, seq_len) = (options.batch_size.max(1), options.seq_len.max(2));
-        let bench = LoraBench::new(lm.clone(), batch_size, seq_len, options.steps.max(1) + 1, options.recompute)
+        let mut bench = LoraBench::new(lm.clone(), batch_size, seq_len, options.steps.max(1) + 1, options.recompute)
             .await
             .map_err(js_error)?;
+        // Every counted step then starts from gradients issued before it, as a run's steps after
+        // the first do (`Trainer::step`).
+        bench.trainer.prefetch();
         let info = BenchInfo {
             model,
             layers: lm.config.num_layers,
@@ -94,8 +97,6 @@ impl WebBench {
     /// One training step, done (its loss read back): `{loss, dispatches}`.
     pub async fn step(&mut self) -> Result<JsValue, JsValue> {
         let device = self.bench.trainer.model().device().clone();
-        // Counted like every step after a run's first: from gradients issued before it.
-        self.bench.trainer.prefetch();
         let counting = Counting::start();
         let metrics = self.bench.trainer.step().await.map_err(js_error)?;
         let dispatches = counting.finish(&device).map_err(js_error)?;
