@@ -36,6 +36,10 @@ impl FusedKernels for Flex {
         unwrap(rms_norm::backward_composed(wrap(x), wrap(weight), wrap(inv_rms), wrap(dy), offset))
     }
 
+    fn frozen_matmul_forward(x: FloatTensor<Self>, weight: FloatTensor<Self>, transposed: bool) -> FloatTensor<Self> {
+        super::frozen::forward::<Self>(x, weight, transposed)
+    }
+
     fn glu_forward(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: u32) -> FloatTensor<Self> {
         unwrap(glu::forward_composed(wrap(gate), wrap(up), act))
     }
@@ -125,7 +129,7 @@ impl super::FusedOps for Flex {
     }
 
     fn frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, transposed: bool) -> FloatTensor<Self> {
-        super::frozen::forward::<Self>(x, weight, transposed)
+        Self::frozen_matmul_forward(x, weight, transposed)
     }
 
     fn fused_cross_entropy(

@@ -62,6 +62,14 @@ pub trait FusedKernels: Backend {
         offset: f32,
     ) -> FloatTensor<Self>;
 
+    /// `x [n, in] · W` in `x`'s type for a frozen `weight` of any float width, `[out, in]` when
+    /// `transposed`, `[in, out]` otherwise: `[n, out]` (see the `frozen` module).
+    #[fusion(meta = |x, weight, transposed| TensorSpec::new(
+        Shape::new([x.shape[0], if *transposed { weight.shape[0] } else { weight.shape[1] }]),
+        x.dtype,
+    ))]
+    fn frozen_matmul_forward(x: FloatTensor<Self>, weight: FloatTensor<Self>, transposed: bool) -> FloatTensor<Self>;
+
     /// `act(gate) · up` elementwise; `act` is [`glu::code`] of an [`Activation`].
     #[fusion(meta = |gate, _up, _act| gate.clone())]
     fn glu_forward(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: u32) -> FloatTensor<Self>;
@@ -350,6 +358,10 @@ impl FusedKernels for CubeBackend {
         rms_norm::backward_cube(x, weight, inv_rms, dy, offset)
     }
 
+    fn frozen_matmul_forward(x: FloatTensor<Self>, weight: FloatTensor<Self>, transposed: bool) -> FloatTensor<Self> {
+        frozen::forward_cube(x, weight, transposed)
+    }
+
     fn glu_forward(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: u32) -> FloatTensor<Self> {
         glu::forward_cube(gate, up, act)
     }
@@ -441,7 +453,7 @@ impl FusedOps for Cube {
     }
 
     fn frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, transposed: bool) -> FloatTensor<Self> {
-        frozen::forward::<Self>(x, weight, transposed)
+        Self::frozen_matmul_forward(x, weight, transposed)
     }
 
     fn fused_attention(
