@@ -22,12 +22,14 @@ mod cube;
 #[cfg(not(target_arch = "wasm32"))]
 mod flex;
 mod frozen;
+mod gather;
 mod glu;
 mod rms_norm;
 
 pub use adamw::AdamWStep;
 pub use attention::MASKED_ROW;
 pub use cross_entropy::{KEEP_VALUES, LossChunks};
+pub use gather::GATHER_INPUTS;
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::fusion::custom::TensorSpec;
@@ -84,6 +86,22 @@ pub trait FusedKernels: Backend {
         moments: FloatTensor<Self>,
         norm: FloatTensor<Self>,
         step: AdamWStep,
+    ) -> FloatTensor<Self>;
+
+    /// `dest [n]` with the first `count` of `a`..`f` (`[rows, cols]`, row-major order) copied end to
+    /// end from `offset` on.
+    #[fusion(meta = |dest, _a, _b, _c, _d, _e, _f, _offset, _count| dest.clone())]
+    #[allow(clippy::too_many_arguments)]
+    fn gather_into(
+        dest: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        e: FloatTensor<Self>,
+        f: FloatTensor<Self>,
+        offset: u32,
+        count: u32,
     ) -> FloatTensor<Self>;
 
     /// Causal attention of `q [b, len, heads, d]` over `k, v [b, len, kv_heads, d]` with the
@@ -330,6 +348,25 @@ pub fn adamw(param: Tensor<1>, grad: Tensor<1>, moments: Tensor<2>, norm: Tensor
     ))
 }
 
+/// `tensors` flattened (row-major) and laid end to end, `[n]`, in `⌈k / GATHER_INPUTS⌉` dispatches
+/// for `k` tensors of any strides (burn's `cat` launches one per tensor, and one more per tensor
+/// that is not contiguous). Not differentiable (the optimizer's gradients). Reference:
+/// `Tensor::cat` of the tensors reshaped to one dimension.
+pub fn gather(tensors: Vec<Tensor<2>>) -> Tensor<1> {
+    let first = tensors.first().expect("gather needs a tensor");
+    let n = tensors.iter().map(|t| t.shape().num_elements()).sum::<usize>();
+    let mut out = Tensor::<1>::empty([n], (&first.device(), first.dtype()));
+    let mut offset = 0;
+    for chunk in tensors.chunks(GATHER_INPUTS) {
+        // Slots past `count` are not read; any tensor fills them.
+        let [a, b, c, d, e, f] = std::array::from_fn(|i| chunk.get(i).unwrap_or(&chunk[0]).clone().into_dispatch());
+        let count = chunk.len() as u32;
+        out = Tensor::from_dispatch(Dispatch::gather_into(out.into_dispatch(), a, b, c, d, e, f, offset, count));
+        offset += chunk.iter().map(|t| t.shape().num_elements() as u32).sum::<u32>();
+    }
+    out
+}
+
 impl FusedKernels for CubeBackend {
     fn rms_norm_forward(
         x: FloatTensor<Self>,
@@ -371,6 +408,20 @@ impl FusedKernels for CubeBackend {
         step: AdamWStep,
     ) -> FloatTensor<Self> {
         adamw::update_cube(param, grad, moments, norm, step)
+    }
+
+    fn gather_into(
+        dest: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        e: FloatTensor<Self>,
+        f: FloatTensor<Self>,
+        offset: u32,
+        count: u32,
+    ) -> FloatTensor<Self> {
+        gather::into_cube(dest, [a, b, c, d, e, f], offset, count)
     }
 
     fn cross_entropy_chunk(
