@@ -70,9 +70,14 @@ impl FusedKernels for Flex {
         f: FloatTensor<Self>,
         offset: u32,
         count: u32,
+        partials_at: u32,
     ) -> FloatTensor<Self> {
         let parts = [a, b, c, d, e, f].into_iter().take(count as usize).map(wrap).collect();
-        unwrap(gather::into_composed(wrap(dest), parts, offset as usize))
+        unwrap(gather::into_composed(wrap(dest), parts, offset as usize, partials_at as usize))
+    }
+
+    fn sqrt_of_sum(buffer: FloatTensor<Self>, from: u32) -> FloatTensor<Self> {
+        unwrap(gather::norm_composed(wrap(buffer), from as usize))
     }
 
     fn cross_entropy_chunk(

@@ -77,7 +77,7 @@ pub trait FusedKernels: Backend {
         act: u32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
-    /// One AdamW update of flat `param [n]` with `grad [n]` and `moments [2, n]` (m, then v),
+    /// One AdamW update of flat `param [n]` with `grad [≥ n]` (its first `n`) and `moments [2, n]` (m, then v),
     /// the gradient clipped by its global `norm [1]`: returns `[3, n]` (param, m, v).
     #[fusion(meta = |param, _grad, _moments, _norm, _step| TensorSpec::new(Shape::new([3, param.shape[0]]), param.dtype))]
     fn adamw_update(
@@ -88,9 +88,9 @@ pub trait FusedKernels: Backend {
         step: AdamWStep,
     ) -> FloatTensor<Self>;
 
-    /// `dest [n]` with the first `count` of `a`..`f` (`[rows, cols]`, row-major order) copied end to
-    /// end from `offset` on.
-    #[fusion(meta = |dest, _a, _b, _c, _d, _e, _f, _offset, _count| dest.clone())]
+    /// `dest` with the first `count` of `a`..`f` (`[rows, cols]`, row-major order) copied end to
+    /// end from `offset` on, and the sums of squares of each 256 of them from `partials_at` on.
+    #[fusion(meta = |dest, _a, _b, _c, _d, _e, _f, _offset, _count, _partials_at| dest.clone())]
     #[allow(clippy::too_many_arguments)]
     fn gather_into(
         dest: FloatTensor<Self>,
@@ -102,7 +102,12 @@ pub trait FusedKernels: Backend {
         f: FloatTensor<Self>,
         offset: u32,
         count: u32,
+        partials_at: u32,
     ) -> FloatTensor<Self>;
+
+    /// `√(Σ buffer[from..])` of a 1-D `buffer`, `[1]`.
+    #[fusion(meta = |buffer, _from| TensorSpec::new(Shape::new([1]), buffer.dtype))]
+    fn sqrt_of_sum(buffer: FloatTensor<Self>, from: u32) -> FloatTensor<Self>;
 
     /// Causal attention of `q [b, len, heads, d]` over `k, v [b, len, kv_heads, d]` with the
     /// mask and RoPE tables of `aux` (see the `attention` module): `[out | lse]`, flat.
@@ -334,7 +339,8 @@ fn chunked_cross_entropy(
     ))
 }
 
-/// One AdamW update of every trainable value, laid end to end in `param [n]` and `grad [n]`, with
+/// One AdamW update of every trainable value, laid end to end in `param [n]` and the first `n`
+/// values of `grad` (as [`gather`] leaves them; the rest is not read), with
 /// `moments [2, n]` (first, then second moment) and the gradient's global `norm [1]`: returns
 /// `[3, n]` (updated param, m, v). Not differentiable (optimizer state). Reference: the composed
 /// update of `train::optim`.
@@ -348,23 +354,32 @@ pub fn adamw(param: Tensor<1>, grad: Tensor<1>, moments: Tensor<2>, norm: Tensor
     ))
 }
 
-/// `tensors` flattened (row-major) and laid end to end, `[n]`, in `⌈k / GATHER_INPUTS⌉` dispatches
-/// for `k` tensors of any strides (burn's `cat` launches one per tensor, and one more per tensor
-/// that is not contiguous). Not differentiable (the optimizer's gradients). Reference:
-/// `Tensor::cat` of the tensors reshaped to one dimension.
-pub fn gather(tensors: Vec<Tensor<2>>) -> Tensor<1> {
+/// `tensors` flattened (row-major) and laid end to end, and their global L2 norm `[1]`, in
+/// `⌈k / GATHER_INPUTS⌉ + 1` dispatches for `k` tensors of any strides (burn's `cat` launches one
+/// per tensor, and one more per tensor that is not contiguous; its norm four). The buffer is
+/// `[values (n) | partial sums of squares]`: the values are its first `n` (a `narrow` to them
+/// would cost a copy under burn's fusion; [`adamw`] reads a gradient's first `n` values). Not
+/// differentiable (the optimizer's gradients). Reference: `Tensor::cat` of the tensors reshaped to
+/// one dimension, and its `square().sum().sqrt()`.
+pub fn gather(tensors: Vec<Tensor<2>>) -> (Tensor<1>, Tensor<1>) {
     let first = tensors.first().expect("gather needs a tensor");
-    let n = tensors.iter().map(|t| t.shape().num_elements()).sum::<usize>();
-    let mut out = Tensor::<1>::empty([n], (&first.device(), first.dtype()));
-    let mut offset = 0;
-    for chunk in tensors.chunks(GATHER_INPUTS) {
+    let chunks: Vec<&[Tensor<2>]> = tensors.chunks(GATHER_INPUTS).collect();
+    let sizes: Vec<usize> = chunks.iter().map(|c| c.iter().map(|t| t.shape().num_elements()).sum()).collect();
+    let n: usize = sizes.iter().sum();
+    let blocks: usize = sizes.iter().map(|&size| gather::blocks(size)).sum();
+    let mut out = Tensor::<1>::empty([n + blocks], (&first.device(), first.dtype()));
+    let (mut offset, mut partials_at) = (0, n);
+    for (chunk, size) in chunks.into_iter().zip(sizes) {
         // Slots past `count` are not read; any tensor fills them.
         let [a, b, c, d, e, f] = std::array::from_fn(|i| chunk.get(i).unwrap_or(&chunk[0]).clone().into_dispatch());
-        let count = chunk.len() as u32;
-        out = Tensor::from_dispatch(Dispatch::gather_into(out.into_dispatch(), a, b, c, d, e, f, offset, count));
-        offset += chunk.iter().map(|t| t.shape().num_elements() as u32).sum::<u32>();
+        let (count, at) = (chunk.len() as u32, partials_at as u32);
+        let dest = out.into_dispatch();
+        out = Tensor::from_dispatch(Dispatch::gather_into(dest, a, b, c, d, e, f, offset as u32, count, at));
+        offset += size;
+        partials_at += gather::blocks(size);
     }
-    out
+    let norm = Tensor::from_dispatch(Dispatch::sqrt_of_sum(out.clone().into_dispatch(), n as u32));
+    (out, norm)
 }
 
 impl FusedKernels for CubeBackend {
@@ -420,8 +435,13 @@ impl FusedKernels for CubeBackend {
         f: FloatTensor<Self>,
         offset: u32,
         count: u32,
+        partials_at: u32,
     ) -> FloatTensor<Self> {
-        gather::into_cube(dest, [a, b, c, d, e, f], offset, count)
+        gather::into_cube(dest, [a, b, c, d, e, f], offset, count, partials_at)
+    }
+
+    fn sqrt_of_sum(buffer: FloatTensor<Self>, from: u32) -> FloatTensor<Self> {
+        gather::norm_cube(buffer, from)
     }
 
     fn cross_entropy_chunk(
