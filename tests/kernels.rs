@@ -168,6 +168,41 @@ fn adamw_matches_the_torch_update_in_composed_ops() {
     }
 }
 
+/// The optimizer's gather of many tensors into one flat buffer against `cat`, bit for bit (a copy;
+/// NaN fails `==`), and their norm against `cat`'s: 1, N, N + 1 and 2N + 3 inputs of sizes from 1
+/// element to 90,000 (more than 256 partial sums of squares), one a transposed view (read through
+/// its strides, no copy); on a GPU, `⌈k / N⌉ + 1` dispatches.
+#[test]
+fn gather_matches_cat_in_few_dispatches() {
+    let _serial = one_at_a_time();
+    let (device, info) = webtune::device::gpu().unwrap();
+    let n = kernels::GATHER_INPUTS;
+    let shapes = [[1, 1], [8, 576], [3, 5], [576, 8], [1, 1], [1, 7], [130, 3], [2, 1], [1, 1], [300, 300]];
+    for count in [1, n, n + 1, 2 * n + 3] {
+        let tensors: Vec<Tensor<2>> = (0..count)
+            .map(|i| {
+                let t = values(shapes[i % shapes.len()], 20 + i as u64, 1.0, &device);
+                if i == 2 { t.transpose() } else { t }
+            })
+            .collect();
+        let ((gathered, norm), dispatches) =
+            webtune::profile::count_dispatches(&device, || kernels::gather(tensors.clone())).unwrap();
+        let reference = Tensor::cat(tensors.iter().map(|t| t.clone().reshape([t.shape().num_elements()])).collect(), 0);
+        let reference_norm = reference.clone().square().sum().sqrt();
+        close(&format!("gather of {count}: norm"), norm, reference_norm);
+        let len = reference.dims()[0];
+        let (got, expected) = (floats(gathered.narrow(0, 0, len)), floats(reference));
+        assert_eq!(got.len(), expected.len(), "gather of {count}: length");
+        let wrong = got.iter().zip(&expected).filter(|(g, e)| g != e).count();
+        assert_eq!(wrong, 0, "gather of {count}: {wrong} of {} values differ from cat", got.len());
+        let expected_dispatches = count.div_ceil(n) + 1;
+        println!("gather of {count}: {} values, {dispatches} dispatches", got.len());
+        if info.backend != "Cpu" {
+            assert_eq!(dispatches, expected_dispatches as u64, "gather of {count}: dispatches");
+        }
+    }
+}
+
 /// RoPE tables `[len, d]` as transformers computes them (θ = 10,000): `cat(freqs, freqs)`.
 fn rope_tables(len: usize, d: usize) -> (Vec<f32>, Vec<f32>) {
     let inv_freq: Vec<f32> = (0..d / 2).map(|i| 1.0 / 10_000f32.powf((2 * i) as f32 / d as f32)).collect();

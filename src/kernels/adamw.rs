@@ -107,8 +107,9 @@ pub(super) fn update_composed(
     norm: BurnTensor<1>,
     step: AdamWStep,
 ) -> BurnTensor<2> {
-    let grad = if step.clip > 0.0 { grad * (norm + 1e-6).recip().mul_scalar(step.clip).clamp_max(1.0) } else { grad };
     let [_, n] = moments.dims();
+    let grad = grad.narrow(0, 0, n);
+    let grad = if step.clip > 0.0 { grad * (norm + 1e-6).recip().mul_scalar(step.clip).clamp_max(1.0) } else { grad };
     let m = moments.clone().narrow(0, 0, 1).reshape([n]);
     let v = moments.narrow(0, 1, 1).reshape([n]);
     let m = m.clone() + (grad.clone() - m) * step.one_minus_beta1;

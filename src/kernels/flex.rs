@@ -5,7 +5,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Flex, TensorMetadata};
 use burn::tensor::Tensor;
 
-use super::{AdamWStep, FusedKernels, adamw, attention, cross_entropy, glu, rms_norm};
+use super::{AdamWStep, FusedKernels, adamw, attention, cross_entropy, gather, glu, rms_norm};
 
 fn wrap<const D: usize>(primitive: FloatTensor<Flex>) -> Tensor<D> {
     Tensor::from_primitive::<Flex>(primitive)
@@ -62,6 +62,26 @@ impl FusedKernels for Flex {
         step: AdamWStep,
     ) -> FloatTensor<Self> {
         unwrap(adamw::update_composed(wrap(param), wrap(grad), wrap(moments), wrap(norm), step))
+    }
+
+    fn gather_into(
+        dest: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        e: FloatTensor<Self>,
+        f: FloatTensor<Self>,
+        offset: u32,
+        count: u32,
+        partials_at: u32,
+    ) -> FloatTensor<Self> {
+        let parts = [a, b, c, d, e, f].into_iter().take(count as usize).map(wrap).collect();
+        unwrap(gather::into_composed(wrap(dest), parts, offset as usize, partials_at as usize))
+    }
+
+    fn sqrt_of_sum(buffer: FloatTensor<Self>, from: u32) -> FloatTensor<Self> {
+        unwrap(gather::norm_composed(wrap(buffer), from as usize))
     }
 
     fn cross_entropy_chunk(

@@ -22,12 +22,14 @@ mod cube;
 #[cfg(not(target_arch = "wasm32"))]
 mod flex;
 mod frozen;
+mod gather;
 mod glu;
 mod rms_norm;
 
 pub use adamw::AdamWStep;
 pub use attention::{AttentionShape, MASKED_ROW, fits as attention_fits};
 pub use cross_entropy::{KEEP_VALUES, LossChunks};
+pub use gather::GATHER_INPUTS;
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::fusion::custom::TensorSpec;
@@ -83,7 +85,7 @@ pub trait FusedKernels: Backend {
         act: u32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
-    /// One AdamW update of flat `param [n]` with `grad [n]` and `moments [2, n]` (m, then v),
+    /// One AdamW update of flat `param [n]` with `grad [≥ n]` (its first `n`) and `moments [2, n]` (m, then v),
     /// the gradient clipped by its global `norm [1]`: returns `[3, n]` (param, m, v).
     #[fusion(meta = |param, _grad, _moments, _norm, _step| TensorSpec::new(Shape::new([3, param.shape[0]]), param.dtype))]
     fn adamw_update(
@@ -93,6 +95,27 @@ pub trait FusedKernels: Backend {
         norm: FloatTensor<Self>,
         step: AdamWStep,
     ) -> FloatTensor<Self>;
+
+    /// `dest` with the first `count` of `a`..`f` (`[rows, cols]`, row-major order) copied end to
+    /// end from `offset` on, and the sums of squares of each 256 of them from `partials_at` on.
+    #[fusion(meta = |dest, _a, _b, _c, _d, _e, _f, _offset, _count, _partials_at| dest.clone())]
+    #[allow(clippy::too_many_arguments)]
+    fn gather_into(
+        dest: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        e: FloatTensor<Self>,
+        f: FloatTensor<Self>,
+        offset: u32,
+        count: u32,
+        partials_at: u32,
+    ) -> FloatTensor<Self>;
+
+    /// `√(Σ buffer[from..])` of a 1-D `buffer`, `[1]`.
+    #[fusion(meta = |buffer, _from| TensorSpec::new(Shape::new([1]), buffer.dtype))]
+    fn sqrt_of_sum(buffer: FloatTensor<Self>, from: u32) -> FloatTensor<Self>;
 
     /// Causal attention of `q [b, len, heads, d]` over `k, v [b, len, kv_heads, d]` with the
     /// mask and RoPE tables of `aux` (see the `attention` module): `[out | lse]`, flat.
@@ -324,7 +347,8 @@ fn chunked_cross_entropy(
     ))
 }
 
-/// One AdamW update of every trainable value, laid end to end in `param [n]` and `grad [n]`, with
+/// One AdamW update of every trainable value, laid end to end in `param [n]` and the first `n`
+/// values of `grad` (as [`gather`] leaves them; the rest is not read), with
 /// `moments [2, n]` (first, then second moment) and the gradient's global `norm [1]`: returns
 /// `[3, n]` (updated param, m, v). Not differentiable (optimizer state). Reference: the composed
 /// update of `train::optim`.
@@ -336,6 +360,34 @@ pub fn adamw(param: Tensor<1>, grad: Tensor<1>, moments: Tensor<2>, norm: Tensor
         norm.into_dispatch(),
         step,
     ))
+}
+
+/// `tensors` flattened (row-major) and laid end to end, and their global L2 norm `[1]`, in
+/// `⌈k / GATHER_INPUTS⌉ + 1` dispatches for `k` tensors of any strides (burn's `cat` launches one
+/// per tensor, and one more per tensor that is not contiguous; its norm four). The buffer is
+/// `[values (n) | partial sums of squares]`: the values are its first `n` (a `narrow` to them
+/// would cost a copy under burn's fusion; [`adamw`] reads a gradient's first `n` values). Not
+/// differentiable (the optimizer's gradients). Reference: `Tensor::cat` of the tensors reshaped to
+/// one dimension, and its `square().sum().sqrt()`.
+pub fn gather(tensors: Vec<Tensor<2>>) -> (Tensor<1>, Tensor<1>) {
+    let first = tensors.first().expect("gather needs a tensor");
+    let chunks: Vec<&[Tensor<2>]> = tensors.chunks(GATHER_INPUTS).collect();
+    let sizes: Vec<usize> = chunks.iter().map(|c| c.iter().map(|t| t.shape().num_elements()).sum()).collect();
+    let n: usize = sizes.iter().sum();
+    let blocks: usize = sizes.iter().map(|&size| gather::blocks(size)).sum();
+    let mut out = Tensor::<1>::empty([n + blocks], (&first.device(), first.dtype()));
+    let (mut offset, mut partials_at) = (0, n);
+    for (chunk, size) in chunks.into_iter().zip(sizes) {
+        // Slots past `count` are not read; any tensor fills them.
+        let [a, b, c, d, e, f] = std::array::from_fn(|i| chunk.get(i).unwrap_or(&chunk[0]).clone().into_dispatch());
+        let (count, at) = (chunk.len() as u32, partials_at as u32);
+        let dest = out.into_dispatch();
+        out = Tensor::from_dispatch(Dispatch::gather_into(dest, a, b, c, d, e, f, offset as u32, count, at));
+        offset += size;
+        partials_at += gather::blocks(size);
+    }
+    let norm = Tensor::from_dispatch(Dispatch::sqrt_of_sum(out.clone().into_dispatch(), n as u32));
+    (out, norm)
 }
 
 impl FusedKernels for CubeBackend {
@@ -383,6 +435,25 @@ impl FusedKernels for CubeBackend {
         step: AdamWStep,
     ) -> FloatTensor<Self> {
         adamw::update_cube(param, grad, moments, norm, step)
+    }
+
+    fn gather_into(
+        dest: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        e: FloatTensor<Self>,
+        f: FloatTensor<Self>,
+        offset: u32,
+        count: u32,
+        partials_at: u32,
+    ) -> FloatTensor<Self> {
+        gather::into_cube(dest, [a, b, c, d, e, f], offset, count, partials_at)
+    }
+
+    fn sqrt_of_sum(buffer: FloatTensor<Self>, from: u32) -> FloatTensor<Self> {
+        gather::norm_cube(buffer, from)
     }
 
     fn cross_entropy_chunk(

@@ -4,7 +4,8 @@
 //! to a global norm as `torch.nn.utils.clip_grad_norm_` does.
 //!
 //! All trainable values are updated at once, laid end to end in one flat buffer: one kernel
-//! ([`kernels::adamw`]) instead of a few per parameter tensor.
+//! ([`kernels::adamw`]) instead of a few per parameter tensor. The gradients are laid end to end
+//! and their global norm taken by [`kernels::gather`], a few tensors per dispatch rather than one.
 
 use burn::tensor::Tensor;
 
@@ -79,8 +80,7 @@ impl AdamW {
             step_size: (lr / (1.0 - c.beta1.powi(t))) as f32,
             clip: clip.map_or(0.0, |clip| clip as f32),
         };
-        let grad = Self::flatten(grads);
-        let norm = grad.clone().square().sum().sqrt();
+        let (grad, norm) = kernels::gather(grads);
         let updated = kernels::adamw(Self::flatten(params), grad, self.moments.clone(), norm.clone(), step);
         let [_, n] = updated.dims();
         self.moments = updated.clone().narrow(0, 1, 2);
