@@ -259,7 +259,7 @@ impl Trainer {
             Some(loss) => Some(Best { loss, params: group("best", n)? }),
             None => None,
         };
-        self.adapter = self.adapter.with_params(params);
+        self.adapter = self.adapter.with_params(self.optimizer.set_params(params));
         self.prefetched = None;
         self.optimizer.set_moments(m, v);
         self.optimizer.t = state.adam_t;

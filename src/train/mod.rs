@@ -162,7 +162,8 @@ impl Trainer {
         let total_steps = config.max_steps.unwrap_or(plan.steps_per_epoch() * config.epochs.max(1));
         let shape = BatchShape::of(&train, config.batch_size);
         let params: Vec<Tensor<2>> = adapter.params().into_iter().map(|(_, t)| t).collect();
-        let optimizer = AdamW::new(config.optimizer, &params);
+        let (optimizer, params) = AdamW::new(config.optimizer, params);
+        let adapter = adapter.with_params(params);
         let identity = checkpoint::RunIdentity::of(&lm, &adapter, &train, &eval, &config);
         Ok(Trainer {
             lm,
@@ -222,15 +223,15 @@ impl Trainer {
             None => self.next_gradients(),
         };
         let StepGradients { grads, loss_sum, supervised, tokens } = gradients?;
-        let params: Vec<Tensor<2>> = self.adapter.params().into_iter().map(|(_, t)| t).collect();
         let lr = self.config.lr * self.config.schedule.factor(self.step, self.config.warmup_steps, self.total_steps);
-        let (updated, norm) = self.optimizer.step(params, grads, lr, self.config.clip);
+        let (updated, norm) = self.optimizer.step(grads, lr, self.config.clip);
         self.adapter = self.adapter.with_params(updated);
         self.step += 1;
 
-        let values = readback::Started::new(Tensor::cat(vec![loss_sum, norm], 0));
+        // Two reads rather than one of both values end to end: joining them would be a kernel.
+        let (loss_sum, norm) = (readback::Started::new(loss_sum), readback::Started::new(norm));
         self.prefetch();
-        let values = values.finish().await?;
+        let values = [loss_sum.finish().await?[0], norm.finish().await?[0]];
         let mut metrics = StepMetrics {
             step: self.step,
             total_steps: self.total_steps,
@@ -357,9 +358,9 @@ impl Trainer {
             for _ in 0..WARM_PASSES {
                 let StepGradients { grads, loss_sum, .. } =
                     self.gradients(std::slice::from_ref(&batch), supervised, 0)?;
-                let params = self.adapter.params().into_iter().map(|(_, t)| t).collect();
-                let (_, norm) = self.optimizer.clone().step(params, grads, self.config.lr, self.config.clip);
-                readback::floats(Tensor::cat(vec![loss_sum, norm], 0)).await?;
+                let (_, norm) = self.optimizer.clone().step(grads, self.config.lr, self.config.clip);
+                readback::scalar(loss_sum).await?;
+                readback::scalar(norm).await?;
             }
             warmed += 1;
         }
@@ -407,7 +408,7 @@ impl Trainer {
     /// With early stopping, training ends on the best adapter seen.
     fn restore_best(&mut self) {
         if let Some(best) = &self.best {
-            self.adapter = self.adapter.with_params(best.params.clone());
+            self.adapter = self.adapter.with_params(self.optimizer.set_params(best.params.clone()));
         }
     }
 

@@ -25,12 +25,15 @@ impl Default for AdamWConfig {
     }
 }
 
-/// Optimizer state: first and second moments of every parameter and the step count.
+/// Optimizer state: the parameters it updates, their first and second moments and the step count.
 #[derive(Clone)]
 pub struct AdamW {
     pub config: AdamWConfig,
     /// Steps taken so far (torch's `state["step"]`).
     pub t: usize,
+    /// `[n]`: every parameter, end to end in parameter order. The adapter holds views of it, so an
+    /// update needs no copy to lay them end to end again.
+    params: Tensor<1>,
     /// `[2, n]`: the first and the second moment of all parameters, end to end in parameter order.
     moments: Tensor<2>,
     /// Each parameter's shape, in order.
@@ -38,11 +41,23 @@ pub struct AdamW {
 }
 
 impl AdamW {
-    pub fn new(config: AdamWConfig, params: &[Tensor<2>]) -> Self {
+    /// An optimizer for `params`; returns them as views of its flat copy, which the caller
+    /// should use from now on (see [`AdamW::set_params`]).
+    pub fn new(config: AdamWConfig, params: Vec<Tensor<2>>) -> (Self, Vec<Tensor<2>>) {
         let shapes: Vec<[usize; 2]> = params.iter().map(|p| p.dims()).collect();
         let n = shapes.iter().map(|[r, c]| r * c).sum();
         let device = params.first().expect("an optimizer needs parameters").device();
-        AdamW { config, t: 0, moments: Tensor::zeros([2, n], &device), shapes }
+        let optimizer =
+            AdamW { config, t: 0, params: Self::flatten(params), moments: Tensor::zeros([2, n], &device), shapes };
+        let views = optimizer.split(optimizer.params.clone());
+        (optimizer, views)
+    }
+
+    /// Replaces the parameters the next update starts from (a resumed run, the best adapter);
+    /// returns them as views of the optimizer's flat copy.
+    pub fn set_params(&mut self, params: Vec<Tensor<2>>) -> Vec<Tensor<2>> {
+        self.params = Self::flatten(params);
+        self.split(self.params.clone())
     }
 
     /// The first and second moments per parameter (views of the state, no copy).
@@ -58,15 +73,9 @@ impl AdamW {
     }
 
     /// One update of every parameter with its gradient at learning rate `lr`, after clipping the
-    /// gradients' global norm to `clip`. Returns the updated parameters and the norm before
-    /// clipping, `[1]`.
-    pub fn step(
-        &mut self,
-        params: Vec<Tensor<2>>,
-        grads: Vec<Tensor<2>>,
-        lr: f64,
-        clip: Option<f64>,
-    ) -> (Vec<Tensor<2>>, Tensor<1>) {
+    /// gradients' global norm to `clip`. Returns the updated parameters (views of the new flat
+    /// copy) and the norm before clipping, `[1]`.
+    pub fn step(&mut self, grads: Vec<Tensor<2>>, lr: f64, clip: Option<f64>) -> (Vec<Tensor<2>>, Tensor<1>) {
         let c = self.config;
         self.t += 1;
         let t = self.t as i32;
@@ -81,10 +90,11 @@ impl AdamW {
             clip: clip.map_or(0.0, |clip| clip as f32),
         };
         let (grad, norm) = kernels::gather(grads);
-        let updated = kernels::adamw(Self::flatten(params), grad, self.moments.clone(), norm.clone(), step);
+        let updated = kernels::adamw(self.params.clone(), grad, self.moments.clone(), norm.clone(), step);
         let [_, n] = updated.dims();
         self.moments = updated.clone().narrow(0, 1, 2);
-        (self.split(updated.narrow(0, 0, 1).reshape([n])), norm)
+        self.params = updated.narrow(0, 0, 1).reshape([n]);
+        (self.split(self.params.clone()), norm)
     }
 
     /// Parameters end to end, `[n]`.
