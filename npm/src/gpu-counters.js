@@ -1,8 +1,9 @@
 // Counting what this thread asks of WebGPU: kernel dispatches, queue submits, buffer creations and
 // writes, bind groups, pipelines and shader modules, and the time spent waiting for buffers to map
-// (the GPU finishing work the host then reads): from the later of the map request and the last
-// WebGPU call before the buffer maps, since the core keeps issuing work after it asks for a map
-// (the next step's passes while the loss travels), and that is host time, not waiting. `engine.bench()` installs it in the thread that
+// (the GPU finishing work the host then reads): from the latest of the map request, the last
+// WebGPU call before the buffer maps (the core keeps issuing work after it asks for a map: the
+// next step's passes while the loss travels, which is host time) and the previous map's end
+// (maps awaited together are one wait). `engine.bench()` installs it in the thread that
 // owns the GPU device; the browser tests inject the same function into pages before they load.
 
 /**
@@ -22,6 +23,7 @@ export function installWebGpuCounters() {
     mapWaitMs: 0,
   };
   let lastCall = 0;
+  let lastMapped = 0;
   /** @param {any} proto @param {string} name @param {keyof typeof counts} key */
   const count = (proto, name, key) => {
     const original = proto[name];
@@ -50,7 +52,9 @@ export function installWebGpuCounters() {
   GPUBuffer.prototype.mapAsync = function (...args) {
     const start = performance.now();
     return mapAsync.apply(this, args).finally(() => {
-      counts.mapWaitMs += performance.now() - Math.max(start, lastCall);
+      const now = performance.now();
+      counts.mapWaitMs += Math.max(0, now - Math.max(start, lastCall, lastMapped));
+      lastMapped = now;
     });
   };
   /** @type {any} */ (globalThis).webgpuCounters = { snapshot: () => ({ ...counts, now: performance.now() }) };

@@ -100,6 +100,7 @@ pub(super) fn update_cube(
 
 /// The same update in composed tensor ops (the CPU backend's implementation; the formulas of
 /// `train::optim`).
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(super) fn update_composed(
     param: BurnTensor<1>,
     grad: BurnTensor<1>,

@@ -184,6 +184,7 @@ pub(super) fn chunk_backward_cube(
 }
 
 /// The same chunk update in composed tensor ops (the CPU backend's implementation).
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(super) fn chunk_forward_composed(
     logits: BurnTensor<2>,
     targets: BurnTensor<1>,
@@ -207,6 +208,7 @@ pub(super) fn chunk_forward_composed(
     BurnTensor::cat(vec![m_new, sum, state.narrow(1, 2, 1) + target_logit], 1)
 }
 
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(super) fn chunk_backward_composed(
     logits: BurnTensor<2>,
     targets: BurnTensor<1>,

@@ -175,6 +175,7 @@ pub(super) fn norm_cube(buffer: CubeTensor, from: u32) -> CubeTensor {
 
 /// The same in composed tensor ops (the CPU backend's implementation): `cat`, assigned to its
 /// range, and the sums of squares of each block of [`SQUARES_BLOCK`] values.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(super) fn into_composed(
     dest: BurnTensor<1>,
     parts: Vec<BurnTensor<2>>,
@@ -202,6 +203,7 @@ pub(super) fn into_composed(
     dest.slice_assign(s![offset..offset + n], flat).slice_assign(s![partials_at..partials_at + blocks], sums)
 }
 
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(super) fn norm_composed(buffer: BurnTensor<1>, from: usize) -> BurnTensor<1> {
     let n = buffer.dims()[0];
     buffer.slice(s![from..n]).sum().sqrt()

@@ -130,6 +130,7 @@ pub(super) fn backward_cube(gate: CubeTensor, up: CubeTensor, dout: CubeTensor, 
     (dgate, dup)
 }
 
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 fn activation_of(act: u32) -> Activation {
     match act {
         0 => Activation::Silu,
@@ -139,10 +140,12 @@ fn activation_of(act: u32) -> Activation {
 }
 
 /// The same computation in composed tensor ops (the CPU backend's implementation).
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(super) fn forward_composed(gate: BurnTensor<2>, up: BurnTensor<2>, act: u32) -> BurnTensor<2> {
     crate::model::layers::activate(gate, activation_of(act)) * up
 }
 
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(super) fn backward_composed(
     gate: BurnTensor<2>,
     up: BurnTensor<2>,

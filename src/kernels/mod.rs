@@ -13,7 +13,8 @@
 //! 16 KiB of workgroup memory per workgroup, at most 65,535 workgroups per grid dimension.
 //!
 //! The functions at the bottom are the API the model uses; each one's composed-ops reference (the
-//! tests compare against it) is named in its doc comment.
+//! tests compare against it) is named in its doc comment. The `*_composed` functions are the Flex
+//! CPU backend's kernels, so unused in wasm (which has only the GPU backend).
 
 mod adamw;
 mod attention;

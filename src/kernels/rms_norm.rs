@@ -145,6 +145,7 @@ pub(super) fn backward_cube(
 }
 
 /// The same computation in composed tensor ops (the CPU backend's implementation).
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(super) fn forward_composed(
     x: BurnTensor<2>,
     weight: BurnTensor<1>,
@@ -156,6 +157,7 @@ pub(super) fn forward_composed(
     (y, inv_rms.squeeze_dim(1))
 }
 
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(super) fn backward_composed(
     x: BurnTensor<2>,
     weight: BurnTensor<1>,

@@ -5,8 +5,9 @@
 //! layers, see below, the larger of one layer's activations and the logits), where
 //!
 //! - `weights = parameters · weight_bytes`: every base weight at its stored width (2 under f16
-//!   storage, 4 under f32: `LoadReport::bytes_per_weight`); tied embeddings count once. The f32
-//!   casts of f16 weights are transient (`kernels::frozen_matmul`).
+//!   storage, 4 under f32: `LoadReport::bytes_per_weight`); tied embeddings count once. On the
+//!   GPU the matmul reads an f16 weight as it is (`kernels::frozen_matmul`); the CPU backend's
+//!   f32 casts are transient.
 //! - `adapter = gradients = 4 · trainable`, `optimizer = 8 · trainable` (AdamW's two moments): f32.
 //! - `activations = 4 · B · T · (layers · per_layer + Σ_adapted lora + 2h)`: what autodiff keeps
 //!   for the backward pass of one micro-batch of `B` rows of `T` tokens (virtual tokens
@@ -14,7 +15,8 @@
 //!   RMSNorm's input (`norms`: 2h, Gemma 3 4h, plus `q + kv` for per-head q/k norms); the roped
 //!   queries (q); keys and values as attention reads them (`kv' = q` under grouped-query
 //!   attention, whose repeated heads are copies, else `kv`); the scaled and masked scores, their
-//!   exponentials and the softmax (3·heads·T); the MLP's gate, its sigmoid, the activation and the
+//!   exponentials and the softmax (3·heads·T: eager attention's, which the fused kernel, where it
+//!   runs, does not keep, so the estimate is then above the peak by that term); the MLP's gate, its sigmoid, the activation and the
 //!   up projection (4i; 5i for the GELUs, whose tanh form keeps one more: measured on Gemma 3's
 //!   shape). Each adapted layer adds `x·Aᵀ` (r) and its input:
 //!   without dropout the input once for the layers that read the same tensor (q/k/v, gate/up:
@@ -45,7 +47,7 @@
 //!
 //! `largest_buffer` is the biggest single tensor, which must fit the device's
 //! `maxStorageBufferBindingSize`: `4 · max(in·out of the largest linear layer, B·heads·T², B·T·w)`:
-//! a frozen weight cast to f32 where it is used, the attention scores, and the widest activation
+//! the largest frozen weight at f32, eager attention's scores, and the widest activation
 //! (`w` the largest in or out of a linear layer). Vocabulary tables and logits are not in it: tables larger than a binding are
 //! stored as row blocks and the loss takes the logits in chunks that fit one (`model::table`).
 

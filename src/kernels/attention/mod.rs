@@ -250,6 +250,7 @@ pub(super) fn backward_cube_split(
 /// Attention in composed tensor ops, as transformers' eager attention computes it: scores with an
 /// additive `f32::MIN` mask, softmax, then the values. A query that sees no key has its scores
 /// detached, so that it passes no gradient to q and k. Differentiable; `[out, lse]` flat.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(super) fn composed(
     q: BurnTensor<4>,
     k: BurnTensor<4>,
