@@ -266,6 +266,20 @@ fn resuming_from_a_checkpoint_reaches_the_same_adapter() {
     }
     let checkpoint = block(first.checkpoint()).unwrap();
     drop(first);
+    // A trainer further on, with its next step's passes already issued (`Trainer::prefetch`),
+    // rewinds to the checkpoint: the issued step must not be applied.
+    let mut rewound =
+        Trainer::new(m.lm.clone(), adapter.clone(), train_rows.clone(), eval_rows.clone(), config.clone(), m.pad_id())
+            .unwrap();
+    for _ in 0..5 {
+        block(rewound.step()).unwrap();
+    }
+    rewound.restore(&checkpoint).unwrap();
+    let after_rewind = block(rewound.step()).unwrap();
+    let expected = &straight_metrics[3];
+    assert!((after_rewind.loss - expected.loss).abs() < 1e-6, "rewound: {} vs {}", after_rewind.loss, expected.loss);
+    assert!((after_rewind.grad_norm - expected.grad_norm).abs() < 1e-6 * expected.grad_norm.max(1.0));
+    drop(rewound);
     let mut resumed = Trainer::new(m.lm.clone(), adapter, train_rows, eval_rows, config.clone(), m.pad_id()).unwrap();
     resumed.restore(&checkpoint).unwrap();
     assert_eq!(resumed.steps_done(), 3);
