@@ -18,6 +18,7 @@
 
 mod adamw;
 mod attention;
+mod backends;
 mod cross_entropy;
 mod cube;
 #[cfg(not(target_arch = "wasm32"))]
@@ -32,12 +33,10 @@ pub use attention::{AttentionShape, MASKED_ROW, fits as attention_fits};
 pub use cross_entropy::{KEEP_VALUES, LossChunks};
 pub use gather::GATHER_INPUTS;
 
-use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Cube, Dispatch, TensorMetadata, backend_extension};
+use burn::backend::{Backend, Dispatch, backend_extension};
 use burn::tensor::{Device, Shape, Tensor, TensorData};
-use burn_cubecl::CubeBackend;
 
 use crate::model::config::Activation;
 
@@ -389,192 +388,4 @@ pub fn gather(tensors: Vec<Tensor<2>>) -> (Tensor<1>, Tensor<1>) {
     }
     let norm = Tensor::from_dispatch(Dispatch::sqrt_of_sum(out.clone().into_dispatch(), n as u32));
     (out, norm)
-}
-
-impl FusedKernels for CubeBackend {
-    fn rms_norm_forward(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        eps: f32,
-        offset: f32,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        rms_norm::forward_cube(x, weight, eps, offset)
-    }
-
-    fn rms_norm_backward(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        inv_rms: FloatTensor<Self>,
-        dy: FloatTensor<Self>,
-        offset: f32,
-    ) -> FloatTensor<Self> {
-        rms_norm::backward_cube(x, weight, inv_rms, dy, offset)
-    }
-
-    fn frozen_matmul_forward(x: FloatTensor<Self>, weight: FloatTensor<Self>, transposed: bool) -> FloatTensor<Self> {
-        frozen::forward_cube(x, weight, transposed)
-    }
-
-    fn glu_forward(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: u32) -> FloatTensor<Self> {
-        glu::forward_cube(gate, up, act)
-    }
-
-    fn glu_backward(
-        gate: FloatTensor<Self>,
-        up: FloatTensor<Self>,
-        dout: FloatTensor<Self>,
-        act: u32,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        glu::backward_cube(gate, up, dout, act)
-    }
-
-    fn adamw_update(
-        param: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        moments: FloatTensor<Self>,
-        norm: FloatTensor<Self>,
-        step: AdamWStep,
-    ) -> FloatTensor<Self> {
-        adamw::update_cube(param, grad, moments, norm, step)
-    }
-
-    fn gather_into(
-        dest: FloatTensor<Self>,
-        a: FloatTensor<Self>,
-        b: FloatTensor<Self>,
-        c: FloatTensor<Self>,
-        d: FloatTensor<Self>,
-        e: FloatTensor<Self>,
-        f: FloatTensor<Self>,
-        offset: u32,
-        count: u32,
-        partials_at: u32,
-    ) -> FloatTensor<Self> {
-        gather::into_cube(dest, [a, b, c, d, e, f], offset, count, partials_at)
-    }
-
-    fn sqrt_of_sum(buffer: FloatTensor<Self>, from: u32) -> FloatTensor<Self> {
-        gather::norm_cube(buffer, from)
-    }
-
-    fn cross_entropy_chunk(
-        logits: FloatTensor<Self>,
-        targets: FloatTensor<Self>,
-        state: FloatTensor<Self>,
-        start: u32,
-        first: bool,
-    ) -> FloatTensor<Self> {
-        cross_entropy::chunk_forward_cube(logits, targets, state, start, first)
-    }
-
-    fn cross_entropy_chunk_backward(
-        logits: FloatTensor<Self>,
-        targets: FloatTensor<Self>,
-        lse: FloatTensor<Self>,
-        upstream: FloatTensor<Self>,
-        start: u32,
-    ) -> FloatTensor<Self> {
-        cross_entropy::chunk_backward_cube(logits, targets, lse, upstream, start)
-    }
-
-    fn attention_forward(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        aux: FloatTensor<Self>,
-        scale: f32,
-        window: u32,
-        rope: bool,
-    ) -> FloatTensor<Self> {
-        attention::forward_cube(q, k, v, aux, scale, window, rope)
-    }
-
-    fn attention_backward(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        aux: FloatTensor<Self>,
-        saved: FloatTensor<Self>,
-        dout: FloatTensor<Self>,
-        scale: f32,
-        window: u32,
-        rope: bool,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        attention::backward_cube_split(q, k, v, aux, saved, dout, scale, window, rope)
-    }
-}
-
-impl FusedOps for Cube {
-    fn fused_cross_entropy(
-        hidden: FloatTensor<Self>,
-        head: FloatTensor<Self>,
-        targets: FloatTensor<Self>,
-        chunk: u32,
-        _keep_logits: bool,
-        per_row: bool,
-    ) -> FloatTensor<Self> {
-        cross_entropy::forward::<Self>(hidden, head, targets, chunk as usize, false, per_row).0
-    }
-
-    fn fused_rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f32, offset: f32) -> FloatTensor<Self> {
-        Self::rms_norm_forward(x, weight, eps, offset).0
-    }
-
-    fn fused_glu(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: u32) -> FloatTensor<Self> {
-        Self::glu_forward(gate, up, act)
-    }
-
-    fn frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, transposed: bool) -> FloatTensor<Self> {
-        Self::frozen_matmul_forward(x, weight, transposed)
-    }
-
-    fn fused_attention(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        aux: FloatTensor<Self>,
-        scale: f32,
-        window: u32,
-        rope: bool,
-    ) -> FloatTensor<Self> {
-        let shape = q.shape().dims::<4>();
-        attention::output::<Self>(Self::attention_forward(q, k, v, aux, scale, window, rope), shape)
-    }
-}
-
-impl<B: FusedKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
-    fn fused_cross_entropy(
-        hidden: FloatTensor<Self>,
-        head: FloatTensor<Self>,
-        targets: FloatTensor<Self>,
-        chunk: u32,
-        keep_logits: bool,
-        per_row: bool,
-    ) -> FloatTensor<Self> {
-        cross_entropy::autodiff::<B, C>(hidden, head, targets, chunk as usize, keep_logits, per_row)
-    }
-
-    fn fused_rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f32, offset: f32) -> FloatTensor<Self> {
-        rms_norm::autodiff::<B, C>(x, weight, eps, offset)
-    }
-
-    fn fused_glu(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: u32) -> FloatTensor<Self> {
-        glu::autodiff::<B, C>(gate, up, act)
-    }
-
-    fn frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, transposed: bool) -> FloatTensor<Self> {
-        frozen::autodiff::<B, C>(x, weight, transposed)
-    }
-
-    fn fused_attention(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        aux: FloatTensor<Self>,
-        scale: f32,
-        window: u32,
-        rope: bool,
-    ) -> FloatTensor<Self> {
-        attention::autodiff::<B, C>(q, k, v, aux, scale, window, rope)
-    }
 }
