@@ -34,7 +34,15 @@ pub struct GpuInfo {
     pub shader_loop_limit: Option<u64>,
 }
 
+/// [`GpuInfo::backend`] of burn's Flex CPU backend.
+const CPU_BACKEND: &str = "Cpu";
+
 impl GpuInfo {
+    /// Whether training runs on the CPU backend rather than a GPU.
+    pub fn is_cpu(&self) -> bool {
+        self.backend == CPU_BACKEND
+    }
+
     /// The device as messages name it (browsers may report an empty adapter name).
     pub fn label(&self) -> String {
         if self.name.is_empty() { format!("this GPU ({})", self.backend) } else { self.name.clone() }
@@ -73,7 +81,7 @@ impl GpuInfo {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         GpuInfo {
             name: format!("CPU ({threads} threads; {why})"),
-            backend: "Cpu".to_owned(),
+            backend: CPU_BACKEND.to_owned(),
             // Host memory has no binding limit; u64::MAX would not survive JSON numbers.
             max_storage_buffer_binding_size: 1 << 52,
             max_buffer_size: 1 << 52,

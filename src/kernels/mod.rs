@@ -85,8 +85,8 @@ pub trait FusedKernels: Backend {
         act: u32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
-    /// One AdamW update of flat `param [n]` with `grad [≥ n]` (its first `n`) and `moments [2, n]` (m, then v),
-    /// the gradient clipped by its global `norm [1]`: returns `[3, n]` (param, m, v).
+    /// One AdamW update of flat `param [n]` with `grad [≥ n]` (its first `n`) and `moments [2, n]`
+    /// (m, then v), the gradient clipped by its global `norm [1]`: returns `[3, n]` (param, m, v).
     #[fusion(meta = |param, _grad, _moments, _norm, _step| TensorSpec::new(Shape::new([3, param.shape[0]]), param.dtype))]
     fn adamw_update(
         param: FloatTensor<Self>,
@@ -266,8 +266,8 @@ impl AttentionInputs {
 /// q and k when `inputs` carry tables. Returns `[batch, len, heads, d]` (reshape to
 /// `[tokens, heads·d]` for free). Never materialises the `[len, len]` scores. On a device with a
 /// shader loop limit, only for shapes [`attention_fits`] admits. Reference: RoPE as
-/// `model::layers::Rope::apply`, then the eager attention of `model::attention::AttentionContext` (an additive `f32::MIN` mask), a query
-/// that sees no key giving the mean of v.
+/// `model::layers::Rope::apply`, then the eager attention of `model::attention::AttentionContext`
+/// (an additive `f32::MIN` mask), a query that sees no key giving the mean of v.
 pub fn attention(
     q: Tensor<4>,
     k: Tensor<4>,

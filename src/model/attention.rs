@@ -128,7 +128,7 @@ impl<'a> AttentionContext<'a> {
         }
         let key_mask = key_mask.filter(|m| m.contains(&0)).map(<[u8]>::to_vec);
         let info = crate::device::info_of(device);
-        let kernel = if cache.is_some() || info.backend == "Cpu" {
+        let kernel = if cache.is_some() || info.is_cpu() {
             KernelUse::Never
         } else {
             KernelUse::Fitting(info.shader_loop_limit)

@@ -271,7 +271,7 @@ impl Trainer {
     /// they are not issued yet; [`Trainer::step`] then starts from their gradients. `step` does
     /// it after each update; benchmarks call it first, so that every step they time is alike.
     pub fn prefetch(&mut self) {
-        if self.prefetched.is_none() && self.step < self.total_steps && !self.stopped_early {
+        if self.prefetched.is_none() && !self.is_done() {
             self.prefetched = Some(self.next_gradients());
         }
     }
