@@ -51,6 +51,40 @@ fn rotated_element<F: Float>(
     value
 }
 
+/// Keys `kt .. kt + tile` of batch row `b`, kv head `kvh` (RoPE applied) and their values into
+/// the workgroup's tiles `[tile, d]`, the workgroup's threads striding over the elements; keys past
+/// the sequence's end are left as they are (no query sees them).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn load_key_tiles<F: Float>(
+    k: &Tensor<F>,
+    v: &Tensor<F>,
+    aux: &Tensor<F>,
+    k_tile: &mut Shared<[F]>,
+    v_tile: &mut Shared<[F]>,
+    kt: usize,
+    b: usize,
+    kvh: usize,
+    #[comptime] d: usize,
+    #[comptime] tile: usize,
+    #[comptime] rope: bool,
+) {
+    let len = k.shape(1);
+    let kv_heads = k.shape(2);
+    let sin_at = len * d;
+    let mut e = UNIT_POS as usize;
+    while e < tile * d {
+        let j = kt + e / d;
+        let c = e % d;
+        if j < len {
+            let at = ((b * len + j) * kv_heads + kvh) * d;
+            k_tile[e] = rotated_element::<F>(k, at, c, aux, j * d, sin_at + j * d, d, rope);
+            v_tile[e] = v[at + c];
+        }
+        e += CUBE_DIM_X as usize;
+    }
+}
+
 /// Whether query `i` may attend to key `j` of batch row `b`.
 #[cube]
 fn visible<F: Float>(i: usize, j: usize, b: usize, len: usize, window: usize, aux: &Tensor<F>, mask_at: usize) -> bool {
@@ -121,17 +155,7 @@ pub(super) fn forward_kernel<F: Float>(
     #[allow(clippy::implicit_saturating_sub)]
     let mut kt = if q0 + 1 > window { q0 + 1 - window } else { 0usize };
     while kt <= last {
-        let mut e = unit;
-        while e < tile * d {
-            let j = kt + e / d;
-            let c = e % d;
-            if j < len {
-                let at = ((b * len + j) * kv_heads + kvh) * d;
-                k_tile[e] = rotated_element::<F>(k, at, c, aux, j * d, sin_at + j * d, d, rope);
-                v_tile[e] = v[at + c];
-            }
-            e += threads;
-        }
+        load_key_tiles::<F>(k, v, aux, &mut k_tile, &mut v_tile, kt, b, kvh, d, tile, rope);
         sync_cube();
         if active {
             let mut tile_max = F::new(NEG);
@@ -264,17 +288,7 @@ pub(super) fn backward_query_kernel<F: Float>(
     #[allow(clippy::implicit_saturating_sub)]
     let mut kt = if q0 + 1 > window { q0 + 1 - window } else { 0usize };
     while kt <= last {
-        let mut e = unit;
-        while e < tile * d {
-            let j = kt + e / d;
-            let c = e % d;
-            if j < len {
-                let at = ((b * len + j) * kv_heads + kvh) * d;
-                k_tile[e] = rotated_element::<F>(k, at, c, aux, j * d, sin_at + j * d, d, rope);
-                v_tile[e] = v[at + c];
-            }
-            e += threads;
-        }
+        load_key_tiles::<F>(k, v, aux, &mut k_tile, &mut v_tile, kt, b, kvh, d, tile, rope);
         sync_cube();
         if active && !masked {
             for jj in 0..tile {
