@@ -128,6 +128,41 @@ fn frozen_matmul_matches_the_product_with_the_cast_weight() {
     }
 }
 
+/// A LoRA layer as one node: the output and the gradients of `x`, `A` and `B` equal those of the
+/// composed `x·W + s·(x·Aᵀ)·Bᵀ`, for both weight layouts and storage widths, with a row count that
+/// fills no workgroup exactly.
+#[test]
+fn lora_linear_matches_composed_ops() {
+    let _serial = one_at_a_time();
+    use burn::tensor::FloatDType;
+    let device = gpu();
+    let (rows, inputs, outputs, r, scale) = (77, 96, 80, 8, 2.0);
+    let x = values([rows, inputs], 21, 1.0, &device);
+    let a = values([r, inputs], 22, 0.3, &device);
+    let b = values([outputs, r], 23, 0.3, &device);
+    let upstream = values([rows, outputs], 24, 1.0, &device).autodiff();
+    for transposed in [true, false] {
+        let shape = if transposed { [outputs, inputs] } else { [inputs, outputs] };
+        for dtype in [FloatDType::F16, FloatDType::F32] {
+            let weight = values(shape, 25, 0.1, &device).cast(dtype);
+            let (xf, af, bf) = (tracked(&x), tracked(&a), tracked(&b));
+            let fused = kernels::lora_linear(xf.clone(), weight.clone(), transposed, af.clone(), bf.clone(), scale);
+            let grads = (fused.clone() * upstream.clone()).sum().backward();
+            let (xr, ar, br) = (tracked(&x), tracked(&a), tracked(&b));
+            let w = weight.clone().cast(FloatDType::F32);
+            let w = if transposed { w.transpose() } else { w };
+            let reference =
+                xr.clone().matmul(w) + xr.clone().matmul(ar.clone().transpose()).matmul(br.clone().transpose()) * scale;
+            let ref_grads = (reference.clone() * upstream.clone()).sum().backward();
+            let case = format!("lora {dtype:?}, transposed {transposed}");
+            close(&format!("{case}: out"), fused.inner(), reference.inner());
+            close(&format!("{case}: dx"), xf.grad(&grads).unwrap(), xr.grad(&ref_grads).unwrap());
+            close(&format!("{case}: dA"), af.grad(&grads).unwrap(), ar.grad(&ref_grads).unwrap());
+            close(&format!("{case}: dB"), bf.grad(&grads).unwrap(), br.grad(&ref_grads).unwrap());
+        }
+    }
+}
+
 #[test]
 fn adamw_matches_the_torch_update_in_composed_ops() {
     let _serial = one_at_a_time();
@@ -514,6 +549,21 @@ fn fused_operations_launch_few_kernels() {
         vec![gt.grad(&g).unwrap(), ut.grad(&g).unwrap()]
     });
     rows.push(("swiglu", fused, composed, 2));
+    // A LoRA q_proj (r 8).
+    let (xq, wq) = (values([tokens, hidden], 79, 1.0, &device), values([hidden, hidden], 80, 0.1, &device));
+    let (aq, bq) = (values([8, hidden], 81, 0.1, &device), values([hidden, 8], 82, 0.1, &device));
+    let fused = dispatches(&device, [tokens, hidden], || {
+        let (xt, at, bt) = (tracked(&xq), tracked(&aq), tracked(&bq));
+        let g = kernels::lora_linear(xt.clone(), wq.clone(), true, at.clone(), bt.clone(), 2.0).sum().backward();
+        vec![xt.grad(&g).unwrap(), at.grad(&g).unwrap(), bt.grad(&g).unwrap()]
+    });
+    let composed = dispatches(&device, [tokens, hidden], || {
+        let (xt, at, bt) = (tracked(&xq), tracked(&aq), tracked(&bq));
+        let lora = xt.clone().matmul(at.clone().transpose()).matmul(bt.clone().transpose()) * 2.0;
+        let g = (xt.clone().matmul(wq.clone().transpose()) + lora).sum().backward();
+        vec![xt.grad(&g).unwrap(), at.grad(&g).unwrap(), bt.grad(&g).unwrap()]
+    });
+    rows.push(("lora linear", fused, composed, 8));
     // Attention with RoPE, GQA, padding.
     let q = values([1, tokens, heads, d], 74, 1.0, &device);
     let k = values([1, tokens, kv_heads, d], 75, 1.0, &device);

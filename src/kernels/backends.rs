@@ -8,7 +8,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Cube, TensorMetadata};
 use burn_cubecl::CubeBackend;
 
-use super::{AdamWStep, FusedKernels, FusedOps, adamw, attention, cross_entropy, frozen, gather, glu, rms_norm};
+use super::{AdamWStep, FusedKernels, FusedOps, adamw, attention, cross_entropy, frozen, gather, glu, lora, rms_norm};
 
 impl FusedKernels for CubeBackend {
     fn rms_norm_forward(
@@ -45,6 +45,19 @@ impl FusedKernels for CubeBackend {
         act: u32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         glu::backward_cube(gate, up, dout, act)
+    }
+
+    fn lora_project(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
+        lora::project_cube(lhs, rhs, scale)
+    }
+
+    fn lora_add_low_rank(
+        base: FloatTensor<Self>,
+        p: FloatTensor<Self>,
+        q: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        lora::add_low_rank_cube(base, p, q, scale)
     }
 
     fn adamw_update(
@@ -147,6 +160,17 @@ impl FusedOps for Cube {
         Self::frozen_matmul_forward(x, weight, transposed)
     }
 
+    fn fused_lora(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        transposed: bool,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        lora::plain::<Self>(x, weight, transposed, a, b, scale)
+    }
+
     fn fused_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -183,6 +207,17 @@ impl<B: FusedKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
 
     fn frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, transposed: bool) -> FloatTensor<Self> {
         frozen::autodiff::<B, C>(x, weight, transposed)
+    }
+
+    fn fused_lora(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        transposed: bool,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        lora::autodiff::<B, C>(x, weight, transposed, a, b, scale)
     }
 
     fn fused_attention(

@@ -5,7 +5,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Flex, TensorMetadata};
 use burn::tensor::Tensor;
 
-use super::{AdamWStep, FusedKernels, adamw, attention, cross_entropy, gather, glu, rms_norm};
+use super::{AdamWStep, FusedKernels, adamw, attention, cross_entropy, gather, glu, lora, rms_norm};
 
 fn wrap<const D: usize>(primitive: FloatTensor<Flex>) -> Tensor<D> {
     Tensor::from_primitive::<Flex>(primitive)
@@ -52,6 +52,19 @@ impl FusedKernels for Flex {
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let (dgate, dup) = glu::backward_composed(wrap(gate), wrap(up), wrap(dout), act);
         (unwrap(dgate), unwrap(dup))
+    }
+
+    fn lora_project(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
+        lora::project::<Self>(lhs, rhs, scale)
+    }
+
+    fn lora_add_low_rank(
+        base: FloatTensor<Self>,
+        p: FloatTensor<Self>,
+        q: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        lora::add_low_rank::<Self>(base, p, q, scale)
     }
 
     fn adamw_update(
@@ -150,6 +163,17 @@ impl super::FusedOps for Flex {
 
     fn frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, transposed: bool) -> FloatTensor<Self> {
         Self::frozen_matmul_forward(x, weight, transposed)
+    }
+
+    fn fused_lora(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        transposed: bool,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        lora::plain::<Self>(x, weight, transposed, a, b, scale)
     }
 
     fn fused_cross_entropy(

@@ -26,12 +26,14 @@ mod flex;
 mod frozen;
 mod gather;
 mod glu;
+mod lora;
 mod rms_norm;
 
 pub use adamw::AdamWStep;
 pub use attention::{AttentionShape, MASKED_ROW, fits as attention_fits};
 pub use cross_entropy::{KEEP_VALUES, LossChunks};
 pub use gather::GATHER_INPUTS;
+pub use lora::fits as lora_fits;
 
 use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::tensor::FloatTensor;
@@ -84,6 +86,20 @@ pub trait FusedKernels: Backend {
         dout: FloatTensor<Self>,
         act: u32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// `scale · lhs [m, k] · rhs [k, r]` for a small `r` (a LoRA rank), `[m, r]`; operands of any
+    /// strides (see the `lora` module).
+    #[fusion(meta = |lhs, rhs, _scale| TensorSpec::new(Shape::new([lhs.shape[0], rhs.shape[1]]), lhs.dtype))]
+    fn lora_project(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>, scale: f32) -> FloatTensor<Self>;
+
+    /// `base [m, n] + scale · p [m, r] · q [n, r]ᵀ` for a small `r`, `[m, n]`.
+    #[fusion(meta = |base, _p, _q, _scale| base.clone())]
+    fn lora_add_low_rank(
+        base: FloatTensor<Self>,
+        p: FloatTensor<Self>,
+        q: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self>;
 
     /// One AdamW update of flat `param [n]` with `grad [≥ n]` (its first `n`) and `moments [2, n]`
     /// (m, then v), the gradient clipped by its global `norm [1]`: returns `[3, n]` (param, m, v).
@@ -184,6 +200,16 @@ pub trait FusedOps: Backend {
     /// See [`frozen_matmul`].
     fn frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, transposed: bool) -> FloatTensor<Self>;
 
+    /// See [`lora_linear`].
+    fn fused_lora(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        transposed: bool,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self>;
+
     /// See [`cross_entropy_sum`] (`per_row`: each row's loss `[rows]`, as
     /// [`log_sum_exp_in_chunks`] uses it, instead of their sum `[1]`).
     fn fused_cross_entropy(
@@ -225,6 +251,29 @@ pub fn glu(gate: Tensor<2>, up: Tensor<2>, act: Activation) -> Tensor<2> {
 /// its f32 cast (see the `frozen` module). Reference: `x.matmul(to_f32(weight))`, transposed.
 pub fn frozen_matmul(x: Tensor<2>, weight: Tensor<2>, transposed: bool) -> Tensor<2> {
     Tensor::from_dispatch(Dispatch::frozen_matmul(x.into_dispatch(), weight.into_dispatch(), transposed))
+}
+
+/// A LoRA linear layer without bias or dropout, `x [n, in] · W + scale · (x · Aᵀ) · Bᵀ` → `[n, out]`
+/// for a frozen `weight` stored as [`frozen_matmul`] takes it and `a [r, in]`, `b [out, r]`, as one
+/// graph node (see the `lora` module). On a device with a shader loop limit, only for layers
+/// [`lora_fits`] admits. Reference: `frozen_matmul(x, W) + x.matmul(aᵀ).matmul(bᵀ) · scale`
+/// (`peft::lora`'s composed layer).
+pub fn lora_linear(
+    x: Tensor<2>,
+    weight: Tensor<2>,
+    transposed: bool,
+    a: Tensor<2>,
+    b: Tensor<2>,
+    scale: f64,
+) -> Tensor<2> {
+    Tensor::from_dispatch(Dispatch::fused_lora(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        transposed,
+        a.into_dispatch(),
+        b.into_dispatch(),
+        scale as f32,
+    ))
 }
 
 /// What every attention layer of one forward pass shares, uploaded once: the key padding mask and

@@ -15,7 +15,7 @@ use safetensors::Dtype;
 
 use crate::model::attention::{AttentionContext, AttentionSpec};
 use crate::model::config::{LayerAttention, ModelConfig};
-use crate::model::layers::{LayerHooks, Linear, LinearTable, RmsNorm, SubBlock, WeightLayout, activate};
+use crate::model::layers::{LayerHooks, Linear, LinearTable, RmsNorm, SubBlock, WeightLayout};
 use crate::model::llama::layer_linears;
 use crate::model::table::Table;
 use crate::model::weights::{WeightSpec, Weights};
@@ -165,7 +165,11 @@ impl super::Decoder for Gemma3 {
         let attn = layer.post_attention_layernorm.forward(layer.o_proj.forward(attn, hooks));
         let x = hooks.residual(l, SubBlock::Attention, x, attn);
         let h = layer.pre_feedforward_layernorm.forward(x.clone());
-        let gated = activate(layer.gate_proj.forward(h.clone(), hooks), c.activation) * layer.up_proj.forward(h, hooks);
+        let gated = crate::kernels::glu(
+            layer.gate_proj.forward(h.clone(), hooks),
+            layer.up_proj.forward(h, hooks),
+            c.activation,
+        );
         let mlp = layer.post_feedforward_layernorm.forward(layer.down_proj.forward(gated, hooks));
         hooks.residual(l, SubBlock::Mlp, x, mlp)
     }

@@ -94,6 +94,16 @@ impl Linear {
         }
     }
 
+    /// `x·W + b + scale · (x·Aᵀ)·Bᵀ` for LoRA factors `a [r, in]`, `b [out, r]`, as one graph node
+    /// ([`crate::kernels::lora_linear`]).
+    pub fn forward_lora(&self, x: Tensor<2>, a: Tensor<2>, b: Tensor<2>, scale: f64) -> Tensor<2> {
+        let y = crate::kernels::lora_linear(x, self.weight.clone(), self.layout == WeightLayout::OutIn, a, b, scale);
+        match &self.bias {
+            Some(bias) => y + bias.clone().unsqueeze_dim(0),
+            None => y,
+        }
+    }
+
     /// `x·W` without the bias, in f32. A weight stored in f16 goes through
     /// [`crate::kernels::frozen_matmul`], so that training keeps the f16 weight for the backward
     /// pass rather than an f32 copy of it.

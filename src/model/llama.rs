@@ -7,7 +7,7 @@ use burn::tensor::Tensor;
 
 use crate::model::attention::{AttentionContext, AttentionSpec};
 use crate::model::config::ModelConfig;
-use crate::model::layers::{LayerHooks, Linear, LinearTable, RmsNorm, SubBlock, WeightLayout, activate};
+use crate::model::layers::{LayerHooks, Linear, LinearTable, RmsNorm, SubBlock, WeightLayout};
 use crate::model::table::Table;
 use crate::model::weights::{WeightSpec, Weights};
 
@@ -137,7 +137,11 @@ impl super::Decoder for Llama {
         let attn = ctx.attend(l, q, k, v, &spec);
         let x = hooks.residual(l, SubBlock::Attention, x, layer.o_proj.forward(attn, hooks));
         let h = layer.post_attention_layernorm.forward(x.clone());
-        let gated = activate(layer.gate_proj.forward(h.clone(), hooks), c.activation) * layer.up_proj.forward(h, hooks);
+        let gated = crate::kernels::glu(
+            layer.gate_proj.forward(h.clone(), hooks),
+            layer.up_proj.forward(h, hooks),
+            c.activation,
+        );
         hooks.residual(l, SubBlock::Mlp, x, layer.down_proj.forward(gated, hooks))
     }
 

@@ -417,12 +417,19 @@ impl LayerHooks for LoraAdapter {
             return layer.forward_base(x);
         };
         let dropped = self.dropped(layer.slot, &x);
+        if m.magnitude.is_none() && m.pissa_initial.is_none() && dropped.is_none() {
+            let limit = crate::device::info_of(&x.device()).shader_loop_limit;
+            if crate::kernels::lora_fits(x.dims()[0], layer.in_features.max(layer.out_features), limit) {
+                return layer.forward_lora(x, m.a.clone(), m.b.clone(), m.scale);
+            }
+        }
         let Some(magnitude) = &m.magnitude else {
+            let base = layer.forward_base(x.clone());
             let mut delta = m.lora(dropped.unwrap_or_else(|| x.clone()));
-            if let Some(p) = m.pissa_part(x.clone()) {
+            if let Some(p) = m.pissa_part(x) {
                 delta = delta - p;
             }
-            return layer.forward_base(x) + delta;
+            return base + delta;
         };
         // PEFT's DoraLinearLayer.forward: result + (g - 1) ⊙ base_result_without_bias + g ⊙ lora,
         // with g = m / n; under dropout the (g - 1) term uses the dropped input.

@@ -11,22 +11,24 @@
 //! - `adapter = gradients = 4 · trainable`, `optimizer = 8 · trainable` (AdamW's two moments): f32.
 //! - `activations = 4 · B · T · (layers · per_layer + Σ_adapted lora + 2h)`: what autodiff keeps
 //!   for the backward pass of one micro-batch of `B` rows of `T` tokens (virtual tokens
-//!   included), with `per_layer = norms + q + 2·kv' + 3·heads·T + 4i` floats per token: each
+//!   included), with `per_layer = norms + q + 2·kv' + 3·heads·T + mlp` floats per token: each
 //!   RMSNorm's input (`norms`: 2h, Gemma 3 4h, plus `q + kv` for per-head q/k norms); the roped
 //!   queries (q); keys and values as attention reads them (`kv' = q` under grouped-query
 //!   attention, whose repeated heads are copies, else `kv`); the scaled and masked scores, their
 //!   exponentials and the softmax (3·heads·T: eager attention's, which the fused kernel, where it
-//!   runs, does not keep, so the estimate is then above the peak by that term); the MLP's gate, its sigmoid, the activation and the
-//!   up projection (4i; 5i for the GELUs, whose tanh form keeps one more: measured on Gemma 3's
+//!   runs, does not keep, so the estimate is then above the peak by that term); the gated MLP's
+//!   gate and up projection, which the GLU kernel (`kernels::glu`) reads again (`mlp = 2i`);
+//!   GPT-2's ungated GELU in composed ops keeps `5i` (as measured for composed GELUs on Gemma 3's
 //!   shape). Each adapted layer adds `x·Aᵀ` (r) and its input:
 //!   without dropout the input once for the layers that read the same tensor (q/k/v, gate/up:
 //!   [`AdaptedShape::shared_input`]), with dropout the mask and the masked input (2·in) per
 //!   layer. `2h` are the embeddings and the final norm. Here `h` is the hidden size, `q = heads ·
 //!   head_dim`, `kv = kv_heads · head_dim` (`head_dim` from the config, which need not be `h /
 //!   heads`), `i` the intermediate size. Measured with `webtune bench --recompute off` (the
-//!   pool's bytes in use after a forward pass, `kept_for_backward_mb`): SmolLM2-135M's shape keeps
-//!   26.7 MiB per layer at 4 × 128 tokens, this formula 26.7. GPT-2 (LayerNorm, no RoPE) is
-//!   counted the same.
+//!   pool's bytes in use after a forward pass, `kept_for_backward_mb`, per layer added):
+//!   SmolLM2-135M's shape keeps 12.4 MiB per layer at 4 × 128 tokens on lavapipe, where the
+//!   attention kernel runs; this formula 20.7, of which eager attention's scores are 6.75. GPT-2
+//!   (LayerNorm, no RoPE) is counted the same.
 //! - Recomputing each decoder layer in the backward pass (`train::recompute`, the `recompute`
 //!   option; `auto` turns it on above [`RECOMPUTE_ABOVE`] bytes of the activations above), the
 //!   forward pass keeps only each layer's input (`4 · B · T · (layers · h + 2h)`), and the
@@ -54,7 +56,6 @@
 use serde::Serialize;
 
 use crate::kernels::LossChunks;
-use crate::model::config::Activation;
 use crate::model::{Architecture, CausalLm, ModelConfig, ModelShape};
 use crate::options::Recompute;
 
@@ -171,9 +172,9 @@ pub fn estimate(base: BaseModel, run: Training) -> MemoryEstimate {
         Architecture::Gemma3 => 4 * h,
         _ => 2 * h,
     } + if config.qk_norm { q + kv } else { 0 };
-    let mlp = match config.activation {
-        Activation::Silu => 4 * i,
-        Activation::GeluTanh | Activation::GeluErf => 5 * i,
+    let mlp = match config.architecture {
+        Architecture::Gpt2 => 5 * i,
+        _ => 2 * i,
     };
     // Roped queries, keys and values as attention reads them (repeated under GQA), and three
     // score-sized tensors (scaled and masked scores, their exponentials, the softmax).
@@ -269,14 +270,14 @@ mod tests {
         let base = BaseModel { config: &config, parameters: 1000, largest_linear: 192, widest: 16, weight_bytes: 2 };
         let q = AdaptedShape { in_features: 8, rank: 4, shared_input: false };
         let m = estimate(base, run(&[q], &[], true));
-        // per layer and token: 2·8 (norms) + 12 (q) + 2·12 (kv repeated to q) + 3·2·5 + 4·16 = 146;
-        // per token: 2·146 + (4 + 2·8: rank, mask and masked input) + 2·8 = 328.
-        assert_eq!(m.activations, 4 * 2 * 5 * 328);
+        // per layer and token: 2·8 (norms) + 12 (q) + 2·12 (kv repeated to q) + 3·2·5 + 2·16 = 114;
+        // per token: 2·114 + (4 + 2·8: rank, mask and masked input) + 2·8 = 264.
+        assert_eq!(m.activations, 4 * 2 * 5 * 264);
         assert_eq!((m.weights, m.adapter, m.gradients, m.optimizer), (2000, 400, 400, 800));
         // 3 rows × 100 ids kept for the backward pass, one chunk's gradient (all 100 ids) and the
         // f16 head's chunk cast to f32 (100 × 8).
         assert_eq!(m.logits, 4 * (3 * 100 + 3 * 100 + 100 * 8));
-        assert_eq!(m.total, 2000 + 400 + 400 + 800 + 13_120 + 5600);
+        assert_eq!(m.total, 2000 + 400 + 400 + 800 + 10_560 + 5600);
         assert_eq!(
             m.largest_buffer,
             4 * 192,
@@ -291,12 +292,13 @@ mod tests {
         assert_eq!(shared.activations - f32_weights.activations, 4 * 2 * 5 * (4 + 8 + 4));
 
         // Recomputing: each layer's input (2·8, and 2·8 for the embeddings and final norm) and one
-        // layer's share: ceil((2·146 + 20) / 2) = 156; the logits (5600 bytes) are not held with
-        // the layer's 6240.
+        // layer's share: ceil((2·114 + 20) / 2) = 124; the total holds the inputs and the larger of
+        // the logits (5600 bytes) and the layer's 4960, never both.
         let recomputed = estimate(base, Training { recompute: Recompute::On, ..run(&[q], &[], true) });
         assert!(recomputed.recompute_layers);
-        assert_eq!(recomputed.activations, 4 * 2 * 5 * (2 * 8 + 2 * 8 + 156));
-        assert_eq!(recomputed.total, 2000 + 400 + 400 + 800 + recomputed.activations);
+        let inputs = 4 * 2 * 5 * (2 * 8 + 2 * 8);
+        assert_eq!(recomputed.activations, inputs + 4 * 2 * 5 * 124);
+        assert_eq!(recomputed.total, 2000 + 400 + 400 + 800 + inputs + 5600);
     }
 
     #[test]
