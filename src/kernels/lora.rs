@@ -61,6 +61,7 @@ fn add_low_rank_kernel<F: Float>(
     q: &Tensor<F>,
     out: &mut Tensor<F>,
     scale: f32,
+    #[comptime] rank: usize,
     #[define(F)] _dtype: ElemType,
 ) {
     let i =
@@ -68,9 +69,12 @@ fn add_low_rank_kernel<F: Float>(
     if i < out.len() {
         let n = out.shape(1);
         let (row, col) = (i / n, i % n);
+        let (p_at, q_at) = (row * p.stride(0), col * q.stride(0));
+        let (p_step, q_step) = (p.stride(1), q.stride(1));
         let mut sum = F::new(0.0);
-        for k in 0..p.shape(1) {
-            sum += p[row * p.stride(0) + k * p.stride(1)] * q[col * q.stride(0) + k * q.stride(1)];
+        #[unroll]
+        for k in 0..rank {
+            sum += p[p_at + k * p_step] * q[q_at + k * q_step];
         }
         out[i] = base[row * base.stride(0) + col * base.stride(1)] + sum * F::cast_from(scale);
     }
@@ -103,6 +107,7 @@ pub(super) fn project_cube(lhs: CubeTensor, rhs: CubeTensor, scale: f32) -> Cube
 pub(super) fn add_low_rank_cube(base: CubeTensor, p: CubeTensor, q: CubeTensor, scale: f32) -> CubeTensor {
     let launch = Launch::new(&base);
     let shape = launch.dims::<2>(&base);
+    let [_, rank] = launch.dims::<2>(&p);
     let out = launch.empty(shape);
     let (count, dim) = grid(shape[0] * shape[1]);
     add_low_rank_kernel::launch(
@@ -114,6 +119,7 @@ pub(super) fn add_low_rank_cube(base: CubeTensor, p: CubeTensor, q: CubeTensor, 
         q.into_tensor_arg(),
         out.clone().into_tensor_arg(),
         scale,
+        rank,
         launch.elem(),
     );
     out
