@@ -146,7 +146,8 @@ fn lora_linear_matches_composed_ops() {
         for dtype in [FloatDType::F16, FloatDType::F32] {
             let weight = values(shape, 25, 0.1, &device).cast(dtype);
             let (xf, af, bf) = (tracked(&x), tracked(&a), tracked(&b));
-            let fused = kernels::lora_linear(xf.clone(), weight.clone(), transposed, af.clone(), bf.clone(), scale);
+            let fused =
+                kernels::lora_linear(xf.clone(), weight.clone(), transposed, af.clone(), bf.clone(), scale, None);
             let grads = (fused.clone() * upstream.clone()).sum().backward();
             let (xr, ar, br) = (tracked(&x), tracked(&a), tracked(&b));
             let w = weight.clone().cast(FloatDType::F32);
@@ -554,7 +555,7 @@ fn fused_operations_launch_few_kernels() {
     let (aq, bq) = (values([8, hidden], 81, 0.1, &device), values([hidden, 8], 82, 0.1, &device));
     let fused = dispatches(&device, [tokens, hidden], || {
         let (xt, at, bt) = (tracked(&xq), tracked(&aq), tracked(&bq));
-        let g = kernels::lora_linear(xt.clone(), wq.clone(), true, at.clone(), bt.clone(), 2.0).sum().backward();
+        let g = kernels::lora_linear(xt.clone(), wq.clone(), true, at.clone(), bt.clone(), 2.0, None).sum().backward();
         vec![xt.grad(&g).unwrap(), at.grad(&g).unwrap(), bt.grad(&g).unwrap()]
     });
     let composed = dispatches(&device, [tokens, hidden], || {

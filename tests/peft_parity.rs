@@ -58,7 +58,8 @@ fn load_adapter(dir: &Path, model: &Model) -> Adapter {
 /// The trainer's gradients for its next step, keyed like PEFT.
 fn gradients(trainer: &Trainer) -> Vec<(String, Vec<f32>)> {
     let keys = trainer.adapter().params().into_iter().map(|(key, _)| key);
-    keys.zip(trainer.next_gradients().unwrap().grads).map(|(key, g)| (key, floats(g))).collect()
+    let grads = trainer.next_gradients().unwrap().grads.per_tensor(trainer.adapter());
+    keys.zip(grads).map(|(key, g)| (key, floats(g))).collect()
 }
 
 fn compare(what: &str, got: &[f32], expected: &[f32], worst: &mut f32) {

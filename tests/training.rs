@@ -14,7 +14,7 @@ use webtune::model::weights::read_host_tensors;
 use webtune::options::DEFAULTS;
 use webtune::peft::files::{self, ModelCard, export, import};
 use webtune::peft::{Adapter, LoraAdapter, LoraConfig, LoraInit, PromptAdapter, PromptConfig, PromptInit};
-use webtune::train::{EarlyStopping, Schedule, StepMetrics, TrainConfig, Trainer, evaluate, loss_sum};
+use webtune::train::{EarlyStopping, Grads, Schedule, StepMetrics, TrainConfig, Trainer, evaluate, loss_sum};
 
 fn model(name: &str) -> Model {
     Model::load(&Folder::new(fixtures().join(name).join("base")).unwrap(), &gpu()).unwrap()
@@ -163,13 +163,28 @@ fn gradient_accumulation_equals_a_larger_batch() {
 
 #[test]
 fn recomputed_layers_give_the_gradients_of_one_backward_pass() {
-    // LoRA with dropout (the recomputed layer must draw the masks the first pass drew) and
-    // gradient accumulation, on Gemma 3 (sliding layers, q/k norms, four norms per layer).
+    // LoRA with dropout (the recomputed layer must draw the masks the first pass drew): autodiff
+    // keeps one gradient per tensor.
+    let per_tensor = recomputed_and_kept_gradients(0.1);
+    assert!(per_tensor.iter().all(|grads| matches!(grads, Grads::PerTensor(_))));
+}
+
+#[test]
+fn plain_lora_gradients_arrive_end_to_end_in_one_buffer() {
+    // Without dropout each LoRA layer is one fused node that adds its factors' gradients to the
+    // step's buffer: across micro-batches and layers recomputed one at a time as well.
+    let flat = recomputed_and_kept_gradients(0.0);
+    assert!(flat.iter().all(|grads| matches!(grads, Grads::Flat(_))));
+}
+
+/// A trained LoRA's gradients with gradient accumulation, kept and with recomputed layers, on
+/// Gemma 3 (sliding layers, q/k norms, four norms per layer): compared, then returned.
+fn recomputed_and_kept_gradients(dropout: f64) -> [Grads; 2] {
     let m = model("gemma3");
     let lora_config = LoraConfig {
         target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "down_proj"].map(String::from).to_vec(),
         init: LoraInit::Gaussian,
-        dropout: 0.1,
+        dropout,
         ..LoraConfig::default()
     };
     let initial = Adapter::Lora(block(LoraAdapter::init(&m.lm, lora_config, 7)).unwrap());
@@ -185,9 +200,13 @@ fn recomputed_layers_give_the_gradients_of_one_backward_pass() {
     let recomputed = trainer(true).next_gradients().unwrap();
     let losses = [kept.loss_sum, recomputed.loss_sum].map(|t| floats(t)[0]);
     assert!((losses[0] - losses[1]).abs() < 1e-4 * losses[0].abs(), "loss sums {losses:?}");
-    for ((key, _), (g, r)) in adapter.params().iter().zip(kept.grads.into_iter().zip(recomputed.grads)) {
+    let as_tensors = |grads: &Grads| grads.clone().per_tensor(&adapter);
+    let (kept_grads, recomputed_grads) = (as_tensors(&kept.grads), as_tensors(&recomputed.grads));
+    assert_eq!(kept_grads.len(), adapter.params().len());
+    for ((key, _), (g, r)) in adapter.params().iter().zip(kept_grads.into_iter().zip(recomputed_grads)) {
         assert_gradient_close(&format!("gradient of {key}"), &floats(r), &floats(g));
     }
+    [kept.grads, recomputed.grads]
 }
 
 #[test]

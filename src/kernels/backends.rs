@@ -5,10 +5,13 @@
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Cube, TensorMetadata};
+use burn::backend::{Autodiff, Cube, DispatchKindConversion, DispatchTensor, TensorMetadata};
 use burn_cubecl::CubeBackend;
 
-use super::{AdamWStep, FusedKernels, FusedOps, adamw, attention, cross_entropy, frozen, gather, glu, lora, rms_norm};
+use super::{
+    AdamWStep, FusedKernels, FusedOps, Placement, SinkSlot, adamw, attention, cross_entropy, frozen, gather, glu, lora,
+    rms_norm,
+};
 
 impl FusedKernels for CubeBackend {
     fn rms_norm_forward(
@@ -49,6 +52,16 @@ impl FusedKernels for CubeBackend {
 
     fn lora_project(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
         lora::project_cube(lhs, rhs, scale)
+    }
+
+    fn lora_project_add(
+        dest: FloatTensor<Self>,
+        lhs: FloatTensor<Self>,
+        rhs: FloatTensor<Self>,
+        scale: f32,
+        place: Placement,
+    ) -> FloatTensor<Self> {
+        lora::project_add_cube(dest, lhs, rhs, scale, place)
     }
 
     fn lora_add_low_rank(
@@ -160,6 +173,7 @@ impl FusedOps for Cube {
         Self::frozen_matmul_forward(x, weight, transposed)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn fused_lora(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -167,6 +181,7 @@ impl FusedOps for Cube {
         a: FloatTensor<Self>,
         b: FloatTensor<Self>,
         scale: f32,
+        _slot: Option<SinkSlot>,
     ) -> FloatTensor<Self> {
         lora::plain::<Self>(x, weight, transposed, a, b, scale)
     }
@@ -185,7 +200,10 @@ impl FusedOps for Cube {
     }
 }
 
-impl<B: FusedKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+impl<B: FusedKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C>
+where
+    DispatchTensor: DispatchKindConversion<B>,
+{
     fn fused_cross_entropy(
         hidden: FloatTensor<Self>,
         head: FloatTensor<Self>,
@@ -209,6 +227,7 @@ impl<B: FusedKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         frozen::autodiff::<B, C>(x, weight, transposed)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn fused_lora(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -216,8 +235,9 @@ impl<B: FusedKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         a: FloatTensor<Self>,
         b: FloatTensor<Self>,
         scale: f32,
+        slot: Option<SinkSlot>,
     ) -> FloatTensor<Self> {
-        lora::autodiff::<B, C>(x, weight, transposed, a, b, scale)
+        lora::autodiff::<B, C>(x, weight, transposed, a, b, scale, slot)
     }
 
     fn fused_attention(

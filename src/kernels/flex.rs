@@ -5,7 +5,9 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Flex, TensorMetadata};
 use burn::tensor::Tensor;
 
-use super::{AdamWStep, FusedKernels, adamw, attention, cross_entropy, gather, glu, lora, rms_norm};
+use super::{
+    AdamWStep, FusedKernels, Placement, SinkSlot, adamw, attention, cross_entropy, gather, glu, lora, rms_norm,
+};
 
 fn wrap<const D: usize>(primitive: FloatTensor<Flex>) -> Tensor<D> {
     Tensor::from_primitive::<Flex>(primitive)
@@ -56,6 +58,16 @@ impl FusedKernels for Flex {
 
     fn lora_project(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
         lora::project::<Self>(lhs, rhs, scale)
+    }
+
+    fn lora_project_add(
+        dest: FloatTensor<Self>,
+        lhs: FloatTensor<Self>,
+        rhs: FloatTensor<Self>,
+        scale: f32,
+        place: Placement,
+    ) -> FloatTensor<Self> {
+        lora::project_add::<Self>(dest, lhs, rhs, scale, place)
     }
 
     fn lora_add_low_rank(
@@ -165,6 +177,7 @@ impl super::FusedOps for Flex {
         Self::frozen_matmul_forward(x, weight, transposed)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn fused_lora(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -172,6 +185,7 @@ impl super::FusedOps for Flex {
         a: FloatTensor<Self>,
         b: FloatTensor<Self>,
         scale: f32,
+        _slot: Option<SinkSlot>,
     ) -> FloatTensor<Self> {
         lora::plain::<Self>(x, weight, transposed, a, b, scale)
     }

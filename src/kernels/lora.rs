@@ -13,6 +13,10 @@
 //! copy. The frozen `W` is read as [`super::frozen`] reads it (f16 widened as it loads), and only
 //! `x`, `A` and `B` get gradients. Each thread loops over one dimension of the layer (tokens or
 //! features): on a device with a shader loop limit, [`fits`] says which layers may run here.
+//!
+//! In training, the factors' gradients need not go through autodiff: with a [`SinkSlot`] the
+//! backward pass adds `dB` and `dA` (written transposed from `dAᵀ`) straight into the step's
+//! [`GradientSink`], in the optimizer's layout, with the same two kernels.
 
 use burn::backend::Autodiff;
 use burn::backend::Backend;
@@ -21,25 +25,34 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
+use burn::backend::{DispatchKindConversion, DispatchTensor, TensorMetadata};
+use burn::tensor::{Shape, Slice, Tensor as BurnTensor};
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
+use std::sync::{Arc, Mutex};
 
 use super::FusedKernels;
 use super::cube::{Launch, MAX_THREADS, row_grid};
 
-/// `out [m, r] = scale · lhs [m, k] · rhs [k, r]`, one thread per output value.
+/// `scale · lhs [m, k] · rhs [k, r]`, one thread per value, written (or with `accumulate` added)
+/// to `out[offset + row · row_stride + col · col_stride]`.
 #[cube(launch)]
+#[allow(clippy::too_many_arguments)]
 fn project_kernel<F: Float>(
     lhs: &Tensor<F>,
     rhs: &Tensor<F>,
     out: &mut Tensor<F>,
     scale: f32,
+    offset: u32,
+    row_stride: u32,
+    col_stride: u32,
+    #[comptime] accumulate: bool,
     #[define(F)] _dtype: ElemType,
 ) {
     let i =
         (CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize) * CUBE_DIM_X as usize + UNIT_POS as usize;
-    if i < out.len() {
-        let r = out.shape(1);
+    let r = rhs.shape(1);
+    if i < lhs.shape(0) * r {
         let (row, col) = (i / r, i % r);
         let mut sum = F::new(0.0);
         let mut lhs_at = row * lhs.stride(0);
@@ -49,7 +62,12 @@ fn project_kernel<F: Float>(
             lhs_at += lhs.stride(1);
             rhs_at += rhs.stride(0);
         }
-        out[i] = sum * F::cast_from(scale);
+        let at = offset as usize + row * row_stride as usize + col * col_stride as usize;
+        if comptime![accumulate] {
+            out[at] += sum * F::cast_from(scale);
+        } else {
+            out[at] = sum * F::cast_from(scale);
+        }
     }
 }
 
@@ -80,16 +98,95 @@ fn add_low_rank_kernel<F: Float>(
     }
 }
 
+/// Where a product `[m, r]` goes in a flat buffer: value `(row, col)` at
+/// `offset + row · row_stride + col · col_stride`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub offset: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl Placement {
+    /// Row-major `[m, r]` at offset 0.
+    fn rows(r: usize) -> Self {
+        Placement { offset: 0, row_stride: r, col_stride: 1 }
+    }
+
+    /// Row-major `[r, m]`, the transposed product, at offset 0.
+    fn columns(m: usize) -> Self {
+        Placement { offset: 0, row_stride: 1, col_stride: m }
+    }
+
+    fn at(self, offset: usize) -> Self {
+        Placement { offset, ..self }
+    }
+}
+
+/// Where the LoRA layers of one training step add their factors' gradients: one flat f32 buffer
+/// laid out as the optimizer keeps the parameters (each module's `A`, then its `B`, row-major),
+/// which the optimizer then reads as it is. The gradients of 8 tensors per decoder layer would
+/// otherwise be gathered into such a buffer, at most six per dispatch (WebGPU binds few buffers
+/// per kernel): 42 optimizer dispatches for SmolLM2's 30 layers instead of 3. The layers' backward
+/// passes add to it in place, across layers recomputed one at a time and across micro-batches.
+#[derive(Clone)]
+pub struct GradientSink {
+    values: Arc<Mutex<Option<BurnTensor<1>>>>,
+}
+
+impl std::fmt::Debug for GradientSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GradientSink")
+    }
+}
+
+impl GradientSink {
+    /// A zero buffer of `len` values, outside any autodiff graph (`device` may be an autodiff one).
+    pub fn zeros(len: usize, device: &burn::tensor::Device) -> Self {
+        let zeros = BurnTensor::zeros([len], device);
+        let zeros = if zeros.is_autodiff() { zeros.inner() } else { zeros };
+        GradientSink { values: Arc::new(Mutex::new(Some(zeros))) }
+    }
+
+    /// The summed gradients, once every backward pass of the step has run.
+    pub fn values(&self) -> BurnTensor<1> {
+        self.lock().clone().expect("the gradient buffer is back after each update")
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<BurnTensor<1>>> {
+        self.values.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Replaces the buffer by `update(buffer)` (in place on the GPU).
+    fn update<B: Backend>(&self, update: impl FnOnce(FloatTensor<B>) -> FloatTensor<B>)
+    where
+        DispatchTensor: DispatchKindConversion<B>,
+    {
+        let mut slot = self.lock();
+        let buffer = slot.take().expect("the gradient buffer is back after each update");
+        let primitive = buffer.try_into_primitive::<B>().expect("the gradient buffer lives on the layer's backend");
+        *slot = Some(BurnTensor::from_primitive::<B>(update(primitive)));
+    }
+}
+
+/// Where one LoRA layer's `A` and `B` gradients go in a [`GradientSink`].
+#[derive(Clone, Debug)]
+pub struct SinkSlot {
+    pub sink: GradientSink,
+    /// Offsets of `A [r, in]` and `B [out, r]` in the buffer.
+    pub a_at: usize,
+    pub b_at: usize,
+}
+
 /// One thread per value of `out`, 256 to a workgroup.
 fn grid(values: usize) -> (CubeCount, CubeDim) {
     (row_grid(values.div_ceil(MAX_THREADS)), CubeDim::new_1d(MAX_THREADS as u32))
 }
 
-pub(super) fn project_cube(lhs: CubeTensor, rhs: CubeTensor, scale: f32) -> CubeTensor {
+fn launch_project(out: &CubeTensor, lhs: CubeTensor, rhs: CubeTensor, scale: f32, place: Placement, accumulate: bool) {
     let launch = Launch::new(&lhs);
     let [m, _] = launch.dims::<2>(&lhs);
     let [_, r] = launch.dims::<2>(&rhs);
-    let out = launch.empty([m, r]);
     let (count, dim) = grid(m * r);
     project_kernel::launch(
         &launch.client,
@@ -99,9 +196,33 @@ pub(super) fn project_cube(lhs: CubeTensor, rhs: CubeTensor, scale: f32) -> Cube
         rhs.into_tensor_arg(),
         out.clone().into_tensor_arg(),
         scale,
+        place.offset as u32,
+        place.row_stride as u32,
+        place.col_stride as u32,
+        accumulate,
         launch.elem(),
     );
+}
+
+pub(super) fn project_cube(lhs: CubeTensor, rhs: CubeTensor, scale: f32) -> CubeTensor {
+    let launch = Launch::new(&lhs);
+    let [m, _] = launch.dims::<2>(&lhs);
+    let [_, r] = launch.dims::<2>(&rhs);
+    let out = launch.empty([m, r]);
+    launch_project(&out, lhs, rhs, scale, Placement::rows(r), false);
     out
+}
+
+/// `dest` with [`project_cube`]'s product added where `place` says, in place.
+pub(super) fn project_add_cube(
+    dest: CubeTensor,
+    lhs: CubeTensor,
+    rhs: CubeTensor,
+    scale: f32,
+    place: Placement,
+) -> CubeTensor {
+    launch_project(&dest, lhs, rhs, scale, place, true);
+    dest
 }
 
 pub(super) fn add_low_rank_cube(base: CubeTensor, p: CubeTensor, q: CubeTensor, scale: f32) -> CubeTensor {
@@ -129,6 +250,29 @@ pub(super) fn add_low_rank_cube(base: CubeTensor, p: CubeTensor, q: CubeTensor, 
 #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(super) fn project<B: Backend>(lhs: FloatTensor<B>, rhs: FloatTensor<B>, scale: f32) -> FloatTensor<B> {
     scaled::<B>(B::float_matmul(lhs, rhs), scale)
+}
+
+/// [`project_add_cube`] in composed ops (the CPU backend's), for the two placements the LoRA
+/// layer uses: row-major (`dB`) and transposed (`dA` from `dAᵀ`).
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+pub(super) fn project_add<B: Backend>(
+    dest: FloatTensor<B>,
+    lhs: FloatTensor<B>,
+    rhs: FloatTensor<B>,
+    scale: f32,
+    place: Placement,
+) -> FloatTensor<B> {
+    let product = project::<B>(lhs, rhs, scale);
+    let [m, r] = product.shape().dims::<2>();
+    let laid = if place.at(0) == Placement::rows(r) {
+        product
+    } else {
+        assert_eq!(place.at(0), Placement::columns(m), "a placement the LoRA layer does not use");
+        B::float_transpose(product)
+    };
+    let range = [Slice::from(place.offset..place.offset + m * r)];
+    let values = B::float_add(B::float_slice(dest.clone(), &range), B::float_reshape(laid, Shape::new([m * r])));
+    B::float_slice_assign(dest, &range, values)
 }
 
 /// [`add_low_rank_cube`] in composed ops (the CPU backend's).
@@ -170,27 +314,42 @@ fn forward<B: FusedKernels>(
 #[derive(Debug)]
 struct LoraBackward;
 
-/// What the backward pass reads: `x`, the frozen weight and its layout, `A`, `B`, `u = x·Aᵀ`
-/// and the scale.
-type LoraState<B> = (FloatTensor<B>, FloatTensor<B>, bool, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, f32);
+/// What the backward pass reads: `x`, the frozen weight and its layout, `A`, `B`, `u = x·Aᵀ`,
+/// the scale and where the factors' gradients go (autodiff, or a [`GradientSink`]).
+type LoraState<B> =
+    (FloatTensor<B>, FloatTensor<B>, bool, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, f32, Option<SinkSlot>);
 
-impl<B: FusedKernels> Backward<B, 3> for LoraBackward {
+impl<B: FusedKernels> Backward<B, 3> for LoraBackward
+where
+    DispatchTensor: DispatchKindConversion<B>,
+{
     type State = LoraState<B>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_a, node_b] = ops.parents;
         let g = grads.consume::<B>(&ops.node);
-        let (x, weight, transposed, a, b, u, scale) = ops.state;
-        if let Some(node) = node_b {
-            grads.register::<B>(node.id, B::lora_project(B::float_transpose(g.clone()), u, scale));
-        }
-        if node_a.is_none() && node_x.is_none() {
-            return;
-        }
+        let (x, weight, transposed, a, b, u, scale, slot) = ops.state;
         let du = B::lora_project(g.clone(), b, scale);
-        if let Some(node) = node_a {
-            let da_t = B::lora_project(B::float_transpose(x), du.clone(), 1.0);
-            grads.register::<B>(node.id, B::float_transpose(da_t));
+        // dB = s·gᵀ·u `[out, r]`; dA = (xᵀ·du)ᵀ `[r, in]`.
+        let db = |g: FloatTensor<B>, u| (B::float_transpose(g), u, scale);
+        let da_t = |x: FloatTensor<B>, du| (B::float_transpose(x), du, 1.0);
+        if let Some(SinkSlot { sink, a_at, b_at }) = slot {
+            let (r, in_features) = (u.shape().dims::<2>()[1], x.shape().dims::<2>()[1]);
+            let (gt, u, s) = db(g.clone(), u);
+            let (xt, du_, one) = da_t(x, du.clone());
+            sink.update::<B>(|buffer| {
+                let buffer = B::lora_project_add(buffer, gt, u, s, Placement::rows(r).at(b_at));
+                B::lora_project_add(buffer, xt, du_, one, Placement::columns(in_features).at(a_at))
+            });
+        } else {
+            if let Some(node) = node_b {
+                let (gt, u, s) = db(g.clone(), u);
+                grads.register::<B>(node.id, B::lora_project(gt, u, s));
+            }
+            if let Some(node) = node_a {
+                let (xt, du_, one) = da_t(x, du.clone());
+                grads.register::<B>(node.id, B::float_transpose(B::lora_project(xt, du_, one)));
+            }
         }
         if let Some(node) = node_x {
             // dx = g·Wᵀ + du·A, with W `[in, out]`: the stored weight read the other way round.
@@ -200,6 +359,7 @@ impl<B: FusedKernels> Backward<B, 3> for LoraBackward {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(super) fn autodiff<B: FusedKernels, C: CheckpointStrategy>(
     x: FloatTensor<Autodiff<B, C>>,
     weight: FloatTensor<Autodiff<B, C>>,
@@ -207,12 +367,16 @@ pub(super) fn autodiff<B: FusedKernels, C: CheckpointStrategy>(
     a: FloatTensor<Autodiff<B, C>>,
     b: FloatTensor<Autodiff<B, C>>,
     scale: f32,
-) -> FloatTensor<Autodiff<B, C>> {
+    slot: Option<SinkSlot>,
+) -> FloatTensor<Autodiff<B, C>>
+where
+    DispatchTensor: DispatchKindConversion<B>,
+{
     match LoraBackward.prepare::<C>([x.node(), a.node(), b.node()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
             let [x, weight, a, b] = [x, weight, a, b].map(|t| t.into_primitive());
             let (y, u) = forward::<B>(x.clone(), weight.clone(), transposed, a.clone(), b.clone(), scale);
-            prep.finish((x, weight, transposed, a, b, u, scale), y)
+            prep.finish((x, weight, transposed, a, b, u, scale, slot), y)
         }
         OpsKind::UnTracked(prep) => {
             let [x, weight, a, b] = [x, weight, a, b].map(|t| t.into_primitive());

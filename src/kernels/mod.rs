@@ -33,7 +33,7 @@ pub use adamw::AdamWStep;
 pub use attention::{AttentionShape, MASKED_ROW, fits as attention_fits};
 pub use cross_entropy::{KEEP_VALUES, LossChunks};
 pub use gather::GATHER_INPUTS;
-pub use lora::fits as lora_fits;
+pub use lora::{GradientSink, Placement, SinkSlot, fits as lora_fits};
 
 use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::tensor::FloatTensor;
@@ -91,6 +91,17 @@ pub trait FusedKernels: Backend {
     /// strides (see the `lora` module).
     #[fusion(meta = |lhs, rhs, _scale| TensorSpec::new(Shape::new([lhs.shape[0], rhs.shape[1]]), lhs.dtype))]
     fn lora_project(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>, scale: f32) -> FloatTensor<Self>;
+
+    /// `dest [len]` with [`FusedKernels::lora_project`]'s product added where `place` says (in
+    /// place on the GPU).
+    #[fusion(meta = |dest, _lhs, _rhs, _scale, _place| dest.clone())]
+    fn lora_project_add(
+        dest: FloatTensor<Self>,
+        lhs: FloatTensor<Self>,
+        rhs: FloatTensor<Self>,
+        scale: f32,
+        place: Placement,
+    ) -> FloatTensor<Self>;
 
     /// `base [m, n] + scale · p [m, r] · q [n, r]ᵀ` for a small `r`, `[m, n]`.
     #[fusion(meta = |base, _p, _q, _scale| base.clone())]
@@ -201,6 +212,7 @@ pub trait FusedOps: Backend {
     fn frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, transposed: bool) -> FloatTensor<Self>;
 
     /// See [`lora_linear`].
+    #[allow(clippy::too_many_arguments)]
     fn fused_lora(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -208,6 +220,7 @@ pub trait FusedOps: Backend {
         a: FloatTensor<Self>,
         b: FloatTensor<Self>,
         scale: f32,
+        slot: Option<SinkSlot>,
     ) -> FloatTensor<Self>;
 
     /// See [`cross_entropy_sum`] (`per_row`: each row's loss `[rows]`, as
@@ -257,7 +270,8 @@ pub fn frozen_matmul(x: Tensor<2>, weight: Tensor<2>, transposed: bool) -> Tenso
 /// for a frozen `weight` stored as [`frozen_matmul`] takes it and `a [r, in]`, `b [out, r]`, as one
 /// graph node (see the `lora` module). On a device with a shader loop limit, only for layers
 /// [`lora_fits`] admits. Reference: `frozen_matmul(x, W) + x.matmul(aᵀ).matmul(bᵀ) · scale`
-/// (`peft::lora`'s composed layer).
+/// (`peft::lora`'s composed layer). With a `slot`, the backward pass adds the gradients of `a` and
+/// `b` to its [`GradientSink`] instead of giving them to autodiff.
 pub fn lora_linear(
     x: Tensor<2>,
     weight: Tensor<2>,
@@ -265,6 +279,7 @@ pub fn lora_linear(
     a: Tensor<2>,
     b: Tensor<2>,
     scale: f64,
+    slot: Option<SinkSlot>,
 ) -> Tensor<2> {
     Tensor::from_dispatch(Dispatch::fused_lora(
         x.into_dispatch(),
@@ -273,6 +288,7 @@ pub fn lora_linear(
         a.into_dispatch(),
         b.into_dispatch(),
         scale as f32,
+        slot,
     ))
 }
 

@@ -9,6 +9,7 @@
 
 use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData, activation};
 
+use crate::kernels::SinkSlot;
 use crate::model::config::{RopeConfig, RopeScaling};
 use crate::model::weights::{WeightSpec, Weights};
 
@@ -95,9 +96,17 @@ impl Linear {
     }
 
     /// `x·W + b + scale · (x·Aᵀ)·Bᵀ` for LoRA factors `a [r, in]`, `b [out, r]`, as one graph node
-    /// ([`crate::kernels::lora_linear`]).
-    pub fn forward_lora(&self, x: Tensor<2>, a: Tensor<2>, b: Tensor<2>, scale: f64) -> Tensor<2> {
-        let y = crate::kernels::lora_linear(x, self.weight.clone(), self.layout == WeightLayout::OutIn, a, b, scale);
+    /// ([`crate::kernels::lora_linear`], whose `slot` says where the factors' gradients go).
+    pub fn forward_lora(
+        &self,
+        x: Tensor<2>,
+        a: Tensor<2>,
+        b: Tensor<2>,
+        scale: f64,
+        slot: Option<SinkSlot>,
+    ) -> Tensor<2> {
+        let transposed = self.layout == WeightLayout::OutIn;
+        let y = crate::kernels::lora_linear(x, self.weight.clone(), transposed, a, b, scale, slot);
         match &self.bias {
             Some(bias) => y + bias.clone().unsqueeze_dim(0),
             None => y,

@@ -7,6 +7,7 @@ pub mod files;
 pub mod gguf;
 pub mod ia3;
 pub mod lora;
+mod lora_config;
 pub mod merge;
 pub mod prompt;
 mod svd;

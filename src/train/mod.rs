@@ -89,10 +89,50 @@ pub struct StepMetrics {
 /// Passes per shape in [`Trainer::warm_up`].
 const WARM_PASSES: usize = 3;
 
+/// A step's gradients, in [`Adapter::params`] order.
+#[derive(Clone)]
+pub enum Grads {
+    /// One tensor per trainable tensor.
+    PerTensor(Vec<Tensor<2>>),
+    /// All of them end to end, as the LoRA layers added them to a [`crate::kernels::GradientSink`].
+    Flat(Box<Tensor<1>>),
+}
+
+impl Grads {
+    /// One tensor per trainable tensor of `adapter` (views of a flat buffer).
+    pub fn per_tensor(self, adapter: &Adapter) -> Vec<Tensor<2>> {
+        match self {
+            Grads::PerTensor(grads) => grads,
+            Grads::Flat(flat) => {
+                let flat = *flat;
+                let mut start = 0;
+                let part = |[rows, cols]: [usize; 2]| {
+                    let part = flat.clone().narrow(0, start, rows * cols).reshape([rows, cols]);
+                    start += rows * cols;
+                    part
+                };
+                adapter.params().into_iter().map(|(_, t)| t.dims()).map(part).collect()
+            }
+        }
+    }
+
+    /// What [`AdamW::step`] gathers: the tensors, or the flat buffer as one.
+    fn for_optimizer(self) -> Vec<Tensor<2>> {
+        match self {
+            Grads::PerTensor(grads) => grads,
+            Grads::Flat(flat) => {
+                let flat = *flat;
+                let n = flat.dims()[0];
+                vec![flat.reshape([1, n])]
+            }
+        }
+    }
+}
+
 /// What the backward passes of one optimizer step produce.
 pub struct StepGradients {
-    /// Per trainable tensor, in [`Adapter::params`] order.
-    pub grads: Vec<Tensor<2>>,
+    /// In [`Adapter::params`] order.
+    pub grads: Grads,
     /// Summed token cross-entropy of the step's batches.
     pub loss_sum: Tensor<1>,
     /// Supervised tokens the loss is averaged over.
@@ -224,7 +264,7 @@ impl Trainer {
         };
         let StepGradients { grads, loss_sum, supervised, tokens } = gradients?;
         let lr = self.config.lr * self.config.schedule.factor(self.step, self.config.warmup_steps, self.total_steps);
-        let (updated, norm) = self.optimizer.step(grads, lr, self.config.clip);
+        let (updated, norm) = self.optimizer.step(grads.for_optimizer(), lr, self.config.clip);
         self.adapter = self.adapter.with_params(updated);
         self.step += 1;
 
@@ -297,7 +337,16 @@ impl Trainer {
     fn gradients(&self, micro_batches: &[Batch], supervised: usize, tokens: usize) -> Result<StepGradients> {
         let lm = self.lm.clone();
         let mut tracked = self.adapter.tracked();
-        let leaves: Vec<Tensor<2>> = tracked.params().into_iter().map(|(_, t)| t).collect();
+        let rows = micro_batches.iter().map(|b| b.input_ids.len()).max().unwrap_or(0);
+        let sink = match &mut tracked {
+            Adapter::Lora(lora) => lora.send_gradients_to_sink(rows),
+            _ => None,
+        };
+        // With a sink the LoRA layers add their gradients to it; autodiff gives the leaves none.
+        let leaves: Vec<Tensor<2>> = match sink {
+            Some(_) => Vec::new(),
+            None => tracked.params().into_iter().map(|(_, t)| t).collect(),
+        };
         let mut grads = recompute::Accumulated::new(leaves);
         let mut loss_total: Option<Tensor<1>> = None;
         for (micro, batch) in micro_batches.iter().enumerate() {
@@ -329,7 +378,11 @@ impl Trainer {
             loss_total = Some(loss_total.map_or(sum.clone(), |t| t + sum));
         }
         let loss_sum = loss_total.expect("a step with supervised tokens has a loss");
-        Ok(StepGradients { grads: grads.finish(), loss_sum, supervised, tokens })
+        let grads = match sink {
+            Some(sink) => Grads::Flat(Box::new(sink.values())),
+            None => Grads::PerTensor(grads.finish()),
+        };
+        Ok(StepGradients { grads, loss_sum, supervised, tokens })
     }
 
     /// Compiles the GPU pipelines of every batch shape the run can meet, so that no training step
@@ -358,7 +411,7 @@ impl Trainer {
             for _ in 0..WARM_PASSES {
                 let StepGradients { grads, loss_sum, .. } =
                     self.gradients(std::slice::from_ref(&batch), supervised, 0)?;
-                let (_, norm) = self.optimizer.clone().step(grads, self.config.lr, self.config.clip);
+                let (_, norm) = self.optimizer.clone().step(grads.for_optimizer(), self.config.lr, self.config.clip);
                 readback::scalar(loss_sum).await?;
                 readback::scalar(norm).await?;
             }

@@ -406,7 +406,8 @@ impl WebTrainer {
     pub async fn next_gradients(&self) -> Result<Object, JsValue> {
         let gradients = self.trainer.next_gradients().map_err(js_error)?;
         let out = Object::new();
-        for ((key, _), grad) in self.trainer.adapter().params().into_iter().zip(gradients.grads) {
+        let adapter = self.trainer.adapter();
+        for ((key, _), grad) in adapter.params().into_iter().zip(gradients.grads.per_tensor(adapter)) {
             let values = readback::floats(grad).await.map_err(js_error)?;
             Reflect::set(&out, &key.into(), &Float32Array::from(values.as_slice()))?;
         }
