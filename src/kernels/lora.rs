@@ -330,25 +330,20 @@ where
         let g = grads.consume::<B>(&ops.node);
         let (x, weight, transposed, a, b, u, scale, slot) = ops.state;
         let du = B::lora_project(g.clone(), b, scale);
-        // dB = s·gᵀ·u `[out, r]`; dA = (xᵀ·du)ᵀ `[r, in]`.
-        let db = |g: FloatTensor<B>, u| (B::float_transpose(g), u, scale);
-        let da_t = |x: FloatTensor<B>, du| (B::float_transpose(x), du, 1.0);
+        // dB = s·gᵀ·u `[out, r]`; dA = (xᵀ·du)ᵀ `[r, in]`, computed as dAᵀ `[in, r]`.
+        let (gt, xt) = (B::float_transpose(g.clone()), B::float_transpose(x.clone()));
         if let Some(SinkSlot { sink, a_at, b_at }) = slot {
             let (r, in_features) = (u.shape().dims::<2>()[1], x.shape().dims::<2>()[1]);
-            let (gt, u, s) = db(g.clone(), u);
-            let (xt, du_, one) = da_t(x, du.clone());
             sink.update::<B>(|buffer| {
-                let buffer = B::lora_project_add(buffer, gt, u, s, Placement::rows(r).at(b_at));
-                B::lora_project_add(buffer, xt, du_, one, Placement::columns(in_features).at(a_at))
+                let buffer = B::lora_project_add(buffer, gt, u, scale, Placement::rows(r).at(b_at));
+                B::lora_project_add(buffer, xt, du.clone(), 1.0, Placement::columns(in_features).at(a_at))
             });
         } else {
             if let Some(node) = node_b {
-                let (gt, u, s) = db(g.clone(), u);
-                grads.register::<B>(node.id, B::lora_project(gt, u, s));
+                grads.register::<B>(node.id, B::lora_project(gt, u, scale));
             }
             if let Some(node) = node_a {
-                let (xt, du_, one) = da_t(x, du.clone());
-                grads.register::<B>(node.id, B::float_transpose(B::lora_project(xt, du_, one)));
+                grads.register::<B>(node.id, B::float_transpose(B::lora_project(xt, du.clone(), 1.0)));
             }
         }
         if let Some(node) = node_x {
@@ -380,7 +375,7 @@ where
         }
         OpsKind::UnTracked(prep) => {
             let [x, weight, a, b] = [x, weight, a, b].map(|t| t.into_primitive());
-            prep.finish(forward::<B>(x, weight, transposed, a, b, scale).0)
+            prep.finish(plain::<B>(x, weight, transposed, a, b, scale))
         }
     }
 }

@@ -88,11 +88,7 @@ impl Linear {
 
     /// The frozen layer alone: `x·W + b`.
     pub fn forward_base(&self, x: Tensor<2>) -> Tensor<2> {
-        let y = self.matmul(x);
-        match &self.bias {
-            Some(bias) => y + bias.clone().unsqueeze_dim(0),
-            None => y,
-        }
+        self.with_bias(self.matmul(x))
     }
 
     /// `x·W + b + scale · (x·Aᵀ)·Bᵀ` for LoRA factors `a [r, in]`, `b [out, r]`, as one graph node
@@ -106,7 +102,11 @@ impl Linear {
         slot: Option<SinkSlot>,
     ) -> Tensor<2> {
         let transposed = self.layout == WeightLayout::OutIn;
-        let y = crate::kernels::lora_linear(x, self.weight.clone(), transposed, a, b, scale, slot);
+        self.with_bias(crate::kernels::lora_linear(x, self.weight.clone(), transposed, a, b, scale, slot))
+    }
+
+    /// `y + b` over the rows of `y [tokens, out]`, where the layer has a bias.
+    fn with_bias(&self, y: Tensor<2>) -> Tensor<2> {
         match &self.bias {
             Some(bias) => y + bias.clone().unsqueeze_dim(0),
             None => y,

@@ -123,6 +123,9 @@ pub struct LoraAdapter {
     /// While computing a step's gradients: where the modules' factor gradients go, and the offset
     /// of each module's `A` in it ([`LoraAdapter::send_gradients_to`]).
     sink: Option<(GradientSink, Vec<usize>)>,
+    /// The device's shader loop limit, read once: which layers the fused node may run
+    /// ([`kernels::lora_fits`]).
+    loop_limit: Option<u64>,
 }
 
 impl LoraAdapter {
@@ -169,7 +172,8 @@ impl LoraAdapter {
         for (i, m) in modules.iter().enumerate() {
             by_slot[m.slot] = Some(i);
         }
-        LoraAdapter { config, modules, seed, by_slot, train_dropout: None, sink: None }
+        let loop_limit = crate::device::info_of(lm.device()).shader_loop_limit;
+        LoraAdapter { config, modules, seed, by_slot, train_dropout: None, sink: None, loop_limit }
     }
 
     /// Turns dropout on with masks drawn from `seed` (training), or off with `None`.
@@ -183,9 +187,8 @@ impl LoraAdapter {
     /// above the device's shader loop limit), whose gradients autodiff keeps.
     pub fn send_gradients_to_sink(&mut self, rows: usize) -> Option<GradientSink> {
         let device = self.modules.first()?.a.device();
-        let limit = crate::device::info_of(&device).shader_loop_limit;
         let plain = self.config.dropout == 0.0 && !self.is_pissa() && !self.is_dora();
-        if !plain || !self.modules.iter().all(|m| kernels::lora_fits(rows, m.widest(), limit)) {
+        if !plain || !self.modules.iter().all(|m| kernels::lora_fits(rows, m.widest(), self.loop_limit)) {
             return None;
         }
         let mut offsets = Vec::with_capacity(self.modules.len());
@@ -243,15 +246,13 @@ impl LayerHooks for LoraAdapter {
         };
         let m = &self.modules[i];
         let dropped = self.dropped(layer.slot, &x);
-        if m.magnitude.is_none() && m.pissa_initial.is_none() && dropped.is_none() {
-            let limit = crate::device::info_of(&x.device()).shader_loop_limit;
-            if kernels::lora_fits(x.dims()[0], m.widest(), limit) {
-                let slot = self.sink.as_ref().map(|(sink, offsets)| {
-                    let a_at = offsets[i];
-                    SinkSlot { sink: sink.clone(), a_at, b_at: a_at + m.a.shape().num_elements() }
-                });
-                return layer.forward_lora(x, m.a.clone(), m.b.clone(), m.scale, slot);
-            }
+        let plain = m.magnitude.is_none() && m.pissa_initial.is_none() && dropped.is_none();
+        if plain && kernels::lora_fits(x.dims()[0], m.widest(), self.loop_limit) {
+            let slot = self.sink.as_ref().map(|(sink, offsets)| {
+                let a_at = offsets[i];
+                SinkSlot { sink: sink.clone(), a_at, b_at: a_at + m.a.shape().num_elements() }
+            });
+            return layer.forward_lora(x, m.a.clone(), m.b.clone(), m.scale, slot);
         }
         assert!(self.sink.is_none(), "a gradient sink was set for a layer that runs in composed ops");
         let Some(magnitude) = &m.magnitude else {

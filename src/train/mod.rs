@@ -103,16 +103,7 @@ impl Grads {
     pub fn per_tensor(self, adapter: &Adapter) -> Vec<Tensor<2>> {
         match self {
             Grads::PerTensor(grads) => grads,
-            Grads::Flat(flat) => {
-                let flat = *flat;
-                let mut start = 0;
-                let part = |[rows, cols]: [usize; 2]| {
-                    let part = flat.clone().narrow(0, start, rows * cols).reshape([rows, cols]);
-                    start += rows * cols;
-                    part
-                };
-                adapter.params().into_iter().map(|(_, t)| t.dims()).map(part).collect()
-            }
+            Grads::Flat(flat) => optim::split(*flat, adapter.params().into_iter().map(|(_, t)| t.dims())),
         }
     }
 

@@ -113,14 +113,19 @@ impl AdamW {
 
     /// `flat [n]` cut back into the parameters' shapes (views, no copy).
     fn split(&self, flat: Tensor<1>) -> Vec<Tensor<2>> {
-        let mut start = 0;
-        self.shapes
-            .iter()
-            .map(|&[r, c]| {
-                let part = flat.clone().narrow(0, start, r * c).reshape([r, c]);
-                start += r * c;
-                part
-            })
-            .collect()
+        split(flat, self.shapes.iter().copied())
     }
+}
+
+/// `flat [n]` cut into consecutive tensors of `shapes`, row-major (views, no copy).
+pub(super) fn split(flat: Tensor<1>, shapes: impl IntoIterator<Item = [usize; 2]>) -> Vec<Tensor<2>> {
+    let mut start = 0;
+    shapes
+        .into_iter()
+        .map(|[r, c]| {
+            let part = flat.clone().narrow(0, start, r * c).reshape([r, c]);
+            start += r * c;
+            part
+        })
+        .collect()
 }
