@@ -564,7 +564,7 @@ fn fused_operations_launch_few_kernels() {
         let g = (xt.clone().matmul(wq.clone().transpose()) + lora).sum().backward();
         vec![xt.grad(&g).unwrap(), at.grad(&g).unwrap(), bt.grad(&g).unwrap()]
     });
-    rows.push(("lora linear", fused, composed, 8));
+    rows.push(("lora linear", fused, composed, 7));
     // Attention with RoPE, GQA, padding.
     let q = values([1, tokens, heads, d], 74, 1.0, &device);
     let k = values([1, tokens, kv_heads, d], 75, 1.0, &device);

@@ -13,6 +13,13 @@ use cubecl::prelude::*;
 /// WebGPU's default `maxComputeWorkgroupsPerDimension`.
 pub const MAX_GRID: usize = 65_535;
 
+/// `values` rounded up to a whole number of 256 bytes (WebGPU's `minStorageBufferOffsetAlignment`)
+/// at f16 and f32: a part of a kernel's packed output that starts and ends such a distance from
+/// the buffer's ends is bound as a view, where burn's `slice` would copy it.
+pub fn aligned(values: usize) -> usize {
+    values.next_multiple_of(128)
+}
+
 /// WebGPU's default `maxComputeInvocationsPerWorkgroup`.
 pub const MAX_THREADS: usize = 256;
 

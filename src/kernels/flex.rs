@@ -70,6 +70,29 @@ impl FusedKernels for Flex {
         lora::project_add::<Self>(dest, lhs, rhs, scale, place)
     }
 
+    fn lora_backward_b(
+        g: FloatTensor<Self>,
+        gt: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        u: FloatTensor<Self>,
+        db: FloatTensor<Self>,
+        scale: f32,
+        place: Placement,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        lora::backward_b::<Self>(g, gt, b, u, db, scale, place)
+    }
+
+    fn lora_backward_a(
+        xt: FloatTensor<Self>,
+        du: FloatTensor<Self>,
+        at: FloatTensor<Self>,
+        da: FloatTensor<Self>,
+        dx: FloatTensor<Self>,
+        place: Placement,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        lora::backward_a::<Self>(xt, du, at, da, dx, place)
+    }
+
     fn lora_add_low_rank(
         base: FloatTensor<Self>,
         p: FloatTensor<Self>,

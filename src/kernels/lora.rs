@@ -1,22 +1,24 @@
 //! A LoRA linear layer `y = x·W + s·(x·Aᵀ)·Bᵀ` (PEFT `lora.Linear.forward` without dropout) as
-//! one graph node: forward 3 dispatches, backward 5 (3 when `x` needs no gradient). burn's fusion
+//! one graph node: forward 3 dispatches, backward 3 (2 when `x` needs no gradient). burn's fusion
 //! cannot fuse a matmul with what follows it on WebGPU (its fused matmul needs cooperative-matrix
 //! tiles unless autotune picks another, and autotune is off there), so the composed layer costs,
 //! besides its 8 matmuls, a dispatch for the scaling and one for the sum in each direction. Here
-//! the rank-`r` products are small kernels that fold those in:
-//! - `u = x·Aᵀ` `[n, r]` and, backward, `du = s·g·B`, `dB = s·gᵀ·u`, `dAᵀ = xᵀ·du`: one thread per
-//!   output value, a dot product over the long dimension ([`project_kernel`]);
-//! - `y = x·W + s·u·Bᵀ` and `dx = g·Wᵀ + du·A`: the frozen product, then one pass adding the
-//!   rank-`r` term to it ([`add_low_rank_kernel`]).
+//! the rank-`r` products are small kernels that fold those in, one thread per output value:
+//! - forward: `u = x·Aᵀ` `[n, r]` ([`project_kernel`], a dot product over the long dimension),
+//!   then the frozen product and one pass adding `s·u·Bᵀ` to it ([`add_low_rank_kernel`]);
+//! - backward: `du = s·g·B` and `dB = s·gᵀ·u` in one dispatch ([`backward_b_kernel`]: they are
+//!   independent), the frozen `g·Wᵀ`, then `dAᵀ = xᵀ·du` and `dx = g·Wᵀ + du·A` in one
+//!   ([`backward_a_kernel`]): on WebGPU a step's cost is mostly its number of dispatches.
 //!
 //! Operands are read through their strides, so the transposed views (`Aᵀ`, `gᵀ`, `xᵀ`) cost no
 //! copy. The frozen `W` is read as [`super::frozen`] reads it (f16 widened as it loads), and only
 //! `x`, `A` and `B` get gradients. Each thread loops over one dimension of the layer (tokens or
 //! features): on a device with a shader loop limit, [`fits`] says which layers may run here.
 //!
-//! In training, the factors' gradients need not go through autodiff: with a [`SinkSlot`] the
-//! backward pass adds `dB` and `dA` (written transposed from `dAᵀ`) straight into the step's
-//! [`GradientSink`], in the optimizer's layout, with the same two kernels.
+//! The factors' gradients are added to a flat buffer, `dB` row-major and `dA` written transposed
+//! from `dAᵀ`: in training the step's [`GradientSink`] (a [`SinkSlot`] says where, in the
+//! optimizer's layout), so they need not go through autodiff; otherwise a zero buffer of the two,
+//! handed to autodiff.
 
 use burn::backend::Autodiff;
 use burn::backend::Backend;
@@ -34,8 +36,58 @@ use std::sync::{Arc, Mutex};
 use super::FusedKernels;
 use super::cube::{Launch, MAX_THREADS, row_grid};
 
-/// `scale · lhs [m, k] · rhs [k, r]`, one thread per value, written (or with `accumulate` added)
-/// to `out[offset + row · row_stride + col · col_stride]`.
+/// Value `i` (row-major numbering) of `scale · lhs [m, k] · rhs [k, r]`, written (or with
+/// `accumulate` added) to `out[offset + row · row_stride + col · col_stride]`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn project_value<F: Float>(
+    lhs: &Tensor<F>,
+    rhs: &Tensor<F>,
+    out: &mut Tensor<F>,
+    i: usize,
+    scale: f32,
+    offset: u32,
+    row_stride: u32,
+    col_stride: u32,
+    #[comptime] accumulate: bool,
+) {
+    let r = rhs.shape(1);
+    let (row, col) = (i / r, i % r);
+    let mut sum = F::new(0.0);
+    let mut lhs_at = row * lhs.stride(0);
+    let mut rhs_at = col * rhs.stride(1);
+    for _ in 0..lhs.shape(1) {
+        sum += lhs[lhs_at] * rhs[rhs_at];
+        lhs_at += lhs.stride(1);
+        rhs_at += rhs.stride(0);
+    }
+    let at = offset as usize + row * row_stride as usize + col * col_stride as usize;
+    if comptime![accumulate] {
+        out[at] += sum * F::cast_from(scale);
+    } else {
+        out[at] = sum * F::cast_from(scale);
+    }
+}
+
+/// `Σₖ p[row, k] · q[col, k]` over the `rank` columns of `p [m, r]` and `q [n, r]`, unrolled.
+#[cube]
+fn low_rank_value<F: Float>(p: &Tensor<F>, q: &Tensor<F>, row: usize, col: usize, #[comptime] rank: usize) -> F {
+    let (p_at, q_at) = (row * p.stride(0), col * q.stride(0));
+    let (p_step, q_step) = (p.stride(1), q.stride(1));
+    let mut sum = F::new(0.0);
+    #[unroll]
+    for k in 0..rank {
+        sum += p[p_at + k * p_step] * q[q_at + k * q_step];
+    }
+    sum
+}
+
+#[cube]
+fn thread_index() -> usize {
+    (CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize) * CUBE_DIM_X as usize + UNIT_POS as usize
+}
+
+/// [`project_value`] for every value of the `[m, r]` product, one thread each.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn project_kernel<F: Float>(
@@ -49,25 +101,9 @@ fn project_kernel<F: Float>(
     #[comptime] accumulate: bool,
     #[define(F)] _dtype: ElemType,
 ) {
-    let i =
-        (CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize) * CUBE_DIM_X as usize + UNIT_POS as usize;
-    let r = rhs.shape(1);
-    if i < lhs.shape(0) * r {
-        let (row, col) = (i / r, i % r);
-        let mut sum = F::new(0.0);
-        let mut lhs_at = row * lhs.stride(0);
-        let mut rhs_at = col * rhs.stride(1);
-        for _ in 0..lhs.shape(1) {
-            sum += lhs[lhs_at] * rhs[rhs_at];
-            lhs_at += lhs.stride(1);
-            rhs_at += rhs.stride(0);
-        }
-        let at = offset as usize + row * row_stride as usize + col * col_stride as usize;
-        if comptime![accumulate] {
-            out[at] += sum * F::cast_from(scale);
-        } else {
-            out[at] = sum * F::cast_from(scale);
-        }
+    let i = thread_index();
+    if i < lhs.shape(0) * rhs.shape(1) {
+        project_value::<F>(lhs, rhs, out, i, scale, offset, row_stride, col_stride, accumulate);
     }
 }
 
@@ -82,19 +118,70 @@ fn add_low_rank_kernel<F: Float>(
     #[comptime] rank: usize,
     #[define(F)] _dtype: ElemType,
 ) {
-    let i =
-        (CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize) * CUBE_DIM_X as usize + UNIT_POS as usize;
+    let i = thread_index();
     if i < out.len() {
         let n = out.shape(1);
         let (row, col) = (i / n, i % n);
-        let (p_at, q_at) = (row * p.stride(0), col * q.stride(0));
-        let (p_step, q_step) = (p.stride(1), q.stride(1));
-        let mut sum = F::new(0.0);
-        #[unroll]
-        for k in 0..rank {
-            sum += p[p_at + k * p_step] * q[q_at + k * q_step];
-        }
+        let sum = low_rank_value::<F>(p, q, row, col, rank);
         out[i] = base[row * base.stride(0) + col * base.stride(1)] + sum * F::cast_from(scale);
+    }
+}
+
+/// The backward pass's first dispatch, two independent products: threads `0..n·r` write
+/// `du = scale · g · b` `[n, r]` (row-major), the next `out·r` add `dB = scale · gᵀ · u` `[out, r]`
+/// to `db` at (`offset`, `row_stride`, `col_stride`). `gt` is `g` viewed transposed.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn backward_b_kernel<F: Float>(
+    g: &Tensor<F>,
+    gt: &Tensor<F>,
+    b: &Tensor<F>,
+    u: &Tensor<F>,
+    du: &mut Tensor<F>,
+    db: &mut Tensor<F>,
+    scale: f32,
+    offset: u32,
+    row_stride: u32,
+    col_stride: u32,
+    #[define(F)] _dtype: ElemType,
+) {
+    let i = thread_index();
+    let r = b.shape(1);
+    let du_values = g.shape(0) * r;
+    if i < du_values {
+        project_value::<F>(g, b, du, i, scale, 0u32, r as u32, 1u32, false);
+    } else if i < du_values + gt.shape(0) * r {
+        project_value::<F>(gt, u, db, i - du_values, scale, offset, row_stride, col_stride, true);
+    }
+}
+
+/// The backward pass's last dispatch, after the frozen input gradient `dx = g · Wᵀ`: threads
+/// `0..in·r` add `dAᵀ = xᵀ · du` `[in, r]` to `da` at (`offset`, `row_stride`, `col_stride`), the
+/// next `n·in` add `du · aᵀᵀ` (`at` = `A` viewed as `[in, r]`) to `dx` in place.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn backward_a_kernel<F: Float>(
+    xt: &Tensor<F>,
+    du: &Tensor<F>,
+    at: &Tensor<F>,
+    da: &mut Tensor<F>,
+    dx: &mut Tensor<F>,
+    offset: u32,
+    row_stride: u32,
+    col_stride: u32,
+    #[comptime] rank: usize,
+    #[define(F)] _dtype: ElemType,
+) {
+    let i = thread_index();
+    let da_values = xt.shape(0) * rank;
+    if i < da_values {
+        project_value::<F>(xt, du, da, i, 1.0f32, offset, row_stride, col_stride, true);
+    } else if i < da_values + dx.len() {
+        let j = i - da_values;
+        let n = dx.shape(1);
+        let (row, col) = (j / n, j % n);
+        let at_out = row * dx.stride(0) + col * dx.stride(1);
+        dx[at_out] += low_rank_value::<F>(du, at, row, col, rank);
     }
 }
 
@@ -246,6 +333,72 @@ pub(super) fn add_low_rank_cube(base: CubeTensor, p: CubeTensor, q: CubeTensor, 
     out
 }
 
+/// [`backward_b_kernel`]: `(du, db)`, `db` written in place.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn backward_b_cube(
+    g: CubeTensor,
+    gt: CubeTensor,
+    b: CubeTensor,
+    u: CubeTensor,
+    db: CubeTensor,
+    scale: f32,
+    place: Placement,
+) -> (CubeTensor, CubeTensor) {
+    let launch = Launch::new(&g);
+    let [n, out_features] = launch.dims::<2>(&g);
+    let [_, r] = launch.dims::<2>(&b);
+    let du = launch.empty([n, r]);
+    let (count, dim) = grid((n + out_features) * r);
+    backward_b_kernel::launch(
+        &launch.client,
+        count,
+        dim,
+        g.into_tensor_arg(),
+        gt.into_tensor_arg(),
+        b.into_tensor_arg(),
+        u.into_tensor_arg(),
+        du.clone().into_tensor_arg(),
+        db.clone().into_tensor_arg(),
+        scale,
+        place.offset as u32,
+        place.row_stride as u32,
+        place.col_stride as u32,
+        launch.elem(),
+    );
+    (du, db)
+}
+
+/// [`backward_a_kernel`]: `(da, dx)`, both written in place.
+pub(super) fn backward_a_cube(
+    xt: CubeTensor,
+    du: CubeTensor,
+    at: CubeTensor,
+    da: CubeTensor,
+    dx: CubeTensor,
+    place: Placement,
+) -> (CubeTensor, CubeTensor) {
+    let launch = Launch::new(&du);
+    let [in_features, _] = launch.dims::<2>(&xt);
+    let [n, r] = launch.dims::<2>(&du);
+    let (count, dim) = grid((r + n) * in_features);
+    backward_a_kernel::launch(
+        &launch.client,
+        count,
+        dim,
+        xt.into_tensor_arg(),
+        du.into_tensor_arg(),
+        at.into_tensor_arg(),
+        da.clone().into_tensor_arg(),
+        dx.clone().into_tensor_arg(),
+        place.offset as u32,
+        place.row_stride as u32,
+        place.col_stride as u32,
+        r,
+        launch.elem(),
+    );
+    (da, dx)
+}
+
 /// [`project_cube`] in composed ops (the CPU backend's).
 #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(super) fn project<B: Backend>(lhs: FloatTensor<B>, rhs: FloatTensor<B>, scale: f32) -> FloatTensor<B> {
@@ -284,6 +437,34 @@ pub(super) fn add_low_rank<B: Backend>(
     scale: f32,
 ) -> FloatTensor<B> {
     B::float_add(base, scaled::<B>(B::float_matmul(p, B::float_transpose(q)), scale))
+}
+
+/// [`backward_b_cube`] in composed ops (the CPU backend's).
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn backward_b<B: Backend>(
+    g: FloatTensor<B>,
+    gt: FloatTensor<B>,
+    b: FloatTensor<B>,
+    u: FloatTensor<B>,
+    db: FloatTensor<B>,
+    scale: f32,
+    place: Placement,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    (project::<B>(g, b, scale), project_add::<B>(db, gt, u, scale, place))
+}
+
+/// [`backward_a_cube`] in composed ops (the CPU backend's).
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+pub(super) fn backward_a<B: Backend>(
+    xt: FloatTensor<B>,
+    du: FloatTensor<B>,
+    at: FloatTensor<B>,
+    da: FloatTensor<B>,
+    dx: FloatTensor<B>,
+    place: Placement,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    (project_add::<B>(da, xt, du.clone(), 1.0, place), add_low_rank::<B>(dx, du, at, 1.0))
 }
 
 #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
@@ -329,27 +510,44 @@ where
         let [node_x, node_a, node_b] = ops.parents;
         let g = grads.consume::<B>(&ops.node);
         let (x, weight, transposed, a, b, u, scale, slot) = ops.state;
-        let du = B::lora_project(g.clone(), b, scale);
-        // dB = s·gᵀ·u `[out, r]`; dA = (xᵀ·du)ᵀ `[r, in]`, computed as dAᵀ `[in, r]`.
-        let (gt, xt) = (B::float_transpose(g.clone()), B::float_transpose(x.clone()));
+        let ([r, in_features], out_features) = (a.shape().dims::<2>(), b.shape().dims::<2>()[0]);
+        let (device, dtype) = (g.device(), g.dtype());
+        let mut dx = None;
+        // Two dispatches around the frozen product: `du = s·g·B` with `dB = s·gᵀ·u` `[out, r]`,
+        // then `dAᵀ = xᵀ·du` `[in, r]` (placed as dA `[r, in]`) with `dx = g·Wᵀ + du·A`.
+        let add_factor_gradients = |buffer: FloatTensor<B>, b_at: usize, a_at: usize| {
+            let gt = B::float_transpose(g.clone());
+            let (du, buffer) = B::lora_backward_b(g.clone(), gt, b, u, buffer, scale, Placement::rows(r).at(b_at));
+            let (xt, a_place) = (B::float_transpose(x), Placement::columns(in_features).at(a_at));
+            if node_x.is_none() {
+                return B::lora_project_add(buffer, xt, du, 1.0, a_place);
+            }
+            // W `[in, out]`: the stored weight read the other way round.
+            let dx_base = B::frozen_matmul_forward(g, weight, !transposed);
+            let (buffer, dx_full) = B::lora_backward_a(xt, du, B::float_transpose(a), buffer, dx_base, a_place);
+            dx = Some(dx_full);
+            buffer
+        };
         if let Some(SinkSlot { sink, a_at, b_at }) = slot {
-            let (r, in_features) = (u.shape().dims::<2>()[1], x.shape().dims::<2>()[1]);
-            sink.update::<B>(|buffer| {
-                let buffer = B::lora_project_add(buffer, gt, u, scale, Placement::rows(r).at(b_at));
-                B::lora_project_add(buffer, xt, du.clone(), 1.0, Placement::columns(in_features).at(a_at))
-            });
+            sink.update::<B>(|buffer| add_factor_gradients(buffer, b_at, a_at));
         } else {
+            // For autodiff: dB then dA, end to end in one buffer.
+            let b_values = out_features * r;
+            let len = b_values + r * in_features;
+            let zeros = B::float_zeros(Shape::new([len]), &device, dtype.into());
+            let buffer = add_factor_gradients(zeros, 0, b_values);
+            let part = |range: std::ops::Range<usize>, shape: [usize; 2]| {
+                B::float_reshape(B::float_slice(buffer.clone(), &[Slice::from(range)]), Shape::new(shape))
+            };
             if let Some(node) = node_b {
-                grads.register::<B>(node.id, B::lora_project(gt, u, scale));
+                grads.register::<B>(node.id, part(0..b_values, [out_features, r]));
             }
             if let Some(node) = node_a {
-                grads.register::<B>(node.id, B::float_transpose(B::lora_project(xt, du.clone(), 1.0)));
+                grads.register::<B>(node.id, part(b_values..len, [r, in_features]));
             }
         }
-        if let Some(node) = node_x {
-            // dx = g·Wᵀ + du·A, with W `[in, out]`: the stored weight read the other way round.
-            let dx_base = B::frozen_matmul_forward(g, weight, !transposed);
-            grads.register::<B>(node.id, B::lora_add_low_rank(dx_base, du, B::float_transpose(a), 1.0));
+        if let (Some(node), Some(dx)) = (node_x, dx) {
+            grads.register::<B>(node.id, dx);
         }
     }
 }

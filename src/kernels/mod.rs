@@ -103,6 +103,33 @@ pub trait FusedKernels: Backend {
         place: Placement,
     ) -> FloatTensor<Self>;
 
+    /// The LoRA layer's first backward dispatch: `du = scale · g [n, out] · b [out, r]` `[n, r]`,
+    /// and `scale · gt [out, n] · u [n, r]` (`dB`, `gt` = `g` viewed transposed) added to
+    /// `db [len]` where `place` says (in place on the GPU). `(du, db)`.
+    #[fusion(meta = |g, _gt, b, _u, db, _scale, _place| (TensorSpec::new(Shape::new([g.shape[0], b.shape[1]]), g.dtype), db.clone()))]
+    fn lora_backward_b(
+        g: FloatTensor<Self>,
+        gt: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        u: FloatTensor<Self>,
+        db: FloatTensor<Self>,
+        scale: f32,
+        place: Placement,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// The LoRA layer's last backward dispatch: `xt [in, n] · du [n, r]` (`dAᵀ`) added to
+    /// `da [len]` where `place` says, and `dx [n, in] + du · at [in, r]ᵀ` (`at` = `A` viewed
+    /// transposed), both in place on the GPU. `(da, dx)`.
+    #[fusion(meta = |_xt, _du, _at, da, dx, _place| (da.clone(), dx.clone()))]
+    fn lora_backward_a(
+        xt: FloatTensor<Self>,
+        du: FloatTensor<Self>,
+        at: FloatTensor<Self>,
+        da: FloatTensor<Self>,
+        dx: FloatTensor<Self>,
+        place: Placement,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
     /// `base [m, n] + scale · p [m, r] · q [n, r]ᵀ` for a small `r`, `[m, n]`.
     #[fusion(meta = |base, _p, _q, _scale| base.clone())]
     fn lora_add_low_rank(
@@ -145,9 +172,10 @@ pub trait FusedKernels: Backend {
     fn sqrt_of_sum(buffer: FloatTensor<Self>, from: u32) -> FloatTensor<Self>;
 
     /// Causal attention of `q [b, len, heads, d]` over `k, v [b, len, kv_heads, d]` with the
-    /// mask and RoPE tables of `aux` (see the `attention` module): `[out | lse]`, flat.
+    /// mask and RoPE tables of `aux` (see the `attention` module): `[out | lse]`, flat (`lse`
+    /// padded to [`cube::aligned`] so that the output is a view).
     #[fusion(meta = |q, _k, _v, _aux, _scale, _window, _rope| TensorSpec::new(
-        Shape::new([q.shape.num_elements() + q.shape[0] * q.shape[1] * q.shape[2]]),
+        Shape::new([q.shape.num_elements() + cube::aligned(q.shape[0] * q.shape[1] * q.shape[2])]),
         q.dtype,
     ))]
     fn attention_forward(

@@ -16,7 +16,8 @@
 //!
 //! Packed buffers (each kernel writes one output, so that no kernel binds more than 7 storage
 //! buffers): the forward output is `[out | lse]`, the query-side backward `[dq | δ | lse]` with
-//! `δ_i = Σ dout_i · out_i`, the key-side backward `[dk | dv]`. `lse [batch, heads, len]` is the
+//! `δ_i = Σ dout_i · out_i`, the key-side backward `[dk | dv]`; the tails after `out` and `dq` are
+//! padded ([`aligned`]) so that those two are views of their buffers, not copies. `lse [batch, heads, len]` is the
 //! log-sum-exp of each query's scaled scores, [`MASKED_ROW`] for a query that sees no key.
 //!
 //! Mesa's llvmpipe (lavapipe, the Vulkan device of the native tests and benchmarks) stops every
@@ -47,7 +48,7 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
 use super::FusedKernels;
-use super::cube::{Launch, MAX_GRID};
+use super::cube::{Launch, MAX_GRID, aligned};
 
 mod kernels;
 
@@ -135,7 +136,7 @@ pub(super) fn forward_cube(
     let launch = Launch::new(&q);
     let [q, k, v, aux] = [q, k, v, aux].map(|t| launch.contiguous(t));
     let shape = AttentionShape::of(&q, &k);
-    let out = launch.empty([shape.q_size() + shape.rows()]);
+    let out = launch.empty([shape.q_size() + aligned(shape.rows())]);
     forward_kernel::launch(
         &launch.client,
         grid(shape.len, shape.batch * shape.heads),
@@ -171,7 +172,8 @@ pub(super) fn backward_cube(
     let launch = Launch::new(&q);
     let [q, k, v, aux, saved, dout] = [q, k, v, aux, saved, dout].map(|t| launch.contiguous(t));
     let shape = AttentionShape::of(&q, &k);
-    let query_side = launch.empty([shape.q_size() + 2 * shape.rows()]);
+    // `[dq | the rows' two sums]`, the tail padded so that dq is a view.
+    let query_side = launch.empty([shape.q_size() + aligned(2 * shape.rows())]);
     backward_query_kernel::launch(
         &launch.client,
         grid(shape.len, shape.batch * shape.heads),
