@@ -8,7 +8,8 @@
 #    the same machine (and other clones) reuse it.
 # 2. wasm-bindgen --target web --out-dir www/pkg --out-name webtune, without the name and producers
 #    sections (7.5 MB of the 43 MB; panics still print their message, stack frames show
-#    wasm-function[N] instead of Rust names: run wasm-bindgen without the two flags to debug).
+#    wasm-function[N] instead of Rust names). WEBTUNE_WASM_NAMES=1 keeps the names (for stack
+#    traces and scripts/profile-host.mjs).
 #    No wasm-opt: it took 9 minutes here.
 #
 # The wasm is optimised for size (opt-level "s"; the native release build keeps opt-level 3):
@@ -99,7 +100,9 @@ if [[ -n $want && $have != "$want" ]]; then
 fi
 
 rm -rf "$OUT_DIR"
-wasm-bindgen --target web --remove-name-section --remove-producers-section --out-dir "$OUT_DIR" --out-name webtune "$wasm"
+strip=(--remove-name-section --remove-producers-section)
+[[ ${WEBTUNE_WASM_NAMES:-} == 1 ]] && strip=(--remove-producers-section)
+wasm-bindgen --target web "${strip[@]}" --out-dir "$OUT_DIR" --out-name webtune "$wasm"
 
 size() { stat -c %s "$1"; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }

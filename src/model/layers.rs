@@ -282,14 +282,16 @@ impl Rope {
     /// (transformers' `cat(freqs, freqs)` layout).
     pub fn tables(config: &RopeConfig, head_dim: usize, start: usize, len: usize) -> (Vec<f32>, Vec<f32>) {
         let inv_freq = inverse_frequencies(config, head_dim);
-        let half = head_dim / 2;
         let mut cos = Vec::with_capacity(len * head_dim);
         let mut sin = Vec::with_capacity(len * head_dim);
         for pos in start..start + len {
-            for i in 0..head_dim {
-                let angle = pos as f32 * inv_freq[i % half];
-                cos.push(angle.cos());
-                sin.push(angle.sin());
+            // Each half of a row holds the same values: computed once (the host's sin and cos
+            // are not free in wasm), then repeated.
+            let (row_sin, row_cos): (Vec<f32>, Vec<f32>) =
+                inv_freq.iter().map(|&f| (pos as f32 * f).sin_cos()).unzip();
+            for _ in 0..2 {
+                cos.extend_from_slice(&row_cos);
+                sin.extend_from_slice(&row_sin);
             }
         }
         (cos, sin)
