@@ -287,8 +287,7 @@ impl Rope {
         for pos in start..start + len {
             // Each half of a row holds the same values: computed once (the host's sin and cos
             // are not free in wasm), then repeated.
-            let (row_sin, row_cos): (Vec<f32>, Vec<f32>) =
-                inv_freq.iter().map(|&f| (pos as f32 * f).sin_cos()).unzip();
+            let (row_sin, row_cos): (Vec<f32>, Vec<f32>) = inv_freq.iter().map(|&f| (pos as f32 * f).sin_cos()).unzip();
             for _ in 0..2 {
                 cos.extend_from_slice(&row_cos);
                 sin.extend_from_slice(&row_sin);
