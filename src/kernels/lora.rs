@@ -157,7 +157,7 @@ fn backward_b_kernel<F: Float>(
 
 /// The backward pass's last dispatch, after the frozen input gradient `dx = g · Wᵀ`: threads
 /// `0..in·r` add `dAᵀ = xᵀ · du` `[in, r]` to `da` at (`offset`, `row_stride`, `col_stride`), the
-/// next `n·in` add `du · aᵀᵀ` (`at` = `A` viewed as `[in, r]`) to `dx` in place.
+/// next `n·in` add `du · A` to `dx` in place (`at` is `A` viewed transposed, `[in, r]`).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn backward_a_kernel<F: Float>(

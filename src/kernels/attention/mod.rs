@@ -17,8 +17,9 @@
 //! Packed buffers (each kernel writes one output, so that no kernel binds more than 7 storage
 //! buffers): the forward output is `[out | lse]`, the query-side backward `[dq | δ | lse]` with
 //! `δ_i = Σ dout_i · out_i`, the key-side backward `[dk | dv]`; the tails after `out` and `dq` are
-//! padded ([`aligned`]) so that those two are views of their buffers, not copies. `lse [batch, heads, len]` is the
-//! log-sum-exp of each query's scaled scores, [`MASKED_ROW`] for a query that sees no key.
+//! padded ([`aligned`]) so that those two are views of their buffers, not copies.
+//! `lse [batch, heads, len]` is the log-sum-exp of each query's scaled scores, [`MASKED_ROW`] for
+//! a query that sees no key.
 //!
 //! Mesa's llvmpipe (lavapipe, the Vulkan device of the native tests and benchmarks) stops every
 //! loop of a shader invocation once the invocation has run 65,535 loop iterations in all
