@@ -37,13 +37,19 @@ pub struct GpuInfo {
 /// [`GpuInfo::backend`] of burn's Flex CPU backend.
 const CPU_BACKEND: &str = "Cpu";
 
-/// Kernels recorded before CubeCL submits them to the GPU queue (its `tasks_max`, 32 by default,
-/// which `CUBECL_WGPU_MAX_TASKS` no longer overrides). In a browser each submission is a round
-/// trip to the GPU process: with 128, a 4-layer SmolLM2 step in Chromium (SwiftShader) made 7
-/// submissions instead of 12 and its host time fell from 29-35 to 16-20 ms; on lavapipe the
-/// step got faster too (4.9-6.7 s instead of 6.9-7.3 s), where 256 was slower (8.4-8.6 s: the
-/// device waits longer for its first kernels).
+/// Kernels recorded before CubeCL submits them to the GPU queue natively (its `tasks_max`, 32 by
+/// default, which `CUBECL_WGPU_MAX_TASKS` no longer overrides). Lavapipe, the README's 2-layer
+/// SmolLM2 step: 32 took 6.9-7.3 s, 128 4.9-6.7 s, 256 8.4-8.6 s (the device waits longer for its
+/// first kernels).
+#[cfg(not(target_arch = "wasm32"))]
 const KERNELS_PER_SUBMIT: usize = 128;
+
+/// The same in a browser, where a submission is a round trip to the GPU process that waits while
+/// that process is busy: the page submits when a step reads its loss (a step is under this many
+/// kernels), and records the next step in one go while the GPU runs the last one. Chromium
+/// (SwiftShader), SmolLM2 shape, batch 1 × 16, host ms per step at 4 and 8 layers: 32 per
+/// submission 29-35 at 4, 128 21.2 and 38.6, 4096 7.9 and 11.4.
+const KERNELS_PER_SUBMIT_IN_BROWSER: usize = 4096;
 
 impl GpuInfo {
     /// Whether training runs on the CPU backend rather than a GPU.
@@ -196,8 +202,11 @@ fn select(choice: DeviceChoice) -> Result<(Device, GpuInfo)> {
 
 /// Acquires the browser's WebGPU device; call once and keep the result.
 pub async fn gpu_async() -> Result<(Device, GpuInfo)> {
-    let (device, setup) =
-        Device::wgpu_options().tasks_max(KERNELS_PER_SUBMIT).init_with_setup_async().await.map_err(gpu_error)?;
+    let (device, setup) = Device::wgpu_options()
+        .tasks_max(KERNELS_PER_SUBMIT_IN_BROWSER)
+        .init_with_setup_async()
+        .await
+        .map_err(gpu_error)?;
     let info = GpuInfo::of(&setup, &device);
     record(&device, &info);
     Ok((device, info))
