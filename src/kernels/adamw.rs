@@ -6,7 +6,7 @@ use burn::tensor::Tensor as BurnTensor;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::cube::{Launch, MAX_THREADS, row_grid};
+use super::cube::{Launch, MAX_THREADS, grid_thread, row_grid};
 
 /// The scalars of one AdamW update, as `torch.optim.AdamW` (single-tensor path) computes them.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -45,8 +45,7 @@ fn update_kernel<F: Float>(
     #[define(F)] _dtype: ElemType,
 ) {
     let n = param.len();
-    let i =
-        (CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize) * CUBE_DIM_X as usize + UNIT_POS as usize;
+    let i = grid_thread();
     if i < n {
         let mut g = grad[i];
         if clip > 0.0 {

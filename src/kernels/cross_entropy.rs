@@ -18,7 +18,7 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
 use super::FusedKernels;
-use super::cube::{Launch, MAX_THREADS, row_grid, workgroup_max, workgroup_sum};
+use super::cube::{Launch, MAX_THREADS, grid_row, grid_thread, row_grid, workgroup_max, workgroup_sum};
 
 /// Logits per chunk: 4 M values (16 MiB). Each chunk's product is still large enough to keep a
 /// GPU busy, and what the loss holds at once (a chunk's logits, their gradient, an f16 head's
@@ -60,7 +60,7 @@ fn chunk_forward_kernel<F: Float>(
 ) {
     let rows = logits.shape(0);
     let width = logits.shape(1);
-    let row = CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize;
+    let row = grid_row();
     if row >= rows {
         terminate!();
     }
@@ -117,8 +117,7 @@ fn chunk_backward_kernel<F: Float>(
     #[define(F)] _dtype: ElemType,
 ) {
     let width = logits.shape(1);
-    let i =
-        (CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize) * CUBE_DIM_X as usize + UNIT_POS as usize;
+    let i = grid_thread();
     if i < logits.len() {
         let row = i / width;
         let column = i % width;

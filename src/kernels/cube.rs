@@ -54,11 +54,22 @@ impl Launch {
     }
 }
 
-/// A grid of `count` workgroups (row `CUBE_POS_Y · CUBE_COUNT_X + CUBE_POS_X`), within WebGPU's
-/// per-dimension limit.
+/// A grid of `count` workgroups (numbered by [`grid_row`]), within WebGPU's per-dimension limit.
 pub fn row_grid(count: usize) -> CubeCount {
     let x = count.clamp(1, MAX_GRID);
     CubeCount::Static(x as u32, count.div_ceil(x).max(1) as u32, 1)
+}
+
+/// The number of this workgroup in a [`row_grid`].
+#[cube]
+pub fn grid_row() -> usize {
+    CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize
+}
+
+/// The number of this thread in a [`row_grid`] of one-dimensional workgroups.
+#[cube]
+pub fn grid_thread() -> usize {
+    grid_row() * CUBE_DIM_X as usize + UNIT_POS as usize
 }
 
 /// Threads of a workgroup reducing rows of `d` elements: a power of two, at most 256.

@@ -15,7 +15,7 @@ use burn::tensor::s;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::cube::{Launch, MAX_THREADS, row_grid, workgroup_sum};
+use super::cube::{Launch, MAX_THREADS, grid_row, row_grid, workgroup_sum};
 
 /// Inputs one dispatch copies.
 pub const GATHER_INPUTS: usize = 6;
@@ -55,7 +55,7 @@ fn gather_kernel<F: Float>(
     partials_at: u32,
     #[define(F)] _dtype: ElemType,
 ) {
-    let block = CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize;
+    let block = grid_row();
     let unit = UNIT_POS as usize;
     let i = block * CUBE_DIM_X as usize + unit;
     let offset = offset as usize;

@@ -13,7 +13,7 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
 use super::FusedKernels;
-use super::cube::{Launch, MAX_THREADS, row_grid};
+use super::cube::{Launch, MAX_THREADS, grid_thread, row_grid};
 use crate::model::config::Activation;
 
 /// The activation as a kernel constant.
@@ -64,8 +64,7 @@ fn forward_kernel<F: Float>(
     #[comptime] act: u32,
     #[define(F)] _dtype: ElemType,
 ) {
-    let i =
-        (CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize) * CUBE_DIM_X as usize + UNIT_POS as usize;
+    let i = grid_thread();
     if i < out.len() {
         let (value, _) = activate::<F>(gate[i], act);
         out[i] = value * up[i];
@@ -82,8 +81,7 @@ fn backward_kernel<F: Float>(
     #[comptime] act: u32,
     #[define(F)] _dtype: ElemType,
 ) {
-    let i =
-        (CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize) * CUBE_DIM_X as usize + UNIT_POS as usize;
+    let i = grid_thread();
     if i < dgate.len() {
         let (value, grad) = activate::<F>(gate[i], act);
         let g = dout[i];

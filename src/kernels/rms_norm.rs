@@ -12,7 +12,7 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
 use super::FusedKernels;
-use super::cube::{Launch, row_grid, threads_for, workgroup_sum};
+use super::cube::{Launch, grid_row, row_grid, threads_for, workgroup_sum};
 
 #[cube(launch)]
 fn forward_kernel<F: Float>(
@@ -27,7 +27,7 @@ fn forward_kernel<F: Float>(
 ) {
     let rows = x.shape(0);
     let d = x.shape(1);
-    let row = CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize;
+    let row = grid_row();
     if row >= rows {
         terminate!();
     }
@@ -67,7 +67,7 @@ fn backward_kernel<F: Float>(
 ) {
     let rows = x.shape(0);
     let d = x.shape(1);
-    let row = CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize;
+    let row = grid_row();
     if row >= rows {
         terminate!();
     }

@@ -1,0 +1,150 @@
+//! The LoRA layer's kernels, one thread per output value (the parent module has the products
+//! each computes, the placements and the launches).
+
+use cubecl::prelude::*;
+
+use crate::kernels::cube::grid_thread;
+
+/// Value `i` (row-major numbering) of `scale · lhs [m, k] · rhs [k, r]`, written (or with
+/// `accumulate` added) to `out[offset + row · row_stride + col · col_stride]`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn project_value<F: Float>(
+    lhs: &Tensor<F>,
+    rhs: &Tensor<F>,
+    out: &mut Tensor<F>,
+    i: usize,
+    scale: f32,
+    offset: u32,
+    row_stride: u32,
+    col_stride: u32,
+    #[comptime] accumulate: bool,
+) {
+    let r = rhs.shape(1);
+    let (row, col) = (i / r, i % r);
+    let mut sum = F::new(0.0);
+    let mut lhs_at = row * lhs.stride(0);
+    let mut rhs_at = col * rhs.stride(1);
+    for _ in 0..lhs.shape(1) {
+        sum += lhs[lhs_at] * rhs[rhs_at];
+        lhs_at += lhs.stride(1);
+        rhs_at += rhs.stride(0);
+    }
+    let at = offset as usize + row * row_stride as usize + col * col_stride as usize;
+    if comptime![accumulate] {
+        out[at] += sum * F::cast_from(scale);
+    } else {
+        out[at] = sum * F::cast_from(scale);
+    }
+}
+
+/// `Σₖ p[row, k] · q[col, k]` over the `rank` columns of `p [m, r]` and `q [n, r]`, unrolled.
+#[cube]
+fn low_rank_value<F: Float>(p: &Tensor<F>, q: &Tensor<F>, row: usize, col: usize, #[comptime] rank: usize) -> F {
+    let (p_at, q_at) = (row * p.stride(0), col * q.stride(0));
+    let (p_step, q_step) = (p.stride(1), q.stride(1));
+    let mut sum = F::new(0.0);
+    #[unroll]
+    for k in 0..rank {
+        sum += p[p_at + k * p_step] * q[q_at + k * q_step];
+    }
+    sum
+}
+
+/// [`project_value`] for every value of the `[m, r]` product, one thread each.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn project_kernel<F: Float>(
+    lhs: &Tensor<F>,
+    rhs: &Tensor<F>,
+    out: &mut Tensor<F>,
+    scale: f32,
+    offset: u32,
+    row_stride: u32,
+    col_stride: u32,
+    #[comptime] accumulate: bool,
+    #[define(F)] _dtype: ElemType,
+) {
+    let i = grid_thread();
+    if i < lhs.shape(0) * rhs.shape(1) {
+        project_value::<F>(lhs, rhs, out, i, scale, offset, row_stride, col_stride, accumulate);
+    }
+}
+
+/// `out [m, n] = base [m, n] + scale · p [m, r] · q [n, r]ᵀ`, one thread per output value.
+#[cube(launch)]
+pub(super) fn add_low_rank_kernel<F: Float>(
+    base: &Tensor<F>,
+    p: &Tensor<F>,
+    q: &Tensor<F>,
+    out: &mut Tensor<F>,
+    scale: f32,
+    #[comptime] rank: usize,
+    #[define(F)] _dtype: ElemType,
+) {
+    let i = grid_thread();
+    if i < out.len() {
+        let n = out.shape(1);
+        let (row, col) = (i / n, i % n);
+        let sum = low_rank_value::<F>(p, q, row, col, rank);
+        out[i] = base[row * base.stride(0) + col * base.stride(1)] + sum * F::cast_from(scale);
+    }
+}
+
+/// The backward pass's first dispatch, two independent products: threads `0..n·r` write
+/// `du = scale · g · b` `[n, r]` (row-major), the next `out·r` add `dB = scale · gᵀ · u` `[out, r]`
+/// to `db` at (`offset`, `row_stride`, `col_stride`). `gt` is `g` viewed transposed.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn backward_b_kernel<F: Float>(
+    g: &Tensor<F>,
+    gt: &Tensor<F>,
+    b: &Tensor<F>,
+    u: &Tensor<F>,
+    du: &mut Tensor<F>,
+    db: &mut Tensor<F>,
+    scale: f32,
+    offset: u32,
+    row_stride: u32,
+    col_stride: u32,
+    #[define(F)] _dtype: ElemType,
+) {
+    let i = grid_thread();
+    let r = b.shape(1);
+    let du_values = g.shape(0) * r;
+    if i < du_values {
+        project_value::<F>(g, b, du, i, scale, 0u32, r as u32, 1u32, false);
+    } else if i < du_values + gt.shape(0) * r {
+        project_value::<F>(gt, u, db, i - du_values, scale, offset, row_stride, col_stride, true);
+    }
+}
+
+/// The backward pass's last dispatch, after the frozen input gradient `dx = g · Wᵀ`: threads
+/// `0..in·r` add `dAᵀ = xᵀ · du` `[in, r]` to `da` at (`offset`, `row_stride`, `col_stride`), the
+/// next `n·in` add `du · A` to `dx` in place (`at` is `A` viewed transposed, `[in, r]`).
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn backward_a_kernel<F: Float>(
+    xt: &Tensor<F>,
+    du: &Tensor<F>,
+    at: &Tensor<F>,
+    da: &mut Tensor<F>,
+    dx: &mut Tensor<F>,
+    offset: u32,
+    row_stride: u32,
+    col_stride: u32,
+    #[comptime] rank: usize,
+    #[define(F)] _dtype: ElemType,
+) {
+    let i = grid_thread();
+    let da_values = xt.shape(0) * rank;
+    if i < da_values {
+        project_value::<F>(xt, du, da, i, 1.0f32, offset, row_stride, col_stride, true);
+    } else if i < da_values + dx.len() {
+        let j = i - da_values;
+        let n = dx.shape(1);
+        let (row, col) = (j / n, j % n);
+        let at_out = row * dx.stride(0) + col * dx.stride(1);
+        dx[at_out] += low_rank_value::<F>(du, at, row, col, rank);
+    }
+}
