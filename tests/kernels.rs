@@ -130,18 +130,19 @@ fn frozen_matmul_matches_the_product_with_the_cast_weight() {
 
 /// A LoRA layer as one node: the output and the gradients of `x`, `A` and `B` equal those of the
 /// composed `x·W + s·(x·Aᵀ)·Bᵀ`, for both weight layouts and storage widths, with a row count that
-/// fills no workgroup exactly.
+/// fills no workgroup exactly, and ranks that split the forward's workgroup evenly (8), unevenly
+/// (24) and exceed it (300).
 #[test]
 fn lora_linear_matches_composed_ops() {
     let _serial = one_at_a_time();
     use burn::tensor::FloatDType;
     let device = gpu();
-    let (rows, inputs, outputs, r, scale) = (77, 96, 80, 8, 2.0);
+    let (rows, inputs, outputs, scale) = (77, 96, 80, 2.0);
     let x = values([rows, inputs], 21, 1.0, &device);
-    let a = values([r, inputs], 22, 0.3, &device);
-    let b = values([outputs, r], 23, 0.3, &device);
     let upstream = values([rows, outputs], 24, 1.0, &device).autodiff();
-    for transposed in [true, false] {
+    for (r, transposed) in [(8, true), (8, false), (24, true), (300, false)] {
+        let a = values([r, inputs], 22, 0.3, &device);
+        let b = values([outputs, r], 23, 0.3, &device);
         let shape = if transposed { [outputs, inputs] } else { [inputs, outputs] };
         for dtype in [FloatDType::F16, FloatDType::F32] {
             let weight = values(shape, 25, 0.1, &device).cast(dtype);
@@ -155,12 +156,63 @@ fn lora_linear_matches_composed_ops() {
             let reference =
                 xr.clone().matmul(w) + xr.clone().matmul(ar.clone().transpose()).matmul(br.clone().transpose()) * scale;
             let ref_grads = (reference.clone() * upstream.clone()).sum().backward();
-            let case = format!("lora {dtype:?}, transposed {transposed}");
+            let case = format!("lora r {r} {dtype:?}, transposed {transposed}");
             close(&format!("{case}: out"), fused.inner(), reference.inner());
             close(&format!("{case}: dx"), xf.grad(&grads).unwrap(), xr.grad(&ref_grads).unwrap());
             close(&format!("{case}: dA"), af.grad(&grads).unwrap(), ar.grad(&ref_grads).unwrap());
             close(&format!("{case}: dB"), bf.grad(&grads).unwrap(), br.grad(&ref_grads).unwrap());
         }
+    }
+}
+
+/// Gradients that meet at a shared input, as in a decoder layer: the residual stream `x` feeds an
+/// RMSNorm and the residual add, the normed `h` three LoRA layers (q/k/v) and a plain product. The
+/// fused nodes add the gradient `x` or `h` already has where they write theirs (in whichever
+/// order autodiff runs them); `dx` and each factor's gradient equal the composed graph's.
+#[test]
+fn gradients_meeting_at_a_shared_input_match_composed_ops() {
+    let _serial = one_at_a_time();
+    let device = gpu();
+    let (rows, hidden, outputs, r, scale) = (45, 96, 80, 8, 2.0);
+    let x = values([rows, hidden], 90, 1.0, &device);
+    let norm = values([hidden], 91, 1.0, &device);
+    let weights: Vec<Tensor<2>> = (0..3).map(|i| values([outputs, hidden], 92 + i, 0.1, &device)).collect();
+    let factors: Vec<(Tensor<2>, Tensor<2>)> = (0..3)
+        .map(|i| (values([r, hidden], 95 + i, 0.3, &device), values([outputs, r], 98 + i, 0.3, &device)))
+        .collect();
+    let plain = values([hidden, hidden], 101, 0.1, &device);
+    let upstream = values([rows, hidden], 102, 1.0, &device).autodiff();
+    // The sub-block's output: the three projections read back to the hidden size, plus the residual.
+    let layer = |fused: bool| {
+        let xt = tracked(&x);
+        let ab: Vec<(Tensor<2>, Tensor<2>)> = factors.iter().map(|(a, b)| (tracked(a), tracked(b))).collect();
+        let h = if fused {
+            kernels::rms_norm(xt.clone(), norm.clone(), 1e-5, 0.0)
+        } else {
+            rms_norm_reference(xt.clone(), norm.clone(), 1e-5, 0.0)
+        };
+        let mut out = xt.clone() + h.clone().matmul(plain.clone());
+        for (w, (a, b)) in weights.iter().zip(&ab) {
+            let y = if fused {
+                kernels::lora_linear(h.clone(), w.clone(), true, a.clone(), b.clone(), scale, None)
+            } else {
+                h.clone().matmul(w.clone().transpose())
+                    + h.clone().matmul(a.clone().transpose()).matmul(b.clone().transpose()) * scale
+            };
+            out = out + y.matmul(w.clone());
+        }
+        let grads = (out * upstream.clone()).sum().backward();
+        let mut all = vec![xt.grad(&grads).unwrap()];
+        for (a, b) in &ab {
+            all.push(a.grad(&grads).unwrap());
+            all.push(b.grad(&grads).unwrap());
+        }
+        all
+    };
+    let (fused, reference) = (layer(true), layer(false));
+    for (i, (got, expected)) in fused.into_iter().zip(reference).enumerate() {
+        let what = if i == 0 { "dx".to_string() } else { format!("factor {} d{}", (i - 1) / 2, ["A", "B"][(i - 1) % 2]) };
+        close(&what, got, expected);
     }
 }
 
@@ -564,7 +616,7 @@ fn fused_operations_launch_few_kernels() {
         let g = (xt.clone().matmul(wq.clone().transpose()) + lora).sum().backward();
         vec![xt.grad(&g).unwrap(), at.grad(&g).unwrap(), bt.grad(&g).unwrap()]
     });
-    rows.push(("lora linear", fused, composed, 7));
+    rows.push(("lora linear", fused, composed, 6));
     // Attention with RoPE, GQA, padding.
     let q = values([1, tokens, heads, d], 74, 1.0, &device);
     let k = values([1, tokens, kv_heads, d], 75, 1.0, &device);

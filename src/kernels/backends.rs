@@ -28,9 +28,11 @@ impl FusedKernels for CubeBackend {
         weight: FloatTensor<Self>,
         inv_rms: FloatTensor<Self>,
         dy: FloatTensor<Self>,
+        other: FloatTensor<Self>,
+        add_other: bool,
         offset: f32,
     ) -> FloatTensor<Self> {
-        rms_norm::backward_cube(x, weight, inv_rms, dy, offset)
+        rms_norm::backward_cube(x, weight, inv_rms, dy, add_other.then_some(other), offset)
     }
 
     fn frozen_matmul_forward(x: FloatTensor<Self>, weight: FloatTensor<Self>, transposed: bool) -> FloatTensor<Self> {
@@ -50,8 +52,14 @@ impl FusedKernels for CubeBackend {
         glu::backward_cube(gate, up, dout, act)
     }
 
-    fn lora_project(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
-        lora::project_cube(lhs, rhs, scale)
+    fn lora_forward(
+        base: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        at: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        lora::forward_cube(base, x, at, b, scale)
     }
 
     fn lora_project_add(
@@ -76,24 +84,18 @@ impl FusedKernels for CubeBackend {
         lora::backward_b_cube(g, gt, b, u, db, scale, place)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn lora_backward_a(
         xt: FloatTensor<Self>,
         du: FloatTensor<Self>,
         at: FloatTensor<Self>,
         da: FloatTensor<Self>,
         dx: FloatTensor<Self>,
+        other: FloatTensor<Self>,
+        add_other: bool,
         place: Placement,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        lora::backward_a_cube(xt, du, at, da, dx, place)
-    }
-
-    fn lora_add_low_rank(
-        base: FloatTensor<Self>,
-        p: FloatTensor<Self>,
-        q: FloatTensor<Self>,
-        scale: f32,
-    ) -> FloatTensor<Self> {
-        lora::add_low_rank_cube(base, p, q, scale)
+        lora::backward_a_cube(xt, du, at, da, dx, add_other.then_some(other), place)
     }
 
     fn adamw_update(

@@ -33,9 +33,12 @@ impl FusedKernels for Flex {
         weight: FloatTensor<Self>,
         inv_rms: FloatTensor<Self>,
         dy: FloatTensor<Self>,
+        other: FloatTensor<Self>,
+        add_other: bool,
         offset: f32,
     ) -> FloatTensor<Self> {
-        unwrap(rms_norm::backward_composed(wrap(x), wrap(weight), wrap(inv_rms), wrap(dy), offset))
+        let other = add_other.then(|| wrap(other));
+        unwrap(rms_norm::backward_composed(wrap(x), wrap(weight), wrap(inv_rms), wrap(dy), other, offset))
     }
 
     fn frozen_matmul_forward(x: FloatTensor<Self>, weight: FloatTensor<Self>, transposed: bool) -> FloatTensor<Self> {
@@ -56,8 +59,14 @@ impl FusedKernels for Flex {
         (unwrap(dgate), unwrap(dup))
     }
 
-    fn lora_project(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
-        lora::project::<Self>(lhs, rhs, scale)
+    fn lora_forward(
+        base: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        at: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        lora::forward_composed::<Self>(base, x, at, b, scale)
     }
 
     fn lora_project_add(
@@ -82,24 +91,18 @@ impl FusedKernels for Flex {
         lora::backward_b::<Self>(g, gt, b, u, db, scale, place)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn lora_backward_a(
         xt: FloatTensor<Self>,
         du: FloatTensor<Self>,
         at: FloatTensor<Self>,
         da: FloatTensor<Self>,
         dx: FloatTensor<Self>,
+        other: FloatTensor<Self>,
+        add_other: bool,
         place: Placement,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        lora::backward_a::<Self>(xt, du, at, da, dx, place)
-    }
-
-    fn lora_add_low_rank(
-        base: FloatTensor<Self>,
-        p: FloatTensor<Self>,
-        q: FloatTensor<Self>,
-        scale: f32,
-    ) -> FloatTensor<Self> {
-        lora::add_low_rank::<Self>(base, p, q, scale)
+        lora::backward_a::<Self>(xt, du, at, da, dx, add_other.then_some(other), place)
     }
 
     fn adamw_update(

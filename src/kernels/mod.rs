@@ -56,13 +56,17 @@ pub trait FusedKernels: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// The input gradient of [`FusedKernels::rms_norm_forward`]:
-    /// `dx = r · (g − x · r² · mean(g · x))` with `g = dy · (offset + weight)`.
-    #[fusion(meta = |x, _weight, _inv_rms, _dy, _offset| x.clone())]
+    /// `dx = r · (g − x · r² · mean(g · x))` with `g = dy · (offset + weight)`, plus `other`
+    /// `[rows, d]` when `add_other` (the gradient another consumer of `x` gave it; autodiff would
+    /// add it in a dispatch of its own). `other` is not read without `add_other`.
+    #[fusion(meta = |x, _weight, _inv_rms, _dy, _other, _add_other, _offset| x.clone())]
     fn rms_norm_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         inv_rms: FloatTensor<Self>,
         dy: FloatTensor<Self>,
+        other: FloatTensor<Self>,
+        add_other: bool,
         offset: f32,
     ) -> FloatTensor<Self>;
 
@@ -87,13 +91,20 @@ pub trait FusedKernels: Backend {
         act: u32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
-    /// `scale · lhs [m, k] · rhs [k, r]` for a small `r` (a LoRA rank), `[m, r]`; operands of any
-    /// strides (see the `lora` module).
-    #[fusion(meta = |lhs, rhs, _scale| TensorSpec::new(Shape::new([lhs.shape[0], rhs.shape[1]]), lhs.dtype))]
-    fn lora_project(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>, scale: f32) -> FloatTensor<Self>;
+    /// The LoRA layer's forward after the frozen product `base [n, out]`: `u = x [n, in] · at
+    /// [in, r]` (`at` = `A` viewed transposed, `r` a LoRA rank) and `base + scale · u · b
+    /// [out, r]ᵀ`, in one dispatch; operands of any strides (see the `lora` module). `(y, u)`.
+    #[fusion(meta = |base, _x, at, _b, _scale| (base.clone(), TensorSpec::new(Shape::new([base.shape[0], at.shape[1]]), base.dtype)))]
+    fn lora_forward(
+        base: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        at: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
-    /// `dest [len]` with [`FusedKernels::lora_project`]'s product added where `place` says (in
-    /// place on the GPU).
+    /// `dest [len]` with `scale · lhs [m, k] · rhs [k, r]` (`r` a LoRA rank) added where `place`
+    /// says (in place on the GPU).
     #[fusion(meta = |dest, _lhs, _rhs, _scale, _place| dest.clone())]
     fn lora_project_add(
         dest: FloatTensor<Self>,
@@ -119,25 +130,21 @@ pub trait FusedKernels: Backend {
 
     /// The LoRA layer's last backward dispatch: `xt [in, n] · du [n, r]` (`dAᵀ`) added to
     /// `da [len]` where `place` says, and `dx [n, in] + du · at [in, r]ᵀ` (`at` = `A` viewed
-    /// transposed), both in place on the GPU. `(da, dx)`.
-    #[fusion(meta = |_xt, _du, _at, da, dx, _place| (da.clone(), dx.clone()))]
+    /// transposed), plus `other [n, in]` when `add_other` (the gradient another consumer of `x`
+    /// gave it; autodiff would add it in a dispatch of its own), both in place on the GPU.
+    /// `(da, dx)`. `other` is only read, and not at all without `add_other`.
+    #[fusion(meta = |_xt, _du, _at, da, dx, _other, _add_other, _place| (da.clone(), dx.clone()))]
+    #[allow(clippy::too_many_arguments)]
     fn lora_backward_a(
         xt: FloatTensor<Self>,
         du: FloatTensor<Self>,
         at: FloatTensor<Self>,
         da: FloatTensor<Self>,
         dx: FloatTensor<Self>,
+        other: FloatTensor<Self>,
+        add_other: bool,
         place: Placement,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
-
-    /// `base [m, n] + scale · p [m, r] · q [n, r]ᵀ` for a small `r`, `[m, n]`.
-    #[fusion(meta = |base, _p, _q, _scale| base.clone())]
-    fn lora_add_low_rank(
-        base: FloatTensor<Self>,
-        p: FloatTensor<Self>,
-        q: FloatTensor<Self>,
-        scale: f32,
-    ) -> FloatTensor<Self>;
 
     /// One AdamW update of flat `param [n]` with `grad [≥ n]` (its first `n`) and `moments [2, n]`
     /// (m, then v), the gradient clipped by its global `norm [1]`: returns `[3, n]` (param, m, v).

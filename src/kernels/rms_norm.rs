@@ -60,9 +60,11 @@ fn backward_kernel<F: Float>(
     weight: &Tensor<F>,
     inv_rms: &Tensor<F>,
     dy: &Tensor<F>,
+    other: &Tensor<F>,
     dx: &mut Tensor<F>,
     offset: f32,
     #[comptime] threads: usize,
+    #[comptime] add_other: bool,
     #[define(F)] _dtype: ElemType,
 ) {
     let rows = x.shape(0);
@@ -88,7 +90,11 @@ fn backward_kernel<F: Float>(
     let mut j = unit;
     while j < d {
         let g = dy[base + j] * (offset + weight[j]);
-        dx[base + j] = r * (g - x[base + j] * correction);
+        let mut value = r * (g - x[base + j] * correction);
+        if comptime![add_other] {
+            value += other[base + j];
+        }
+        dx[base + j] = value;
         j += threads;
     }
 }
@@ -121,10 +127,14 @@ pub(super) fn backward_cube(
     weight: CubeTensor,
     inv_rms: CubeTensor,
     dy: CubeTensor,
+    other: Option<CubeTensor>,
     offset: f32,
 ) -> CubeTensor {
     let launch = Launch::new(&x);
     let [x, weight, inv_rms, dy] = [x, weight, inv_rms, dy].map(|t| launch.contiguous(t));
+    let add_other = other.is_some();
+    // Without another gradient, any binding that is only read stands in for it.
+    let other = other.map_or_else(|| dy.clone(), |t| launch.contiguous(t));
     let [rows, d] = launch.dims::<2>(&x);
     let dx = launch.empty([rows, d]);
     let threads = threads_for(d);
@@ -136,9 +146,11 @@ pub(super) fn backward_cube(
         weight.into_tensor_arg(),
         inv_rms.into_tensor_arg(),
         dy.into_tensor_arg(),
+        other.into_tensor_arg(),
         dx.clone().into_tensor_arg(),
         offset,
         threads,
+        add_other,
         launch.elem(),
     );
     dx
@@ -163,25 +175,29 @@ pub(super) fn backward_composed(
     weight: BurnTensor<1>,
     inv_rms: BurnTensor<1>,
     dy: BurnTensor<2>,
+    other: Option<BurnTensor<2>>,
     offset: f32,
 ) -> BurnTensor<2> {
     let r = inv_rms.unsqueeze_dim(1);
     let g = dy * (weight + offset as f64).unsqueeze_dim(0);
     let correction = r.clone() * r.clone() * (g.clone() * x.clone()).mean_dim(1);
-    r * (g - x * correction)
+    let dx = r * (g - x * correction);
+    other.map_or(dx.clone(), |other| dx + other)
 }
 
 #[derive(Debug)]
 struct RmsNormBackward;
 
 impl<B: FusedKernels> Backward<B, 2> for RmsNormBackward {
-    /// `x`, `weight`, `r` and the weight offset.
-    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, f32);
+    /// `x` (as autodiff tracks it, to find the gradient other consumers of `x` gave it),
+    /// `weight`, `r` and the weight offset.
+    type State = (FloatTensor<Autodiff<B>>, FloatTensor<B>, FloatTensor<B>, f32);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_weight] = ops.parents;
         let dy = grads.consume::<B>(&ops.node);
-        let (x, weight, inv_rms, offset) = ops.state;
+        let (tracked_x, weight, inv_rms, offset) = ops.state;
+        let x = tracked_x.primitive().clone();
         if let Some(node) = node_weight {
             // dweight = Σ_rows dy · x · r: composed ops, only when the weight is trained.
             let rows = x.shape()[0];
@@ -190,7 +206,12 @@ impl<B: FusedKernels> Backward<B, 2> for RmsNormBackward {
             grads.register::<B>(node.id, B::float_reshape(dweight, weight.shape().clone()));
         }
         if let Some(node) = node_x {
-            grads.register::<B>(node.id, B::rms_norm_backward(x, weight, inv_rms, dy, offset));
+            // The residual stream `x` also feeds the residual add, whose backward pass ran first:
+            // its gradient is added where `dx` is written.
+            let other = grads.remove::<B>(&tracked_x);
+            let add_other = other.is_some();
+            let other = other.unwrap_or_else(|| dy.clone());
+            grads.register::<B>(node.id, B::rms_norm_backward(x, weight, inv_rms, dy, other, add_other, offset));
         }
     }
 }
@@ -203,9 +224,10 @@ pub(super) fn autodiff<B: FusedKernels, C: CheckpointStrategy>(
 ) -> FloatTensor<Autodiff<B, C>> {
     match RmsNormBackward.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
+            let tracked_x = x.clone();
             let (x, weight) = (x.into_primitive(), weight.into_primitive());
-            let (y, inv_rms) = B::rms_norm_forward(x.clone(), weight.clone(), eps, offset);
-            prep.finish((x, weight, inv_rms, offset), y)
+            let (y, inv_rms) = B::rms_norm_forward(x, weight.clone(), eps, offset);
+            prep.finish((tracked_x, weight, inv_rms, offset), y)
         }
         OpsKind::UnTracked(prep) => {
             prep.finish(B::rms_norm_forward(x.into_primitive(), weight.into_primitive(), eps, offset).0)

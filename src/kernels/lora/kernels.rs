@@ -1,9 +1,10 @@
-//! The LoRA layer's kernels, one thread per output value (the parent module has the products
-//! each computes, the placements and the launches).
+//! The LoRA layer's kernels: the forward one workgroup per row, the backward ones one thread per
+//! output value (the parent module has the products each computes, the placements and the
+//! launches).
 
 use cubecl::prelude::*;
 
-use crate::kernels::cube::grid_thread;
+use crate::kernels::cube::{grid_row, grid_thread};
 
 /// Value `i` (row-major numbering) of `scale · lhs [m, k] · rhs [k, r]`, written (or with
 /// `accumulate` added) to `out[offset + row · row_stride + col · col_stride]`.
@@ -71,23 +72,71 @@ pub(super) fn project_kernel<F: Float>(
     }
 }
 
-/// `out [m, n] = base [m, n] + scale · p [m, r] · q [n, r]ᵀ`, one thread per output value.
+/// The forward pass after the frozen product, one workgroup per row of `x [n, in]`: the row's
+/// `u = x · at` (`at` = `A` viewed transposed, `[in, r]`) split into `rank × lanes` partial dot
+/// products over the input features (summed in workgroup memory) and written to `u [n, r]`, then
+/// `out = base + scale · u · bᵀ` (`b [out, r]`) over the row's outputs, a strided share each.
 #[cube(launch)]
-pub(super) fn add_low_rank_kernel<F: Float>(
+#[allow(clippy::too_many_arguments)]
+pub(super) fn forward_kernel<F: Float>(
+    x: &Tensor<F>,
+    at: &Tensor<F>,
+    b: &Tensor<F>,
     base: &Tensor<F>,
-    p: &Tensor<F>,
-    q: &Tensor<F>,
+    u: &mut Tensor<F>,
     out: &mut Tensor<F>,
     scale: f32,
     #[comptime] rank: usize,
+    #[comptime] lanes: usize,
     #[define(F)] _dtype: ElemType,
 ) {
-    let i = grid_thread();
-    if i < out.len() {
-        let n = out.shape(1);
-        let (row, col) = (i / n, i % n);
-        let sum = low_rank_value::<F>(p, q, row, col, rank);
-        out[i] = base[row * base.stride(0) + col * base.stride(1)] + sum * F::cast_from(scale);
+    let row = grid_row();
+    if row >= x.shape(0) {
+        terminate!();
+    }
+    let unit = UNIT_POS as usize;
+    let threads = CUBE_DIM_X as usize;
+    let pairs = comptime![rank * lanes];
+    let (x_at, x_step) = (row * x.stride(0), x.stride(1));
+    let mut partial = Shared::<[F]>::new_slice(pairs);
+    let mut j = unit;
+    while j < pairs {
+        let (k, lane) = (j / lanes, j % lanes);
+        let mut sum = F::new(0.0);
+        let mut i = lane;
+        while i < x.shape(1) {
+            sum += x[x_at + i * x_step] * at[i * at.stride(0) + k * at.stride(1)];
+            i += lanes;
+        }
+        partial[j] = sum;
+        j += threads;
+    }
+    sync_cube();
+    let mut u_row = Shared::<[F]>::new_slice(rank);
+    let mut k = unit;
+    while k < rank {
+        let mut sum = F::new(0.0);
+        let mut lane = 0usize;
+        while lane < lanes {
+            sum += partial[k * lanes + lane];
+            lane += 1usize;
+        }
+        u[row * rank + k] = sum;
+        u_row[k] = sum;
+        k += threads;
+    }
+    sync_cube();
+    let m = out.shape(1);
+    let mut col = unit;
+    while col < m {
+        let (b_at, b_step) = (col * b.stride(0), b.stride(1));
+        let mut sum = F::new(0.0);
+        #[unroll]
+        for k in 0..rank {
+            sum += u_row[k] * b[b_at + k * b_step];
+        }
+        out[row * m + col] = base[row * base.stride(0) + col * base.stride(1)] + sum * F::cast_from(scale);
+        col += threads;
     }
 }
 
@@ -121,19 +170,22 @@ pub(super) fn backward_b_kernel<F: Float>(
 
 /// The backward pass's last dispatch, after the frozen input gradient `dx = g · Wᵀ`: threads
 /// `0..in·r` add `dAᵀ = xᵀ · du` `[in, r]` to `da` at (`offset`, `row_stride`, `col_stride`), the
-/// next `n·in` add `du · A` to `dx` in place (`at` is `A` viewed transposed, `[in, r]`).
+/// next `n·in` add `du · A` to `dx` in place (`at` is `A` viewed transposed, `[in, r]`), and with
+/// `add_other` the gradient `other [n, in]` that another consumer of `x` gave it.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn backward_a_kernel<F: Float>(
     xt: &Tensor<F>,
     du: &Tensor<F>,
     at: &Tensor<F>,
+    other: &Tensor<F>,
     da: &mut Tensor<F>,
     dx: &mut Tensor<F>,
     offset: u32,
     row_stride: u32,
     col_stride: u32,
     #[comptime] rank: usize,
+    #[comptime] add_other: bool,
     #[define(F)] _dtype: ElemType,
 ) {
     let i = grid_thread();
@@ -145,6 +197,10 @@ pub(super) fn backward_a_kernel<F: Float>(
         let n = dx.shape(1);
         let (row, col) = (j / n, j % n);
         let at_out = row * dx.stride(0) + col * dx.stride(1);
-        dx[at_out] += low_rank_value::<F>(du, at, row, col, rank);
+        let mut sum = low_rank_value::<F>(du, at, row, col, rank);
+        if comptime![add_other] {
+            sum += other[row * other.stride(0) + col * other.stride(1)];
+        }
+        dx[at_out] += sum;
     }
 }

@@ -1,14 +1,16 @@
 //! A LoRA linear layer `y = x·W + s·(x·Aᵀ)·Bᵀ` (PEFT `lora.Linear.forward` without dropout) as
-//! one graph node: forward 3 dispatches, backward 3 (2 when `x` needs no gradient). burn's fusion
+//! one graph node: forward 2 dispatches, backward 3 (2 when `x` needs no gradient). burn's fusion
 //! cannot fuse a matmul with what follows it on WebGPU (its fused matmul needs cooperative-matrix
 //! tiles unless autotune picks another, and autotune is off there), so the composed layer costs,
 //! besides its 8 matmuls, a dispatch for the scaling and one for the sum in each direction. Here
-//! the rank-`r` products are small kernels that fold those in, one thread per output value:
-//! - forward: `u = x·Aᵀ` `[n, r]` ([`project_kernel`], a dot product over the long dimension),
-//!   then the frozen product and one pass adding `s·u·Bᵀ` to it ([`add_low_rank_kernel`]);
+//! the rank-`r` products are small kernels that fold those in:
+//! - forward: the frozen product, then one pass per row computing `u = x·Aᵀ` `[n, r]` (dot
+//!   products over the long dimension, split across the workgroup) and adding `s·u·Bᵀ` to the
+//!   row ([`forward_kernel`]);
 //! - backward: `du = s·g·B` and `dB = s·gᵀ·u` in one dispatch ([`backward_b_kernel`]: they are
 //!   independent), the frozen `g·Wᵀ`, then `dAᵀ = xᵀ·du` and `dx = g·Wᵀ + du·A` in one
-//!   ([`backward_a_kernel`]): on WebGPU a step's cost is mostly its number of dispatches.
+//!   ([`backward_a_kernel`]), one thread per output value: on WebGPU a step's cost is mostly its
+//!   number of dispatches.
 //!
 //! Operands are read through their strides, so the transposed views (`Aᵀ`, `gᵀ`, `xᵀ`) cost no
 //! copy. The frozen `W` is read as [`super::frozen`] reads it (f16 widened as it loads), and only
@@ -38,7 +40,7 @@ use super::cube::{Launch, MAX_THREADS, row_grid};
 
 mod kernels;
 
-use kernels::{add_low_rank_kernel, backward_a_kernel, backward_b_kernel, project_kernel};
+use kernels::{backward_a_kernel, backward_b_kernel, forward_kernel, project_kernel};
 
 /// Where a product `[m, r]` goes in a flat buffer: value `(row, col)` at
 /// `offset + row · row_stride + col · col_stride`.
@@ -146,16 +148,7 @@ fn launch_project(out: &CubeTensor, lhs: CubeTensor, rhs: CubeTensor, scale: f32
     );
 }
 
-pub(super) fn project_cube(lhs: CubeTensor, rhs: CubeTensor, scale: f32) -> CubeTensor {
-    let launch = Launch::new(&lhs);
-    let [m, _] = launch.dims::<2>(&lhs);
-    let [_, r] = launch.dims::<2>(&rhs);
-    let out = launch.empty([m, r]);
-    launch_project(&out, lhs, rhs, scale, Placement::rows(r), false);
-    out
-}
-
-/// `dest` with [`project_cube`]'s product added where `place` says, in place.
+/// `dest` with `scale · lhs [m, k] · rhs [k, r]` added where `place` says, in place.
 pub(super) fn project_add_cube(
     dest: CubeTensor,
     lhs: CubeTensor,
@@ -167,25 +160,38 @@ pub(super) fn project_add_cube(
     dest
 }
 
-pub(super) fn add_low_rank_cube(base: CubeTensor, p: CubeTensor, q: CubeTensor, scale: f32) -> CubeTensor {
+/// Threads of a [`forward_kernel`] workgroup (one row): a row's outputs are a few hundred to a few
+/// thousand, and SwiftShader runs a wider workgroup's barriers slower.
+const FORWARD_THREADS: usize = 64;
+
+/// [`forward_kernel`]: `(y, u)`.
+pub(super) fn forward_cube(
+    base: CubeTensor,
+    x: CubeTensor,
+    at: CubeTensor,
+    b: CubeTensor,
+    scale: f32,
+) -> (CubeTensor, CubeTensor) {
     let launch = Launch::new(&base);
     let shape = launch.dims::<2>(&base);
-    let [_, rank] = launch.dims::<2>(&p);
-    let out = launch.empty(shape);
-    let (count, dim) = grid(shape[0] * shape[1]);
-    add_low_rank_kernel::launch(
+    let [_, rank] = launch.dims::<2>(&at);
+    let (y, u) = (launch.empty(shape), launch.empty([shape[0], rank]));
+    forward_kernel::launch(
         &launch.client,
-        count,
-        dim,
+        row_grid(shape[0]),
+        CubeDim::new_1d(FORWARD_THREADS as u32),
+        x.into_tensor_arg(),
+        at.into_tensor_arg(),
+        b.into_tensor_arg(),
         base.into_tensor_arg(),
-        p.into_tensor_arg(),
-        q.into_tensor_arg(),
-        out.clone().into_tensor_arg(),
+        u.clone().into_tensor_arg(),
+        y.clone().into_tensor_arg(),
         scale,
         rank,
+        (FORWARD_THREADS / rank).max(1),
         launch.elem(),
     );
-    out
+    (y, u)
 }
 
 /// [`backward_b_kernel`]: `(du, db)`, `db` written in place.
@@ -230,12 +236,16 @@ pub(super) fn backward_a_cube(
     at: CubeTensor,
     da: CubeTensor,
     dx: CubeTensor,
+    other: Option<CubeTensor>,
     place: Placement,
 ) -> (CubeTensor, CubeTensor) {
     let launch = Launch::new(&du);
     let [in_features, _] = launch.dims::<2>(&xt);
     let [n, r] = launch.dims::<2>(&du);
     let (count, dim) = grid((r + n) * in_features);
+    let add_other = other.is_some();
+    // Without another gradient, any binding that is only read stands in for it.
+    let other = other.unwrap_or_else(|| du.clone());
     backward_a_kernel::launch(
         &launch.client,
         count,
@@ -243,20 +253,35 @@ pub(super) fn backward_a_cube(
         xt.into_tensor_arg(),
         du.into_tensor_arg(),
         at.into_tensor_arg(),
+        other.into_tensor_arg(),
         da.clone().into_tensor_arg(),
         dx.clone().into_tensor_arg(),
         place.offset as u32,
         place.row_stride as u32,
         place.col_stride as u32,
         r,
+        add_other,
         launch.elem(),
     );
     (da, dx)
 }
 
-/// [`project_cube`] in composed ops (the CPU backend's).
+/// [`forward_cube`] in composed ops (the CPU backend's).
 #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
-pub(super) fn project<B: Backend>(lhs: FloatTensor<B>, rhs: FloatTensor<B>, scale: f32) -> FloatTensor<B> {
+pub(super) fn forward_composed<B: Backend>(
+    base: FloatTensor<B>,
+    x: FloatTensor<B>,
+    at: FloatTensor<B>,
+    b: FloatTensor<B>,
+    scale: f32,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let u = project::<B>(x, at, 1.0);
+    (add_low_rank::<B>(base, u.clone(), b, scale), u)
+}
+
+/// `scale · lhs [m, k] · rhs [k, r]` in composed ops.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+fn project<B: Backend>(lhs: FloatTensor<B>, rhs: FloatTensor<B>, scale: f32) -> FloatTensor<B> {
     scaled::<B>(B::float_matmul(lhs, rhs), scale)
 }
 
@@ -283,9 +308,9 @@ pub(super) fn project_add<B: Backend>(
     B::float_slice_assign(dest, &range, values)
 }
 
-/// [`add_low_rank_cube`] in composed ops (the CPU backend's).
+/// `base [m, n] + scale · p [m, r] · q [n, r]ᵀ` in composed ops.
 #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
-pub(super) fn add_low_rank<B: Backend>(
+fn add_low_rank<B: Backend>(
     base: FloatTensor<B>,
     p: FloatTensor<B>,
     q: FloatTensor<B>,
@@ -317,9 +342,11 @@ pub(super) fn backward_a<B: Backend>(
     at: FloatTensor<B>,
     da: FloatTensor<B>,
     dx: FloatTensor<B>,
+    other: Option<FloatTensor<B>>,
     place: Placement,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
-    (project_add::<B>(da, xt, du.clone(), 1.0, place), add_low_rank::<B>(dx, du, at, 1.0))
+    let dx = add_low_rank::<B>(dx, du.clone(), at, 1.0);
+    (project_add::<B>(da, xt, du, 1.0, place), other.map_or(dx.clone(), |other| B::float_add(dx, other)))
 }
 
 #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
@@ -343,17 +370,25 @@ fn forward<B: FusedKernels>(
     scale: f32,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
     let base = B::frozen_matmul_forward(x.clone(), weight, transposed);
-    let u = B::lora_project(x, B::float_transpose(a), 1.0);
-    (B::lora_add_low_rank(base, u.clone(), b, scale), u)
+    B::lora_forward(base, x, B::float_transpose(a), b, scale)
 }
 
 #[derive(Debug)]
 struct LoraBackward;
 
-/// What the backward pass reads: `x`, the frozen weight and its layout, `A`, `B`, `u = x·Aᵀ`,
-/// the scale and where the factors' gradients go (autodiff, or a [`GradientSink`]).
-type LoraState<B> =
-    (FloatTensor<B>, FloatTensor<B>, bool, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, f32, Option<SinkSlot>);
+/// What the backward pass reads: `x` (as autodiff tracks it, to find the gradient other
+/// consumers of `x` gave it), the frozen weight and its layout, `A`, `B`, `u = x·Aᵀ`, the scale
+/// and where the factors' gradients go (autodiff, or a [`GradientSink`]).
+type LoraState<B> = (
+    FloatTensor<Autodiff<B>>,
+    FloatTensor<B>,
+    bool,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    f32,
+    Option<SinkSlot>,
+);
 
 impl<B: FusedKernels> Backward<B, 3> for LoraBackward
 where
@@ -364,10 +399,14 @@ where
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_a, node_b] = ops.parents;
         let g = grads.consume::<B>(&ops.node);
-        let (x, weight, transposed, a, b, u, scale, slot) = ops.state;
+        let (tracked_x, weight, transposed, a, b, u, scale, slot) = ops.state;
+        let x = tracked_x.primitive().clone();
         let ([r, in_features], out_features) = (a.shape().dims::<2>(), b.shape().dims::<2>()[0]);
         let (device, dtype) = (g.device(), g.dtype());
         let mut dx = None;
+        // The gradient `x` already has from its other consumers (q/k/v share their input, and the
+        // later ones' backward passes ran first), added where `dx` is written.
+        let other = node_x.as_ref().and_then(|_| grads.remove::<B>(&tracked_x));
         // Two dispatches around the frozen product: `du = s·g·B` with `dB = s·gᵀ·u` `[out, r]`,
         // then `dAᵀ = xᵀ·du` `[in, r]` (placed as dA `[r, in]`) with `dx = g·Wᵀ + du·A`.
         let add_factor_gradients = |buffer: FloatTensor<B>, b_at: usize, a_at: usize| {
@@ -379,7 +418,10 @@ where
             }
             // W `[in, out]`: the stored weight read the other way round.
             let dx_base = B::frozen_matmul_forward(g, weight, !transposed);
-            let (buffer, dx_full) = B::lora_backward_a(xt, du, B::float_transpose(a), buffer, dx_base, a_place);
+            let add_other = other.is_some();
+            let other = other.unwrap_or_else(|| du.clone());
+            let (buffer, dx_full) =
+                B::lora_backward_a(xt, du, B::float_transpose(a), buffer, dx_base, other, add_other, a_place);
             dx = Some(dx_full);
             buffer
         };
@@ -422,9 +464,10 @@ where
 {
     match LoraBackward.prepare::<C>([x.node(), a.node(), b.node()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
+            let tracked_x = x.clone();
             let [x, weight, a, b] = [x, weight, a, b].map(|t| t.into_primitive());
-            let (y, u) = forward::<B>(x.clone(), weight.clone(), transposed, a.clone(), b.clone(), scale);
-            prep.finish((x, weight, transposed, a, b, u, scale, slot), y)
+            let (y, u) = forward::<B>(x, weight.clone(), transposed, a.clone(), b.clone(), scale);
+            prep.finish((tracked_x, weight, transposed, a, b, u, scale, slot), y)
         }
         OpsKind::UnTracked(prep) => {
             let [x, weight, a, b] = [x, weight, a, b].map(|t| t.into_primitive());
