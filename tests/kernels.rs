@@ -167,8 +167,8 @@ fn lora_linear_matches_composed_ops() {
 
 /// Gradients that meet at a shared input, as in a decoder layer: the residual stream `x` feeds an
 /// RMSNorm and the residual add, the normed `h` three LoRA layers (q/k/v) and a plain product. The
-/// fused nodes add the gradient `x` or `h` already has where they write theirs (in whichever
-/// order autodiff runs them); `dx` and each factor's gradient equal the composed graph's.
+/// RMSNorm's backward kernel adds the gradient the residual add gave `x` where it writes its own;
+/// `dx` and each factor's gradient equal the composed graph's.
 #[test]
 fn gradients_meeting_at_a_shared_input_match_composed_ops() {
     let _serial = one_at_a_time();

@@ -84,18 +84,15 @@ impl FusedKernels for CubeBackend {
         lora::backward_b_cube(g, gt, b, u, db, scale, place)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn lora_backward_a(
         xt: FloatTensor<Self>,
         du: FloatTensor<Self>,
         at: FloatTensor<Self>,
         da: FloatTensor<Self>,
         dx: FloatTensor<Self>,
-        other: FloatTensor<Self>,
-        add_other: bool,
         place: Placement,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        lora::backward_a_cube(xt, du, at, da, dx, add_other.then_some(other), place)
+        lora::backward_a_cube(xt, du, at, da, dx, place)
     }
 
     fn adamw_update(

@@ -130,19 +130,14 @@ pub trait FusedKernels: Backend {
 
     /// The LoRA layer's last backward dispatch: `xt [in, n] · du [n, r]` (`dAᵀ`) added to
     /// `da [len]` where `place` says, and `dx [n, in] + du · at [in, r]ᵀ` (`at` = `A` viewed
-    /// transposed), plus `other [n, in]` when `add_other` (the gradient another consumer of `x`
-    /// gave it; autodiff would add it in a dispatch of its own), both in place on the GPU.
-    /// `(da, dx)`. `other` is only read, and not at all without `add_other`.
-    #[fusion(meta = |_xt, _du, _at, da, dx, _other, _add_other, _place| (da.clone(), dx.clone()))]
-    #[allow(clippy::too_many_arguments)]
+    /// transposed), both in place on the GPU. `(da, dx)`.
+    #[fusion(meta = |_xt, _du, _at, da, dx, _place| (da.clone(), dx.clone()))]
     fn lora_backward_a(
         xt: FloatTensor<Self>,
         du: FloatTensor<Self>,
         at: FloatTensor<Self>,
         da: FloatTensor<Self>,
         dx: FloatTensor<Self>,
-        other: FloatTensor<Self>,
-        add_other: bool,
         place: Placement,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 

@@ -170,22 +170,19 @@ pub(super) fn backward_b_kernel<F: Float>(
 
 /// The backward pass's last dispatch, after the frozen input gradient `dx = g · Wᵀ`: threads
 /// `0..in·r` add `dAᵀ = xᵀ · du` `[in, r]` to `da` at (`offset`, `row_stride`, `col_stride`), the
-/// next `n·in` add `du · A` to `dx` in place (`at` is `A` viewed transposed, `[in, r]`), and with
-/// `add_other` the gradient `other [n, in]` that another consumer of `x` gave it.
+/// next `n·in` add `du · A` to `dx` in place (`at` is `A` viewed transposed, `[in, r]`).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn backward_a_kernel<F: Float>(
     xt: &Tensor<F>,
     du: &Tensor<F>,
     at: &Tensor<F>,
-    other: &Tensor<F>,
     da: &mut Tensor<F>,
     dx: &mut Tensor<F>,
     offset: u32,
     row_stride: u32,
     col_stride: u32,
     #[comptime] rank: usize,
-    #[comptime] add_other: bool,
     #[define(F)] _dtype: ElemType,
 ) {
     let i = grid_thread();
@@ -197,10 +194,6 @@ pub(super) fn backward_a_kernel<F: Float>(
         let n = dx.shape(1);
         let (row, col) = (j / n, j % n);
         let at_out = row * dx.stride(0) + col * dx.stride(1);
-        let mut sum = low_rank_value::<F>(du, at, row, col, rank);
-        if comptime![add_other] {
-            sum += other[row * other.stride(0) + col * other.stride(1)];
-        }
-        dx[at_out] += sum;
+        dx[at_out] += low_rank_value::<F>(du, at, row, col, rank);
     }
 }

@@ -236,16 +236,12 @@ pub(super) fn backward_a_cube(
     at: CubeTensor,
     da: CubeTensor,
     dx: CubeTensor,
-    other: Option<CubeTensor>,
     place: Placement,
 ) -> (CubeTensor, CubeTensor) {
     let launch = Launch::new(&du);
     let [in_features, _] = launch.dims::<2>(&xt);
     let [n, r] = launch.dims::<2>(&du);
     let (count, dim) = grid((r + n) * in_features);
-    let add_other = other.is_some();
-    // Without another gradient, any binding that is only read stands in for it.
-    let other = other.unwrap_or_else(|| du.clone());
     backward_a_kernel::launch(
         &launch.client,
         count,
@@ -253,14 +249,12 @@ pub(super) fn backward_a_cube(
         xt.into_tensor_arg(),
         du.into_tensor_arg(),
         at.into_tensor_arg(),
-        other.into_tensor_arg(),
         da.clone().into_tensor_arg(),
         dx.clone().into_tensor_arg(),
         place.offset as u32,
         place.row_stride as u32,
         place.col_stride as u32,
         r,
-        add_other,
         launch.elem(),
     );
     (da, dx)
@@ -342,11 +336,9 @@ pub(super) fn backward_a<B: Backend>(
     at: FloatTensor<B>,
     da: FloatTensor<B>,
     dx: FloatTensor<B>,
-    other: Option<FloatTensor<B>>,
     place: Placement,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
-    let dx = add_low_rank::<B>(dx, du.clone(), at, 1.0);
-    (project_add::<B>(da, xt, du, 1.0, place), other.map_or(dx.clone(), |other| B::float_add(dx, other)))
+    (project_add::<B>(da, xt, du.clone(), 1.0, place), add_low_rank::<B>(dx, du, at, 1.0))
 }
 
 #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
@@ -376,19 +368,10 @@ fn forward<B: FusedKernels>(
 #[derive(Debug)]
 struct LoraBackward;
 
-/// What the backward pass reads: `x` (as autodiff tracks it, to find the gradient other
-/// consumers of `x` gave it), the frozen weight and its layout, `A`, `B`, `u = x·Aᵀ`, the scale
-/// and where the factors' gradients go (autodiff, or a [`GradientSink`]).
-type LoraState<B> = (
-    FloatTensor<Autodiff<B>>,
-    FloatTensor<B>,
-    bool,
-    FloatTensor<B>,
-    FloatTensor<B>,
-    FloatTensor<B>,
-    f32,
-    Option<SinkSlot>,
-);
+/// What the backward pass reads: `x`, the frozen weight and its layout, `A`, `B`, `u = x·Aᵀ`,
+/// the scale and where the factors' gradients go (autodiff, or a [`GradientSink`]).
+type LoraState<B> =
+    (FloatTensor<B>, FloatTensor<B>, bool, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, f32, Option<SinkSlot>);
 
 impl<B: FusedKernels> Backward<B, 3> for LoraBackward
 where
@@ -399,14 +382,10 @@ where
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_a, node_b] = ops.parents;
         let g = grads.consume::<B>(&ops.node);
-        let (tracked_x, weight, transposed, a, b, u, scale, slot) = ops.state;
-        let x = tracked_x.primitive().clone();
+        let (x, weight, transposed, a, b, u, scale, slot) = ops.state;
         let ([r, in_features], out_features) = (a.shape().dims::<2>(), b.shape().dims::<2>()[0]);
         let (device, dtype) = (g.device(), g.dtype());
         let mut dx = None;
-        // The gradient `x` already has from its other consumers (q/k/v share their input, and the
-        // later ones' backward passes ran first), added where `dx` is written.
-        let other = node_x.as_ref().and_then(|_| grads.remove::<B>(&tracked_x));
         // Two dispatches around the frozen product: `du = s·g·B` with `dB = s·gᵀ·u` `[out, r]`,
         // then `dAᵀ = xᵀ·du` `[in, r]` (placed as dA `[r, in]`) with `dx = g·Wᵀ + du·A`.
         let add_factor_gradients = |buffer: FloatTensor<B>, b_at: usize, a_at: usize| {
@@ -418,10 +397,7 @@ where
             }
             // W `[in, out]`: the stored weight read the other way round.
             let dx_base = B::frozen_matmul_forward(g, weight, !transposed);
-            let add_other = other.is_some();
-            let other = other.unwrap_or_else(|| du.clone());
-            let (buffer, dx_full) =
-                B::lora_backward_a(xt, du, B::float_transpose(a), buffer, dx_base, other, add_other, a_place);
+            let (buffer, dx_full) = B::lora_backward_a(xt, du, B::float_transpose(a), buffer, dx_base, a_place);
             dx = Some(dx_full);
             buffer
         };
@@ -464,10 +440,9 @@ where
 {
     match LoraBackward.prepare::<C>([x.node(), a.node(), b.node()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
-            let tracked_x = x.clone();
             let [x, weight, a, b] = [x, weight, a, b].map(|t| t.into_primitive());
-            let (y, u) = forward::<B>(x, weight.clone(), transposed, a.clone(), b.clone(), scale);
-            prep.finish((tracked_x, weight, transposed, a, b, u, scale, slot), y)
+            let (y, u) = forward::<B>(x.clone(), weight.clone(), transposed, a.clone(), b.clone(), scale);
+            prep.finish((x, weight, transposed, a, b, u, scale, slot), y)
         }
         OpsKind::UnTracked(prep) => {
             let [x, weight, a, b] = [x, weight, a, b].map(|t| t.into_primitive());
