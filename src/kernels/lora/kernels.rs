@@ -52,10 +52,9 @@ fn low_rank_value<F: Float>(p: &Tensor<F>, q: &Tensor<F>, row: usize, col: usize
     sum
 }
 
-/// [`project_value`] for every value of the `[m, r]` product, one thread each.
+/// [`project_value`] added for every value of the `[m, r]` product, one thread each.
 #[cube(launch)]
-#[allow(clippy::too_many_arguments)]
-pub(super) fn project_kernel<F: Float>(
+pub(super) fn project_add_kernel<F: Float>(
     lhs: &Tensor<F>,
     rhs: &Tensor<F>,
     out: &mut Tensor<F>,
@@ -63,12 +62,11 @@ pub(super) fn project_kernel<F: Float>(
     offset: u32,
     row_stride: u32,
     col_stride: u32,
-    #[comptime] accumulate: bool,
     #[define(F)] _dtype: ElemType,
 ) {
     let i = grid_thread();
     if i < lhs.shape(0) * rhs.shape(1) {
-        project_value::<F>(lhs, rhs, out, i, scale, offset, row_stride, col_stride, accumulate);
+        project_value::<F>(lhs, rhs, out, i, scale, offset, row_stride, col_stride, true);
     }
 }
 

@@ -40,7 +40,7 @@ use super::cube::{Launch, MAX_THREADS, row_grid};
 
 mod kernels;
 
-use kernels::{backward_a_kernel, backward_b_kernel, forward_kernel, project_kernel};
+use kernels::{backward_a_kernel, backward_b_kernel, forward_kernel, project_add_kernel};
 
 /// Where a product `[m, r]` goes in a flat buffer: value `(row, col)` at
 /// `offset + row · row_stride + col · col_stride`.
@@ -127,28 +127,8 @@ fn grid(values: usize) -> (CubeCount, CubeDim) {
     (row_grid(values.div_ceil(MAX_THREADS)), CubeDim::new_1d(MAX_THREADS as u32))
 }
 
-fn launch_project(out: &CubeTensor, lhs: CubeTensor, rhs: CubeTensor, scale: f32, place: Placement, accumulate: bool) {
-    let launch = Launch::new(&lhs);
-    let [m, _] = launch.dims::<2>(&lhs);
-    let [_, r] = launch.dims::<2>(&rhs);
-    let (count, dim) = grid(m * r);
-    project_kernel::launch(
-        &launch.client,
-        count,
-        dim,
-        lhs.into_tensor_arg(),
-        rhs.into_tensor_arg(),
-        out.clone().into_tensor_arg(),
-        scale,
-        place.offset as u32,
-        place.row_stride as u32,
-        place.col_stride as u32,
-        accumulate,
-        launch.elem(),
-    );
-}
-
-/// `dest` with `scale · lhs [m, k] · rhs [k, r]` added where `place` says, in place.
+/// [`project_add_kernel`]: `dest` with `scale · lhs [m, k] · rhs [k, r]` added where `place`
+/// says, in place.
 pub(super) fn project_add_cube(
     dest: CubeTensor,
     lhs: CubeTensor,
@@ -156,7 +136,23 @@ pub(super) fn project_add_cube(
     scale: f32,
     place: Placement,
 ) -> CubeTensor {
-    launch_project(&dest, lhs, rhs, scale, place, true);
+    let launch = Launch::new(&lhs);
+    let [m, _] = launch.dims::<2>(&lhs);
+    let [_, r] = launch.dims::<2>(&rhs);
+    let (count, dim) = grid(m * r);
+    project_add_kernel::launch(
+        &launch.client,
+        count,
+        dim,
+        lhs.into_tensor_arg(),
+        rhs.into_tensor_arg(),
+        dest.clone().into_tensor_arg(),
+        scale,
+        place.offset as u32,
+        place.row_stride as u32,
+        place.col_stride as u32,
+        launch.elem(),
+    );
     dest
 }
 
