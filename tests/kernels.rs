@@ -211,7 +211,8 @@ fn gradients_meeting_at_a_shared_input_match_composed_ops() {
     };
     let (fused, reference) = (layer(true), layer(false));
     for (i, (got, expected)) in fused.into_iter().zip(reference).enumerate() {
-        let what = if i == 0 { "dx".to_string() } else { format!("factor {} d{}", (i - 1) / 2, ["A", "B"][(i - 1) % 2]) };
+        let what =
+            if i == 0 { "dx".to_string() } else { format!("factor {} d{}", (i - 1) / 2, ["A", "B"][(i - 1) % 2]) };
         close(&what, got, expected);
     }
 }

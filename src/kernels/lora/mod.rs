@@ -300,12 +300,7 @@ pub(super) fn project_add<B: Backend>(
 
 /// `base [m, n] + scale · p [m, r] · q [n, r]ᵀ` in composed ops.
 #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
-fn add_low_rank<B: Backend>(
-    base: FloatTensor<B>,
-    p: FloatTensor<B>,
-    q: FloatTensor<B>,
-    scale: f32,
-) -> FloatTensor<B> {
+fn add_low_rank<B: Backend>(base: FloatTensor<B>, p: FloatTensor<B>, q: FloatTensor<B>, scale: f32) -> FloatTensor<B> {
     B::float_add(base, scaled::<B>(B::float_matmul(p, B::float_transpose(q)), scale))
 }
 
