@@ -95,11 +95,22 @@ pub struct BenchOptions {
     /// Timed steps (after the warm-up).
     pub steps: usize,
     pub recompute: Recompute,
+    /// Whether each step issues the next one's passes while the GPU finishes it, as training
+    /// does (`Trainer::set_overlap`); `false` times the host's issuing with the GPU idle.
+    pub overlap: bool,
 }
 
 impl Default for BenchOptions {
     fn default() -> Self {
-        BenchOptions { shape: None, layers: None, batch_size: 4, seq_len: 128, steps: 3, recompute: Recompute::Auto }
+        BenchOptions {
+            shape: None,
+            layers: None,
+            batch_size: 4,
+            seq_len: 128,
+            steps: 3,
+            recompute: Recompute::Auto,
+            overlap: true,
+        }
     }
 }
 

@@ -97,6 +97,33 @@ fn glu_forward_and_backward_match_composed_ops() {
     }
 }
 
+/// The packed layout (each row's gate, then its up) against the composed ops on its two halves:
+/// the output, and the one gradient against both halves' gradients side by side.
+#[test]
+fn packed_glu_matches_composed_ops_on_the_halves() {
+    let _serial = one_at_a_time();
+    use webtune::model::config::Activation;
+    let device = gpu();
+    for act in [Activation::Silu, Activation::GeluTanh, Activation::GeluErf] {
+        let (rows, cols) = (67, 150);
+        let gate_up = values([rows, 2 * cols], 7, 6.0, &device);
+        let upstream = values([rows, cols], 8, 1.0, &device).autodiff();
+        let packed = tracked(&gate_up);
+        let fused = kernels::glu_packed(packed.clone(), act);
+        let grads = (fused.clone() * upstream.clone()).sum().backward();
+        let (gr, ur) = (
+            tracked(&gate_up.clone().slice([0..rows, 0..cols])),
+            tracked(&gate_up.clone().slice([0..rows, cols..2 * cols])),
+        );
+        let reference = activation_reference(gr.clone(), act) * ur.clone();
+        let ref_grads = (reference.clone() * upstream).sum().backward();
+        let case = format!("packed glu {act:?}");
+        close(&format!("{case}: out"), fused.inner(), reference.inner());
+        let expected = Tensor::cat(vec![gr.grad(&ref_grads).unwrap(), ur.grad(&ref_grads).unwrap()], 1);
+        close(&format!("{case}: d_gate_up"), packed.grad(&grads).unwrap(), expected);
+    }
+}
+
 /// A frozen f16 weight in either layout: the product and the input gradient equal the composed
 /// `x · to_f32(W)`, and the weight stays without a gradient.
 #[test]

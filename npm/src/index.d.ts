@@ -613,6 +613,10 @@ export interface BenchOptions {
   steps?: number;
   /** as `TrainingConfig.recompute`, default `"auto"` */
   recompute?: "auto" | "on" | "off";
+  /** Each step issues the next one's passes while the GPU finishes it, as training does (default
+   * `true`). `false` issues each step with the GPU idle, so `hostMs` is the host's issuing alone:
+   * with a software GPU (SwiftShader) the GPU's work otherwise shares the CPU with it. */
+  overlap?: boolean;
 }
 
 /** One timed step of `engine.bench()`: what it asked of WebGPU (counted at the API in the thread

@@ -52,6 +52,14 @@ impl FusedKernels for CubeBackend {
         glu::backward_cube(gate, up, dout, act)
     }
 
+    fn glu_packed_forward(gate_up: FloatTensor<Self>, act: u32) -> FloatTensor<Self> {
+        glu::packed_forward_cube(gate_up, act)
+    }
+
+    fn glu_packed_backward(gate_up: FloatTensor<Self>, dout: FloatTensor<Self>, act: u32) -> FloatTensor<Self> {
+        glu::packed_backward_cube(gate_up, dout, act)
+    }
+
     fn lora_forward(
         base: FloatTensor<Self>,
         x: FloatTensor<Self>,
@@ -191,6 +199,10 @@ impl FusedOps for Cube {
         Self::glu_forward(gate, up, act)
     }
 
+    fn fused_glu_packed(gate_up: FloatTensor<Self>, act: u32) -> FloatTensor<Self> {
+        Self::glu_packed_forward(gate_up, act)
+    }
+
     fn frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, transposed: bool) -> FloatTensor<Self> {
         Self::frozen_matmul_forward(x, weight, transposed)
     }
@@ -243,6 +255,10 @@ where
 
     fn fused_glu(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: u32) -> FloatTensor<Self> {
         glu::autodiff::<B, C>(gate, up, act)
+    }
+
+    fn fused_glu_packed(gate_up: FloatTensor<Self>, act: u32) -> FloatTensor<Self> {
+        glu::packed_autodiff::<B, C>(gate_up, act)
     }
 
     fn frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, transposed: bool) -> FloatTensor<Self> {

@@ -59,6 +59,14 @@ impl FusedKernels for Flex {
         (unwrap(dgate), unwrap(dup))
     }
 
+    fn glu_packed_forward(gate_up: FloatTensor<Self>, act: u32) -> FloatTensor<Self> {
+        unwrap(glu::packed_forward_composed(wrap(gate_up), act))
+    }
+
+    fn glu_packed_backward(gate_up: FloatTensor<Self>, dout: FloatTensor<Self>, act: u32) -> FloatTensor<Self> {
+        unwrap(glu::packed_backward_composed(wrap(gate_up), wrap(dout), act))
+    }
+
     fn lora_forward(
         base: FloatTensor<Self>,
         x: FloatTensor<Self>,
@@ -194,6 +202,10 @@ impl super::FusedOps for Flex {
 
     fn fused_glu(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: u32) -> FloatTensor<Self> {
         Self::glu_forward(gate, up, act)
+    }
+
+    fn fused_glu_packed(gate_up: FloatTensor<Self>, act: u32) -> FloatTensor<Self> {
+        Self::glu_packed_forward(gate_up, act)
     }
 
     fn frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, transposed: bool) -> FloatTensor<Self> {

@@ -1,5 +1,7 @@
 //! Gated MLP activations, `act(gate) · up` (SwiGLU with SiLU, GeGLU with either GELU): one
-//! elementwise kernel forward and one backward (both input gradients at once).
+//! elementwise kernel forward and one backward (both input gradients at once). Gate and up come
+//! as two tensors, or packed as one `[rows, 2·w]` (each row's gate, then its up: the product of
+//! the packed `gate_proj` and `up_proj` weights), whose gradient is then one tensor too.
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -90,6 +92,43 @@ fn backward_kernel<F: Float>(
     }
 }
 
+/// [`forward_kernel`] on `gate_up [rows, 2·w]`: `out [rows, w]`.
+#[cube(launch)]
+fn packed_forward_kernel<F: Float>(
+    gate_up: &Tensor<F>,
+    out: &mut Tensor<F>,
+    #[comptime] act: u32,
+    #[define(F)] _dtype: ElemType,
+) {
+    let i = grid_thread();
+    if i < out.len() {
+        let w = out.shape(1);
+        let at = (i / w) * 2 * w + i % w;
+        let (value, _) = activate::<F>(gate_up[at], act);
+        out[i] = value * gate_up[at + w];
+    }
+}
+
+/// [`backward_kernel`] on `gate_up [rows, 2·w]`: `d_gate_up` in the same layout.
+#[cube(launch)]
+fn packed_backward_kernel<F: Float>(
+    gate_up: &Tensor<F>,
+    dout: &Tensor<F>,
+    d_gate_up: &mut Tensor<F>,
+    #[comptime] act: u32,
+    #[define(F)] _dtype: ElemType,
+) {
+    let i = grid_thread();
+    if i < dout.len() {
+        let w = dout.shape(1);
+        let at = (i / w) * 2 * w + i % w;
+        let (value, grad) = activate::<F>(gate_up[at], act);
+        let g = dout[i];
+        d_gate_up[at] = g * gate_up[at + w] * grad;
+        d_gate_up[at + w] = g * value;
+    }
+}
+
 pub(super) fn forward_cube(gate: CubeTensor, up: CubeTensor, act: u32) -> CubeTensor {
     let launch = Launch::new(&gate);
     let (gate, up) = (launch.contiguous(gate), launch.contiguous(up));
@@ -126,6 +165,41 @@ pub(super) fn backward_cube(gate: CubeTensor, up: CubeTensor, dout: CubeTensor, 
         launch.elem(),
     );
     (dgate, dup)
+}
+
+pub(super) fn packed_forward_cube(gate_up: CubeTensor, act: u32) -> CubeTensor {
+    let launch = Launch::new(&gate_up);
+    let gate_up = launch.contiguous(gate_up);
+    let [rows, packed] = launch.dims::<2>(&gate_up);
+    let out = launch.empty([rows, packed / 2]);
+    packed_forward_kernel::launch(
+        &launch.client,
+        row_grid((rows * packed / 2).div_ceil(MAX_THREADS)),
+        CubeDim::new_1d(MAX_THREADS as u32),
+        gate_up.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        act,
+        launch.elem(),
+    );
+    out
+}
+
+pub(super) fn packed_backward_cube(gate_up: CubeTensor, dout: CubeTensor, act: u32) -> CubeTensor {
+    let launch = Launch::new(&gate_up);
+    let (gate_up, dout) = (launch.contiguous(gate_up), launch.contiguous(dout));
+    let [rows, width] = launch.dims::<2>(&dout);
+    let d_gate_up = launch.empty([rows, 2 * width]);
+    packed_backward_kernel::launch(
+        &launch.client,
+        row_grid((rows * width).div_ceil(MAX_THREADS)),
+        CubeDim::new_1d(MAX_THREADS as u32),
+        gate_up.into_tensor_arg(),
+        dout.into_tensor_arg(),
+        d_gate_up.clone().into_tensor_arg(),
+        act,
+        launch.elem(),
+    );
+    d_gate_up
 }
 
 #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
@@ -172,6 +246,27 @@ pub(super) fn backward_composed(
     (dout.clone() * up * derivative, dout * value)
 }
 
+/// The packed layout's halves, `(gate, up)`.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+fn halves(gate_up: BurnTensor<2>) -> (BurnTensor<2>, BurnTensor<2>) {
+    let [rows, packed] = gate_up.dims();
+    let w = packed / 2;
+    (gate_up.clone().slice([0..rows, 0..w]), gate_up.slice([0..rows, w..packed]))
+}
+
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+pub(super) fn packed_forward_composed(gate_up: BurnTensor<2>, act: u32) -> BurnTensor<2> {
+    let (gate, up) = halves(gate_up);
+    forward_composed(gate, up, act)
+}
+
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+pub(super) fn packed_backward_composed(gate_up: BurnTensor<2>, dout: BurnTensor<2>, act: u32) -> BurnTensor<2> {
+    let (gate, up) = halves(gate_up);
+    let (dgate, dup) = backward_composed(gate, up, dout, act);
+    BurnTensor::cat(vec![dgate, dup], 1)
+}
+
 #[derive(Debug)]
 struct GluBackward;
 
@@ -205,5 +300,36 @@ pub(super) fn autodiff<B: FusedKernels, C: CheckpointStrategy>(
             prep.finish((gate, up, act), out)
         }
         OpsKind::UnTracked(prep) => prep.finish(B::glu_forward(gate.into_primitive(), up.into_primitive(), act)),
+    }
+}
+
+#[derive(Debug)]
+struct PackedGluBackward;
+
+impl<B: FusedKernels> Backward<B, 1> for PackedGluBackward {
+    /// `gate_up` and the activation.
+    type State = (FloatTensor<B>, u32);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let dout = grads.consume::<B>(&ops.node);
+        let (gate_up, act) = ops.state;
+        if let Some(node) = node {
+            grads.register::<B>(node.id, B::glu_packed_backward(gate_up, dout, act));
+        }
+    }
+}
+
+pub(super) fn packed_autodiff<B: FusedKernels, C: CheckpointStrategy>(
+    gate_up: FloatTensor<Autodiff<B, C>>,
+    act: u32,
+) -> FloatTensor<Autodiff<B, C>> {
+    match PackedGluBackward.prepare::<C>([gate_up.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let gate_up = gate_up.into_primitive();
+            let out = B::glu_packed_forward(gate_up.clone(), act);
+            prep.finish((gate_up, act), out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(B::glu_packed_forward(gate_up.into_primitive(), act)),
     }
 }

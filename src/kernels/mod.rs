@@ -91,6 +91,15 @@ pub trait FusedKernels: Backend {
         act: u32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
+    /// [`FusedKernels::glu_forward`] of `gate_up [rows, 2·w]`, each row's gate then its up:
+    /// `[rows, w]`.
+    #[fusion(meta = |gate_up, _act| TensorSpec::new(Shape::new([gate_up.shape[0], gate_up.shape[1] / 2]), gate_up.dtype))]
+    fn glu_packed_forward(gate_up: FloatTensor<Self>, act: u32) -> FloatTensor<Self>;
+
+    /// [`FusedKernels::glu_backward`] of the packed layout: `d_gate_up [rows, 2·w]`.
+    #[fusion(meta = |gate_up, _dout, _act| gate_up.clone())]
+    fn glu_packed_backward(gate_up: FloatTensor<Self>, dout: FloatTensor<Self>, act: u32) -> FloatTensor<Self>;
+
     /// The LoRA layer's forward after the frozen product `base [n, out]`: `u = x [n, in] · at
     /// [in, r]` (`at` = `A` viewed transposed, `r` a LoRA rank) and `base + scale · u · b
     /// [out, r]ᵀ`, in one dispatch; operands of any strides (see the `lora` module). `(y, u)`.
@@ -238,6 +247,9 @@ pub trait FusedOps: Backend {
     /// See [`glu`].
     fn fused_glu(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: u32) -> FloatTensor<Self>;
 
+    /// See [`glu_packed`].
+    fn fused_glu_packed(gate_up: FloatTensor<Self>, act: u32) -> FloatTensor<Self>;
+
     /// See [`frozen_matmul`].
     fn frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, transposed: bool) -> FloatTensor<Self>;
 
@@ -287,6 +299,13 @@ pub fn rms_norm(x: Tensor<2>, weight: Tensor<1>, eps: f64, offset: f32) -> Tenso
 /// SiLU, GeGLU for the GELUs). Reference: `model::layers::activate(gate, act) * up`.
 pub fn glu(gate: Tensor<2>, up: Tensor<2>, act: Activation) -> Tensor<2> {
     Tensor::from_dispatch(Dispatch::fused_glu(gate.into_dispatch(), up.into_dispatch(), glu::code(act)))
+}
+
+/// [`glu`] of `gate` and `up` packed as `gate_up [tokens, 2 · intermediate]` (each row's gate,
+/// then its up: the product of packed gate and up weights); the gradient is one tensor in the
+/// same layout. Reference: [`glu`] of the two halves.
+pub fn glu_packed(gate_up: Tensor<2>, act: Activation) -> Tensor<2> {
+    Tensor::from_dispatch(Dispatch::fused_glu_packed(gate_up.into_dispatch(), glu::code(act)))
 }
 
 /// `x [n, in] · W` in f32 for a frozen weight stored at any float width (`weight` `[out, in]`

@@ -15,7 +15,9 @@ use safetensors::Dtype;
 
 use crate::model::attention::{AttentionContext, AttentionSpec};
 use crate::model::config::{LayerAttention, ModelConfig};
-use crate::model::layers::{LayerHooks, Linear, LinearTable, RmsNorm, SubBlock, WeightLayout};
+use crate::model::layers::{
+    LayerHooks, Linear, LinearTable, RmsNorm, SubBlock, WeightLayout, gated_activation, pack_gate_up, take_gate_up,
+};
 use crate::model::llama::layer_linears;
 use crate::model::table::Table;
 use crate::model::weights::{WeightSpec, Weights};
@@ -41,6 +43,8 @@ struct DecoderLayer {
     pre_feedforward_layernorm: RmsNorm,
     gate_proj: Linear,
     up_proj: Linear,
+    /// Both, packed (`layers::take_gate_up`), unless the checkpoint stores them at two widths.
+    gate_up: Option<Linear>,
     down_proj: Linear,
     post_feedforward_layernorm: RmsNorm,
 }
@@ -81,6 +85,9 @@ impl Gemma3 {
             for (name, i, o, bias) in layer_linears(c) {
                 LinearTable::declare(&mut spec, &format!("{p}.{name}"), i, o, WeightLayout::OutIn, bias);
             }
+            if !c.mlp_bias {
+                pack_gate_up(&mut spec, &format!("{p}.mlp"));
+            }
         }
         RmsNorm::declare(&mut spec, "model.norm", c.hidden_size);
         if !c.tie_word_embeddings {
@@ -118,6 +125,7 @@ impl Gemma3 {
                     pre_feedforward_layernorm,
                     gate_proj,
                     up_proj,
+                    gate_up: take_gate_up(w, &format!("{p}.mlp"), c.hidden_size),
                     down_proj,
                     post_feedforward_layernorm,
                 }
@@ -165,11 +173,7 @@ impl super::Decoder for Gemma3 {
         let attn = layer.post_attention_layernorm.forward(layer.o_proj.forward(attn, hooks));
         let x = hooks.residual(l, SubBlock::Attention, x, attn);
         let h = layer.pre_feedforward_layernorm.forward(x.clone());
-        let gated = crate::kernels::glu(
-            layer.gate_proj.forward(h.clone(), hooks),
-            layer.up_proj.forward(h, hooks),
-            c.activation,
-        );
+        let gated = gated_activation(&layer.gate_proj, &layer.up_proj, layer.gate_up.as_ref(), h, c.activation, hooks);
         let mlp = layer.post_feedforward_layernorm.forward(layer.down_proj.forward(gated, hooks));
         hooks.residual(l, SubBlock::Mlp, x, mlp)
     }

@@ -7,7 +7,9 @@ use burn::tensor::Tensor;
 
 use crate::model::attention::{AttentionContext, AttentionSpec};
 use crate::model::config::ModelConfig;
-use crate::model::layers::{LayerHooks, Linear, LinearTable, RmsNorm, SubBlock, WeightLayout};
+use crate::model::layers::{
+    LayerHooks, Linear, LinearTable, RmsNorm, SubBlock, WeightLayout, gated_activation, pack_gate_up, take_gate_up,
+};
 use crate::model::table::Table;
 use crate::model::weights::{WeightSpec, Weights};
 
@@ -30,6 +32,8 @@ struct DecoderLayer {
     post_attention_layernorm: RmsNorm,
     gate_proj: Linear,
     up_proj: Linear,
+    /// Both, packed (`layers::take_gate_up`), unless the checkpoint stores them at two widths.
+    gate_up: Option<Linear>,
     down_proj: Linear,
 }
 
@@ -63,6 +67,9 @@ impl Llama {
             for (name, i, o, bias) in layer_linears(c) {
                 LinearTable::declare(&mut spec, &format!("{p}.{name}"), i, o, WeightLayout::OutIn, bias);
             }
+            if !c.mlp_bias {
+                pack_gate_up(&mut spec, &format!("{p}.mlp"));
+            }
         }
         RmsNorm::declare(&mut spec, "model.norm", c.hidden_size);
         if !c.tie_word_embeddings {
@@ -95,6 +102,7 @@ impl Llama {
                     post_attention_layernorm: RmsNorm::build(w, &format!("{p}.post_attention_layernorm"), c.norm_eps),
                     gate_proj: gate,
                     up_proj: up,
+                    gate_up: take_gate_up(w, &format!("{p}.mlp"), c.hidden_size),
                     down_proj: down,
                 }
             })
@@ -137,11 +145,7 @@ impl super::Decoder for Llama {
         let attn = ctx.attend(l, q, k, v, &spec);
         let x = hooks.residual(l, SubBlock::Attention, x, layer.o_proj.forward(attn, hooks));
         let h = layer.post_attention_layernorm.forward(x.clone());
-        let gated = crate::kernels::glu(
-            layer.gate_proj.forward(h.clone(), hooks),
-            layer.up_proj.forward(h, hooks),
-            c.activation,
-        );
+        let gated = gated_activation(&layer.gate_proj, &layer.up_proj, layer.gate_up.as_ref(), h, c.activation, hooks);
         hooks.residual(l, SubBlock::Mlp, x, layer.down_proj.forward(gated, hooks))
     }
 

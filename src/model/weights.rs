@@ -4,7 +4,8 @@
 //! ([`WeightSpec`]); [`locate`] finds each in the files' headers and checks dtype and shape before
 //! any data is read; [`upload`] then reads one tensor at a time, converts it to the storage width
 //! of the [`StoragePlan`] (vectors always f32, matrices f16 or f32) and uploads it, as row blocks
-//! for vocabulary tables larger than one binding. Peak host memory is one tensor.
+//! for vocabulary tables larger than one binding. Peak host memory is one tensor (two for a
+//! packed pair, [`WeightSpec::pack`]).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -30,6 +31,8 @@ pub struct WeightSpec {
     optional_prefix: Option<&'static str>,
     /// The linear layers among the entries, in slot order.
     linears: Vec<LinearShape>,
+    /// Pairs of entries stored end to end, by the packed tensor's name.
+    packs: BTreeMap<String, [String; 2]>,
 }
 
 struct SpecEntry {
@@ -83,6 +86,21 @@ impl WeightSpec {
     /// when larger than one binding.
     pub fn add_table(&mut self, name: impl Into<String>, shape: [usize; 2]) {
         self.entries.insert(name.into(), SpecEntry { shape: shape.to_vec(), table: true });
+    }
+
+    /// Stores the matrices `parts` (entries of equal width) end to end on the device as one
+    /// `[rows₁ + rows₂, cols]` tensor named `name` (no checkpoint tensor), taken with
+    /// [`Weights::take_packed`]; each part is a view of it, so the weights are stored once.
+    /// Parts of different storage widths (one kept f32 under f16 storage) are not packed.
+    pub fn pack(&mut self, name: impl Into<String>, parts: [String; 2]) {
+        let [first, second] = [&parts[0], &parts[1]].map(|part| &self.entries[part].shape);
+        assert!(first.len() == 2 && first[1..] == second[1..], "packed parts {parts:?} differ in width");
+        self.packs.insert(name.into(), parts);
+    }
+
+    /// The pack `name` is part of, with the pack's name.
+    fn pack_of(&self, name: &str) -> Option<(&String, &[String; 2])> {
+        self.packs.iter().find(|(_, parts)| parts.contains(&name.to_owned()))
     }
 
     /// Every tensor's name and shape.
@@ -172,6 +190,51 @@ impl Weights {
         blocks.pop().expect("one block").reshape(shape)
     }
 
+    /// Takes out the tensor of [`WeightSpec::pack`] `name`, if its parts were packed.
+    pub fn take_packed(&mut self, name: &str) -> Option<Tensor<2>> {
+        self.tensors.contains_key(name).then(|| self.take(name))
+    }
+
+    /// Stores `values` (one part's, then the other's) as the pack `name` of `parts` (`shapes`).
+    fn insert_packed(&mut self, name: &str, parts: &[String; 2], shapes: [&[usize]; 2], values: Tensor<1>) {
+        let cols = shapes[0][1];
+        let rows = [shapes[0][0], shapes[1][0]];
+        let mut start = 0;
+        for (part, rows) in parts.iter().zip(rows) {
+            let end = start + rows * cols;
+            self.tensors.insert(part.clone(), vec![values.clone().slice(start..end)]);
+            self.shapes.insert(part.clone(), (vec![rows, cols], rows));
+            start = end;
+        }
+        self.tensors.insert(name.to_owned(), vec![values]);
+        self.shapes.insert(name.to_owned(), (vec![rows[0] + rows[1], cols], rows[0] + rows[1]));
+    }
+
+    /// Uploads one tensor of the spec (as row blocks for a table larger than one binding),
+    /// noting a matrix kept in f32 under f16 storage.
+    fn insert_plain(
+        &mut self,
+        name: &str,
+        entry: &SpecEntry,
+        values: &[f32],
+        f16: bool,
+        plan: &StoragePlan,
+        device: &Device,
+    ) {
+        if plan.f16 && entry.shape.len() >= 2 && !f16 {
+            self.kept_f32.push(name.to_owned());
+        }
+        let (rows, cols) = if entry.table { (entry.shape[0], entry.shape[1]) } else { (1, values.len()) };
+        let block_rows = if entry.table { plan.block_rows(rows, cols) } else { 1 };
+        let blocks: Vec<Tensor<1>> =
+            values.chunks(block_rows * cols).map(|chunk| upload_values(chunk, f16, device)).collect();
+        if blocks.len() > 1 {
+            self.split.push((name.to_owned(), blocks.len()));
+        }
+        self.tensors.insert(name.to_owned(), blocks);
+        self.shapes.insert(name.to_owned(), (entry.shape.clone(), block_rows));
+    }
+
     /// Takes a table (declared with [`WeightSpec::add_table`]) out as its row blocks.
     pub fn take_table(&mut self, name: &str) -> Table {
         let (shape, block_rows) = self.shapes[name].clone();
@@ -197,10 +260,10 @@ pub fn upload(
     plan: &StoragePlan,
     device: &Device,
 ) -> Result<Weights> {
-    let mut tensors = HashMap::new();
-    let mut shapes = BTreeMap::new();
-    let mut kept_f32 = Vec::new();
-    let mut split = Vec::new();
+    let mut weights =
+        Weights { tensors: HashMap::new(), shapes: BTreeMap::new(), kept_f32: Vec::new(), split: Vec::new() };
+    // The first part of a pack, until its other part is read.
+    let mut waiting: HashMap<&str, Vec<f32>> = HashMap::new();
     for (name, header) in &located.tensors {
         let entry = &spec.entries[name];
         let bytes = source.read_range(&header.file, header.offset, header.bytes as usize)?;
@@ -212,21 +275,32 @@ pub fn upload(
             )
         })?;
         let matrix = entry.shape.len() >= 2;
-        let f16 = plan.f16 && matrix && values.iter().all(|v| v.abs() <= f32::from(half::f16::MAX) || v.is_nan());
-        if plan.f16 && matrix && !f16 {
-            kept_f32.push(name.clone());
+        let f16 = |values: &[f32]| {
+            plan.f16 && matrix && values.iter().all(|v| v.abs() <= f32::from(half::f16::MAX) || v.is_nan())
+        };
+        if let Some((pack, parts)) = spec.pack_of(name) {
+            let other = if parts[0] == *name { &parts[1] } else { &parts[0] };
+            let Some(other_values) = waiting.remove(other.as_str()) else {
+                waiting.insert(name, values);
+                continue;
+            };
+            let (fits, other_fits) = (f16(&values), f16(&other_values));
+            if fits == other_fits {
+                if plan.f16 && !fits {
+                    weights.kept_f32.extend(parts.iter().cloned());
+                }
+                let ordered =
+                    if parts[0] == *name { [&values[..], &other_values[..]] } else { [&other_values[..], &values[..]] };
+                let shapes = parts.each_ref().map(|part| spec.entries[part].shape.as_slice());
+                weights.insert_packed(pack, parts, shapes, upload_values(&ordered.concat(), fits, device));
+                continue;
+            }
+            weights.insert_plain(other, &spec.entries[other], &other_values, other_fits, plan, device);
         }
-        let (rows, cols) = if entry.table { (entry.shape[0], entry.shape[1]) } else { (1, values.len()) };
-        let block_rows = if entry.table { plan.block_rows(rows, cols) } else { 1 };
-        let blocks: Vec<Tensor<1>> =
-            values.chunks(block_rows * cols).map(|chunk| upload_values(chunk, f16, device)).collect();
-        if blocks.len() > 1 {
-            split.push((name.clone(), blocks.len()));
-        }
-        tensors.insert(name.clone(), blocks);
-        shapes.insert(name.clone(), (entry.shape.clone(), block_rows));
+        let fits = f16(&values);
+        weights.insert_plain(name, entry, &values, fits, plan, device);
     }
-    Ok(Weights { tensors, shapes, kept_f32, split })
+    Ok(weights)
 }
 
 /// One tensor's values on the device, in f16 or f32.
@@ -244,10 +318,19 @@ fn upload_values(values: &[f32], f16: bool, device: &Device) -> Tensor<1> {
 /// biases 0, like transformers' `_init_weights`, at the plan's storage width.
 pub fn random_weights(spec: &WeightSpec, plan: &StoragePlan, device: &Device) -> Weights {
     use burn::tensor::Distribution;
-    let mut tensors = HashMap::new();
-    let mut shapes = BTreeMap::new();
-    let mut split = Vec::new();
+    let mut weights =
+        Weights { tensors: HashMap::new(), shapes: BTreeMap::new(), kept_f32: Vec::new(), split: Vec::new() };
+    for (pack, parts) in &spec.packs {
+        let shapes = parts.each_ref().map(|part| spec.entries[part].shape.as_slice());
+        let count = shapes.iter().map(|shape| shape.iter().product::<usize>()).sum::<usize>();
+        let dtype = if plan.f16 { DType::F16 } else { DType::F32 };
+        let values = Tensor::random([count], Distribution::Normal(0.0, 0.02), (device, dtype));
+        weights.insert_packed(pack, parts, shapes, values);
+    }
     for (name, entry) in &spec.entries {
+        if spec.pack_of(name).is_some() {
+            continue;
+        }
         let count: usize = entry.shape.iter().product();
         let (rows, cols) = if entry.table { (entry.shape[0], entry.shape[1]) } else { (1, count) };
         let block_rows = if entry.table { plan.block_rows(rows, cols) } else { 1 };
@@ -264,12 +347,12 @@ pub fn random_weights(spec: &WeightSpec, plan: &StoragePlan, device: &Device) ->
             })
             .collect();
         if blocks.len() > 1 {
-            split.push((name.clone(), blocks.len()));
+            weights.split.push((name.clone(), blocks.len()));
         }
-        tensors.insert(name.clone(), blocks);
-        shapes.insert(name.clone(), (entry.shape.clone(), block_rows));
+        weights.tensors.insert(name.clone(), blocks);
+        weights.shapes.insert(name.clone(), (entry.shape.clone(), block_rows));
     }
-    Weights { tensors, shapes, kept_f32: Vec::new(), split }
+    weights
 }
 
 fn corrupt(file: &str, e: SafeTensorError) -> Error {

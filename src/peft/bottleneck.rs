@@ -16,7 +16,7 @@ use burn::tensor::{Tensor, TensorData, activation};
 
 use crate::err;
 use crate::error::Result;
-use crate::model::{CausalLm, LayerHooks, ModelShape, SubBlock};
+use crate::model::{CausalLm, LayerHooks, Linear, ModelShape, SubBlock};
 use crate::rng::{Rng, Stream};
 
 /// `reduction_factor`: one value, or per layer (`{"0": 8, "default": 16}`).
@@ -394,6 +394,10 @@ fn truncated_normal(rng: &mut Rng, std: f64, limit: f64) -> f64 {
 }
 
 impl LayerHooks for BottleneckAdapter {
+    fn changes(&self, _: &Linear) -> bool {
+        false
+    }
+
     fn residual(&self, layer: usize, site: SubBlock, x: Tensor<2>, h: Tensor<2>) -> Tensor<2> {
         let Some(m) = self.by_site.get(layer).and_then(|s| s[site_index(site)]).map(|i| &self.modules[i]) else {
             return x + h;

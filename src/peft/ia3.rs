@@ -157,6 +157,10 @@ impl Ia3Module {
 }
 
 impl LayerHooks for Ia3Adapter {
+    fn changes(&self, layer: &Linear) -> bool {
+        self.by_slot.get(layer.slot).is_some_and(Option::is_some)
+    }
+
     fn linear(&self, layer: &Linear, x: Tensor<2>) -> Tensor<2> {
         match self.by_slot.get(layer.slot).copied().flatten().map(|i| &self.modules[i]) {
             None => layer.forward_base(x),

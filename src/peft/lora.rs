@@ -240,6 +240,10 @@ fn host_tensor(rows: usize, cols: usize, mut sample: impl FnMut() -> f64, device
 }
 
 impl LayerHooks for LoraAdapter {
+    fn changes(&self, layer: &Linear) -> bool {
+        self.by_slot.get(layer.slot).is_some_and(Option::is_some)
+    }
+
     fn linear(&self, layer: &Linear, x: Tensor<2>) -> Tensor<2> {
         let Some(i) = self.by_slot.get(layer.slot).copied().flatten() else {
             return layer.forward_base(x);

@@ -158,6 +158,8 @@ pub struct Trainer {
     stopped_early: bool,
     /// The next step's gradients, issued by [`Trainer::prefetch`] after the last update.
     prefetched: Option<Result<StepGradients>>,
+    /// Whether [`Trainer::step`] issues the next step's passes while the GPU finishes its own.
+    overlap: bool,
     /// What a checkpoint of this run must match to resume it.
     identity: checkpoint::RunIdentity,
 }
@@ -212,6 +214,7 @@ impl Trainer {
             evals_without_improvement: 0,
             stopped_early: false,
             prefetched: None,
+            overlap: true,
             identity,
         })
     }
@@ -261,7 +264,9 @@ impl Trainer {
 
         // Two reads rather than one of both values end to end: joining them would be a kernel.
         let (loss_sum, norm) = (readback::Started::new(loss_sum), readback::Started::new(norm));
-        self.prefetch();
+        if self.overlap {
+            self.prefetch();
+        }
         let values = [loss_sum.finish().await?[0], norm.finish().await?[0]];
         let mut metrics = StepMetrics {
             step: self.step,
@@ -296,6 +301,13 @@ impl Trainer {
             self.restore_best();
         }
         Ok(metrics)
+    }
+
+    /// Turns off (or back on) issuing the next step's passes inside [`Trainer::step`], for
+    /// benchmarks that time the host's issuing alone: with a software GPU (SwiftShader, lavapipe)
+    /// the GPU's work runs on the same CPU cores as the host while the passes are issued.
+    pub fn set_overlap(&mut self, overlap: bool) {
+        self.overlap = overlap;
     }
 
     /// Issues the next step's forward and backward passes now, if the run has a next step and

@@ -69,8 +69,11 @@ impl WebBench {
             .await
             .map_err(js_error)?;
         // Every counted step then starts from gradients issued before it, as a run's steps after
-        // the first do (`Trainer::step`).
-        bench.trainer.prefetch();
+        // the first do (`Trainer::step`); without overlap, each issues its own.
+        bench.trainer.set_overlap(options.overlap);
+        if options.overlap {
+            bench.trainer.prefetch();
+        }
         let info = BenchInfo {
             model,
             layers: lm.config.num_layers,
