@@ -136,6 +136,39 @@ fn f16_storage_stays_close_to_f32() {
     }
 }
 
+/// A matrix with a value beyond f16's range stays f32 under f16 storage. The gate and up
+/// projections are stored as one packed tensor: with one of them beyond the range they are stored
+/// apart (only that one f32), with both beyond it packed in f32; either way the logits stay those
+/// of the f32 model of the same checkpoint, as far as f16 rounding of the other weights moves them.
+#[test]
+fn matrices_beyond_f16_stay_f32_packed_or_not() {
+    use webtune::model::weights::{encode_safetensors, read_host_tensors};
+    let mlp = "model.layers.0.mlp";
+    let (gate, up) = (format!("{mlp}.gate_proj.weight"), format!("{mlp}.up_proj.weight"));
+    for beyond in [vec![gate.clone()], vec![gate.clone(), up.clone()]] {
+        let dir = copy_model("llama", &format!("beyond-f16-{}", beyond.len()));
+        let file = dir.join("model.safetensors");
+        let mut tensors = read_host_tensors("model.safetensors", &std::fs::read(&file).unwrap()).unwrap();
+        for name in &beyond {
+            tensors.get_mut(name).unwrap().data[5] = 7.0e4;
+        }
+        std::fs::write(&file, encode_safetensors(&tensors, None)).unwrap();
+        let load =
+            |options: &LoadOptions| Model::load_with(&Folder::new(dir.clone()).unwrap(), &gpu(), options).unwrap();
+        let f32_model = load(&LoadOptions::default());
+        let f16_model = load(&LoadOptions { weights_dtype: WeightsDtype::F16, ..LoadOptions::default() });
+        let mut kept = f16_model.lm.report.kept_f32.clone();
+        kept.sort();
+        assert_eq!(kept, beyond, "matrices kept in f32");
+        let (exact, half) = (sequence_logits(&f32_model, "llama"), sequence_logits(&f16_model, "llama"));
+        assert!(exact.iter().all(|v| v.is_finite()), "{beyond:?}: the f32 model's logits are not finite");
+        let diff = max_abs_diff(&half, &exact);
+        let largest = exact.iter().fold(0f32, |m, x| m.max(x.abs()));
+        println!("{beyond:?} beyond f16: max |logit f16 − f32| = {diff:.3e} (largest |logit| {largest:.3})");
+        assert!(diff < largest / 256.0, "{beyond:?}: f16 storage moved the logits by {diff}");
+    }
+}
+
 /// Embedding and head matrices larger than the binding limit are stored as row blocks: lookups
 /// and logits equal the unsplit model's. The limit is lowered so that the 512-row tables split
 /// unevenly (e.g. 195 + 195 + 122 rows) while every other tensor still fits one binding.
