@@ -100,7 +100,7 @@ impl WeightSpec {
 
     /// The pack `name` is part of, with the pack's name.
     fn pack_of(&self, name: &str) -> Option<(&String, &[String; 2])> {
-        self.packs.iter().find(|(_, parts)| parts.contains(&name.to_owned()))
+        self.packs.iter().find(|(_, parts)| parts.iter().any(|part| part == name))
     }
 
     /// Every tensor's name and shape.
@@ -170,6 +170,7 @@ pub fn locate(headers: &Headers, spec: &WeightSpec) -> Result<Located> {
 }
 
 /// Tensors on the device, taken out by name while the model is assembled.
+#[derive(Default)]
 pub struct Weights {
     /// Row blocks of each tensor (one block unless it is a split table), flattened.
     tensors: HashMap<String, Vec<Tensor<1>>>,
@@ -195,8 +196,10 @@ impl Weights {
         self.tensors.contains_key(name).then(|| self.take(name))
     }
 
-    /// Stores `values` (one part's, then the other's) as the pack `name` of `parts` (`shapes`).
-    fn insert_packed(&mut self, name: &str, parts: &[String; 2], shapes: [&[usize]; 2], values: Tensor<1>) {
+    /// Stores `values` (one part's, then the other's) as the pack `name` of `spec`.
+    fn insert_packed(&mut self, spec: &WeightSpec, name: &str, values: Tensor<1>) {
+        let parts = &spec.packs[name];
+        let shapes = parts.each_ref().map(|part| spec.entries[part].shape.as_slice());
         let cols = shapes[0][1];
         let rows = [shapes[0][0], shapes[1][0]];
         let mut start = 0;
@@ -260,8 +263,7 @@ pub fn upload(
     plan: &StoragePlan,
     device: &Device,
 ) -> Result<Weights> {
-    let mut weights =
-        Weights { tensors: HashMap::new(), shapes: BTreeMap::new(), kept_f32: Vec::new(), split: Vec::new() };
+    let mut weights = Weights::default();
     // The first part of a pack, until its other part is read.
     let mut waiting: HashMap<&str, Vec<f32>> = HashMap::new();
     for (name, header) in &located.tensors {
@@ -291,8 +293,7 @@ pub fn upload(
                 }
                 let ordered =
                     if parts[0] == *name { [&values[..], &other_values[..]] } else { [&other_values[..], &values[..]] };
-                let shapes = parts.each_ref().map(|part| spec.entries[part].shape.as_slice());
-                weights.insert_packed(pack, parts, shapes, upload_values(&ordered.concat(), fits, device));
+                weights.insert_packed(spec, pack, upload_values(&ordered.concat(), fits, device));
                 continue;
             }
             weights.insert_plain(other, &spec.entries[other], &other_values, other_fits, plan, device);
@@ -318,14 +319,12 @@ fn upload_values(values: &[f32], f16: bool, device: &Device) -> Tensor<1> {
 /// biases 0, like transformers' `_init_weights`, at the plan's storage width.
 pub fn random_weights(spec: &WeightSpec, plan: &StoragePlan, device: &Device) -> Weights {
     use burn::tensor::Distribution;
-    let mut weights =
-        Weights { tensors: HashMap::new(), shapes: BTreeMap::new(), kept_f32: Vec::new(), split: Vec::new() };
+    let mut weights = Weights::default();
     for (pack, parts) in &spec.packs {
-        let shapes = parts.each_ref().map(|part| spec.entries[part].shape.as_slice());
-        let count = shapes.iter().map(|shape| shape.iter().product::<usize>()).sum::<usize>();
+        let count = parts.iter().map(|part| spec.entries[part].shape.iter().product::<usize>()).sum::<usize>();
         let dtype = if plan.f16 { DType::F16 } else { DType::F32 };
         let values = Tensor::random([count], Distribution::Normal(0.0, 0.02), (device, dtype));
-        weights.insert_packed(pack, parts, shapes, values);
+        weights.insert_packed(spec, pack, values);
     }
     for (name, entry) in &spec.entries {
         if spec.pack_of(name).is_some() {
