@@ -12,7 +12,8 @@
 //! WebGPU limits every kernel here keeps to: no subgroups, no f64, at most 256 invocations and
 //! 16 KiB of workgroup memory per workgroup, at most 65,535 workgroups per grid dimension.
 //!
-//! The functions the model calls are in `api` (re-exported here).
+//! The functions the model calls are in `api` (re-exported here). The `*_composed` functions are
+//! the Flex CPU backend's kernels, so unused in wasm (which has only the GPU backend).
 
 mod adamw;
 mod api;
@@ -76,7 +77,8 @@ pub trait FusedKernels: Backend {
     ))]
     fn frozen_matmul_forward(x: FloatTensor<Self>, weight: FloatTensor<Self>, transposed: bool) -> FloatTensor<Self>;
 
-    /// `act(gate) · up` elementwise; `act` is [`glu::code`] of an [`Activation`](crate::model::config::Activation).
+    /// `act(gate) · up` elementwise; `act` is [`glu::code`] of an
+    /// [`Activation`](crate::model::config::Activation).
     #[fusion(meta = |gate, _up, _act| gate.clone())]
     fn glu_forward(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: u32) -> FloatTensor<Self>;
 
