@@ -205,12 +205,11 @@ impl Weights {
         let mut start = 0;
         for (part, rows) in parts.iter().zip(rows) {
             let end = start + rows * cols;
-            self.tensors.insert(part.clone(), vec![values.clone().slice(start..end)]);
-            self.shapes.insert(part.clone(), (vec![rows, cols], rows));
+            self.insert_blocks(part, &[rows, cols], rows, vec![values.clone().slice(start..end)]);
             start = end;
         }
-        self.tensors.insert(name.to_owned(), vec![values]);
-        self.shapes.insert(name.to_owned(), (vec![rows[0] + rows[1], cols], rows[0] + rows[1]));
+        let total = rows[0] + rows[1];
+        self.insert_blocks(name, &[total, cols], total, vec![values]);
     }
 
     /// Uploads one tensor of the spec (as row blocks for a table larger than one binding),
@@ -229,13 +228,18 @@ impl Weights {
         }
         let (rows, cols) = if entry.table { (entry.shape[0], entry.shape[1]) } else { (1, values.len()) };
         let block_rows = if entry.table { plan.block_rows(rows, cols) } else { 1 };
-        let blocks: Vec<Tensor<1>> =
-            values.chunks(block_rows * cols).map(|chunk| upload_values(chunk, f16, device)).collect();
+        let blocks = values.chunks(block_rows * cols).map(|chunk| upload_values(chunk, f16, device)).collect();
+        self.insert_blocks(name, &entry.shape, block_rows, blocks);
+    }
+
+    /// Stores tensor `name` of `shape` as its row blocks of `block_rows` rows each, noting a
+    /// split table.
+    fn insert_blocks(&mut self, name: &str, shape: &[usize], block_rows: usize, blocks: Vec<Tensor<1>>) {
         if blocks.len() > 1 {
             self.split.push((name.to_owned(), blocks.len()));
         }
         self.tensors.insert(name.to_owned(), blocks);
-        self.shapes.insert(name.to_owned(), (entry.shape.clone(), block_rows));
+        self.shapes.insert(name.to_owned(), (shape.to_vec(), block_rows));
     }
 
     /// Takes a table (declared with [`WeightSpec::add_table`]) out as its row blocks.
@@ -345,11 +349,7 @@ pub fn random_weights(spec: &WeightSpec, plan: &StoragePlan, device: &Device) ->
                 }
             })
             .collect();
-        if blocks.len() > 1 {
-            weights.split.push((name.clone(), blocks.len()));
-        }
-        weights.tensors.insert(name.clone(), blocks);
-        weights.shapes.insert(name.clone(), (entry.shape.clone(), block_rows));
+        weights.insert_blocks(name, &entry.shape, block_rows, blocks);
     }
     weights
 }
