@@ -39,8 +39,9 @@ phase() {
 
 phase "setup" scripts/setup.sh
 phase "native tests" cargo test "$@"
-phase "native tests on wgpu" env WEBTUNE_DEVICE=gpu cargo test "$@" --test kernels --test bucketing \
-  --test model_parity --test peft_parity --test adapter_methods --test training -- --test-threads=1
+phase "native tests on wgpu" env WEBTUNE_DEVICE=gpu cargo test "$@" --test kernels --test kernels_attention \
+  --test kernels_loss_optimizer --test bucketing --test model_parity --test peft_parity --test adapter_methods \
+  --test training -- --test-threads=1
 phase "fuzz" scripts/fuzz.sh
 phase "wasm build" scripts/build-wasm.sh
 phase "npm package" scripts/build-npm.sh

@@ -4,6 +4,7 @@
 mod encode;
 mod source;
 mod split;
+mod strftime;
 mod template;
 
 use encode::{Encoded, Rejection, RowEncoder};

@@ -4,6 +4,7 @@
 
 pub mod dts;
 pub mod gguf_reader;
+pub mod kernel_checks;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
