@@ -18,13 +18,27 @@ fn adamw_matches_the_torch_update_in_composed_ops() {
     let _serial = one_at_a_time();
     let device = gpu();
     let n = 70_001;
-    let param = values([n], 7, 1.0, &device);
-    let grad = values([n], 8, 0.05, &device);
-    let m = values([n], 9, 0.01, &device);
-    let v = values([n], 10, 1e-4, &device).abs();
     let (lr, beta1, beta2, eps, weight_decay, t) = (1e-2f64, 0.9f64, 0.999f64, 1e-8f64, 0.01f64, 3);
     for clip in [0.0f32, 1.0, 100.0] {
+        // Fresh tensors each time: on the GPU the update rewrites them.
+        let param = values([n], 7, 1.0, &device);
+        let grad = values([n], 8, 0.05, &device);
+        let m = values([n], 9, 0.01, &device);
+        let v = values([n], 10, 1e-4, &device).abs();
         let norm = grad.clone().square().sum().sqrt();
+        // torch.optim.AdamW, single-tensor path, after clip_grad_norm_ (train::optim's formulas).
+        let g = if clip > 0.0 {
+            grad.clone() * (norm.clone() + 1e-6).recip().mul_scalar(clip).clamp_max(1.0)
+        } else {
+            grad.clone()
+        };
+        let p = param.clone() * (1.0 - lr * weight_decay);
+        let m1 = m.clone() + (g.clone() - m.clone()) * (1.0 - beta1);
+        let v1 = v.clone() * beta2 + g.clone() * g * (1.0 - beta2);
+        let denom = v1.clone().sqrt() / (1.0 - beta2.powi(t)).sqrt() + eps;
+        let p1 = p - m1.clone() / denom * (lr / (1.0 - beta1.powi(t)));
+        let reference = Tensor::stack::<2>(vec![p1, m1, v1], 0);
+        let reference = Tensor::<2>::from_data(reference.into_data(), &device);
         let step = kernels::AdamWStep {
             decay: (1.0 - lr * weight_decay) as f32,
             one_minus_beta1: (1.0 - beta1) as f32,
@@ -35,21 +49,37 @@ fn adamw_matches_the_torch_update_in_composed_ops() {
             step_size: (lr / (1.0 - beta1.powi(t))) as f32,
             clip,
         };
-        let moments = Tensor::stack::<2>(vec![m.clone(), v.clone()], 0);
-        let fused = kernels::adamw(param.clone(), grad.clone(), moments, norm.clone(), step);
-        // torch.optim.AdamW, single-tensor path, after clip_grad_norm_ (train::optim's formulas).
-        let g = if clip > 0.0 {
-            grad.clone() * (norm + 1e-6).recip().mul_scalar(clip).clamp_max(1.0)
-        } else {
-            grad.clone()
-        };
-        let p = param.clone() * (1.0 - lr * weight_decay);
-        let m1 = m.clone() + (g.clone() - m.clone()) * (1.0 - beta1);
-        let v1 = v.clone() * beta2 + g.clone() * g * (1.0 - beta2);
-        let denom = v1.clone().sqrt() / (1.0 - beta2.powi(t)).sqrt() + eps;
-        let p1 = p - m1.clone() / denom * (lr / (1.0 - beta1.powi(t)));
-        let reference = Tensor::stack::<2>(vec![p1, m1, v1], 0);
+        let moments = Tensor::stack::<2>(vec![m, v], 0);
+        let scalars = webtune::train::optim::upload(&step, &device);
+        let (p, moments) = kernels::adamw(param, grad, moments, norm, scalars);
+        let fused = Tensor::cat(vec![p.reshape([1, n]), moments], 0);
         close(&format!("adamw clip {clip}"), fused, reference);
+    }
+}
+
+/// The update that must change nothing (the warm-up's) leaves parameters and moments bit for bit
+/// as they were (NaN fails `==`), and on the GPU the update is in place: the tensor passed in reads
+/// the updated values afterwards.
+#[test]
+fn adamw_unchanged_keeps_every_bit_and_the_gpu_updates_in_place() {
+    let _serial = one_at_a_time();
+    let (device, info) = webtune::device::gpu().unwrap();
+    let n = 5_003;
+    let param = values([n], 11, 1.0, &device);
+    let grad = values([n], 12, 0.5, &device);
+    let moments = Tensor::stack::<2>(vec![values([n], 13, 0.01, &device), values([n], 14, 1e-4, &device).abs()], 0);
+    let before = (param.clone().into_data(), moments.clone().into_data());
+    let norm = grad.clone().square().sum().sqrt();
+    let unchanged = webtune::train::optim::upload(&kernels::AdamWStep::unchanged(1.0), &device);
+    let (p, m) = kernels::adamw(param.clone(), grad.clone(), moments.clone(), norm.clone(), unchanged);
+    assert_eq!(p.into_data().try_to_vec::<f32>().unwrap(), before.0.try_to_vec::<f32>().unwrap(), "params");
+    assert_eq!(m.into_data().try_to_vec::<f32>().unwrap(), before.1.try_to_vec::<f32>().unwrap(), "moments");
+    let step = kernels::AdamWStep { step_size: 0.5, ..kernels::AdamWStep::unchanged(0.0) };
+    let (p, _) = kernels::adamw(param.clone(), grad, moments, norm, webtune::train::optim::upload(&step, &device));
+    let updated: Vec<f32> = p.into_data().try_to_vec().unwrap();
+    assert_ne!(updated, before.0.try_to_vec::<f32>().unwrap(), "the update changed nothing");
+    if !info.is_cpu() {
+        assert_eq!(param.into_data().try_to_vec::<f32>().unwrap(), updated, "the GPU update is in place");
     }
 }
 

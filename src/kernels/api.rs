@@ -6,7 +6,7 @@
 use burn::backend::Dispatch;
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::{AdamWStep, FusedKernels, FusedOps, GATHER_INPUTS, LossChunks, SinkSlot};
+use super::{FusedKernels, FusedOps, GATHER_INPUTS, LossChunks, SinkSlot};
 use crate::model::config::Activation;
 
 /// RMSNorm over the last dimension of `x [rows, d]` with `weight [d]`: Llama's
@@ -184,17 +184,26 @@ fn chunked_cross_entropy(
 
 /// One AdamW update of every trainable value, laid end to end in `param [n]` and the first `n`
 /// values of `grad` (as [`gather`] leaves them; the rest is not read), with
-/// `moments [2, n]` (first, then second moment) and the gradient's global `norm [1]`: returns
-/// `[3, n]` (updated param, m, v). Not differentiable (optimizer state). Reference: the composed
-/// update of `train::optim`.
-pub fn adamw(param: Tensor<1>, grad: Tensor<1>, moments: Tensor<2>, norm: Tensor<1>, step: AdamWStep) -> Tensor<2> {
-    Tensor::from_dispatch(Dispatch::adamw_update(
+/// `moments [2, n]` (first, then second moment), the gradient's global `norm [1]` and the
+/// update's scalars `[AdamWStep::LEN]` ([`AdamWStep::values`](super::AdamWStep::values)): returns the updated
+/// `(param, moments)`. On the GPU they are the same buffers, updated in place (every view of
+/// `param` sees the update); on the CPU, new tensors. Not differentiable (optimizer state).
+/// Reference: the composed update of `train::optim`.
+pub fn adamw(
+    param: Tensor<1>,
+    grad: Tensor<1>,
+    moments: Tensor<2>,
+    norm: Tensor<1>,
+    scalars: Tensor<1>,
+) -> (Tensor<1>, Tensor<2>) {
+    let (param, moments) = Dispatch::adamw_update(
         param.into_dispatch(),
         grad.into_dispatch(),
         moments.into_dispatch(),
         norm.into_dispatch(),
-        step,
-    ))
+        scalars.into_dispatch(),
+    );
+    (Tensor::from_dispatch(param), Tensor::from_dispatch(moments))
 }
 
 /// `tensors` flattened (row-major) and laid end to end, and their global L2 norm `[1]`, in

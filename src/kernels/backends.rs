@@ -9,8 +9,7 @@ use burn::backend::{Autodiff, Cube, DispatchKindConversion, DispatchTensor, Tens
 use burn_cubecl::CubeBackend;
 
 use super::{
-    AdamWStep, FusedKernels, FusedOps, Placement, SinkSlot, adamw, attention, cross_entropy, frozen, gather, glu, lora,
-    rms_norm,
+    FusedKernels, FusedOps, Placement, SinkSlot, adamw, attention, cross_entropy, frozen, gather, glu, lora, rms_norm,
 };
 
 impl FusedKernels for CubeBackend {
@@ -108,9 +107,9 @@ impl FusedKernels for CubeBackend {
         grad: FloatTensor<Self>,
         moments: FloatTensor<Self>,
         norm: FloatTensor<Self>,
-        step: AdamWStep,
-    ) -> FloatTensor<Self> {
-        adamw::update_cube(param, grad, moments, norm, step)
+        scalars: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        adamw::update_cube(param, grad, moments, norm, scalars)
     }
 
     fn gather_into(

@@ -5,9 +5,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Flex, TensorMetadata};
 use burn::tensor::Tensor;
 
-use super::{
-    AdamWStep, FusedKernels, Placement, SinkSlot, adamw, attention, cross_entropy, gather, glu, lora, rms_norm,
-};
+use super::{FusedKernels, Placement, SinkSlot, adamw, attention, cross_entropy, gather, glu, lora, rms_norm};
 
 fn wrap<const D: usize>(primitive: FloatTensor<Flex>) -> Tensor<D> {
     Tensor::from_primitive::<Flex>(primitive)
@@ -115,9 +113,11 @@ impl FusedKernels for Flex {
         grad: FloatTensor<Self>,
         moments: FloatTensor<Self>,
         norm: FloatTensor<Self>,
-        step: AdamWStep,
-    ) -> FloatTensor<Self> {
-        unwrap(adamw::update_composed(wrap(param), wrap(grad), wrap(moments), wrap(norm), step))
+        scalars: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (param, moments) =
+            adamw::update_composed(wrap(param), wrap(grad), wrap(moments), wrap(norm), wrap(scalars));
+        (unwrap(param), unwrap(moments))
     }
 
     fn gather_into(

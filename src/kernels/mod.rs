@@ -151,15 +151,17 @@ pub trait FusedKernels: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// One AdamW update of flat `param [n]` with `grad [≥ n]` (its first `n`) and `moments [2, n]`
-    /// (m, then v), the gradient clipped by its global `norm [1]`: returns `[3, n]` (param, m, v).
-    #[fusion(meta = |param, _grad, _moments, _norm, _step| TensorSpec::new(Shape::new([3, param.shape[0]]), param.dtype))]
+    /// (m, then v), the gradient clipped by its global `norm [1]`, with the scalars
+    /// `[AdamWStep::LEN]` of [`AdamWStep::values`]: the updated `(param, moments)`, in place on the
+    /// GPU (contiguous `param` and `moments`), new tensors on the CPU.
+    #[fusion(meta = |param, _grad, moments, _norm, _scalars| (param.clone(), moments.clone()))]
     fn adamw_update(
         param: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         moments: FloatTensor<Self>,
         norm: FloatTensor<Self>,
-        step: AdamWStep,
-    ) -> FloatTensor<Self>;
+        scalars: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// `dest` with the first `count` of `a`..`f` (`[rows, cols]`, row-major order) copied end to
     /// end from `offset` on, and the sums of squares of each 256 of them from `partials_at` on.

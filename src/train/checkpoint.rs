@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Display;
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Example;
@@ -186,12 +186,14 @@ impl Trainer {
         let (m, v) = self.optimizer.moments();
         let groups: [(&str, Vec<Tensor<2>>); 3] =
             [("param", self.adapter.params().into_iter().map(|(_, t)| t).collect()), ("m", m), ("v", v)];
-        let best = self.best.as_ref().map(|b| ("best", b.params.clone()));
-        for (group, values) in groups.into_iter().chain(best) {
+        for (group, values) in groups {
             for (i, t) in values.into_iter().enumerate() {
                 let shape = t.dims().to_vec();
                 tensors.insert(format!("{group}.{i}"), HostTensor { shape, data: readback::floats(t).await? });
             }
+        }
+        for (i, t) in self.best.iter().flat_map(|b| &b.params).enumerate() {
+            tensors.insert(format!("best.{i}"), t.clone());
         }
         let state = State {
             format: FORMAT.into(),
@@ -237,28 +239,26 @@ impl Trainer {
         }
         let mut tensors = read_host_tensors("checkpoint", bytes)?;
         let device = self.lm.device().clone();
-        let mut group = |name: &str, count: usize| -> Result<Vec<Tensor<2>>> {
+        let mut host_group = |name: &str, count: usize| -> Result<Vec<HostTensor>> {
             (0..count)
                 .map(|i| {
                     let t = tensors
                         .remove(&format!("{name}.{i}"))
                         .ok_or_else(|| err!(InvalidOptions, "the checkpoint lacks {name}.{i}"))?;
-                    let shape: [usize; 2] = t
-                        .shape
-                        .as_slice()
-                        .try_into()
-                        .map_err(|_| err!(InvalidOptions, "checkpoint tensor {name}.{i} is not 2-D"))?;
-                    Ok(Tensor::from_data(TensorData::new(t.data, shape), &device))
+                    if t.shape.len() != 2 {
+                        return Err(err!(InvalidOptions, "checkpoint tensor {name}.{i} is not 2-D"));
+                    }
+                    Ok(t)
                 })
                 .collect()
         };
         let n = self.adapter.params().len();
-        let params = group("param", n)?;
-        let (m, v) = (group("m", n)?, group("v", n)?);
+        let (params, m, v) = (host_group("param", n)?, host_group("m", n)?, host_group("v", n)?);
         let best = match state.best_loss {
-            Some(loss) => Some(Best { loss, params: group("best", n)? }),
+            Some(loss) => Some(Best { loss, params: host_group("best", n)? }),
             None => None,
         };
+        let (params, m, v) = (to_device(params, &device), to_device(m, &device), to_device(v, &device));
         self.adapter = self.adapter.with_params(self.optimizer.set_params(params));
         self.prefetched = None;
         self.optimizer.set_moments(m, v);
@@ -269,4 +269,9 @@ impl Trainer {
         self.stopped_early = state.stopped_early;
         Ok(())
     }
+}
+
+/// 2-D host tensors (checked by the caller) on `device`.
+pub(super) fn to_device(tensors: Vec<HostTensor>, device: &Device) -> Vec<Tensor<2>> {
+    tensors.into_iter().map(|t| Tensor::from_data(TensorData::new(t.data, [t.shape[0], t.shape[1]]), device)).collect()
 }

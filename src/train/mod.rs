@@ -16,7 +16,9 @@ use burn::tensor::Tensor;
 use crate::data::{Batch, Example};
 use crate::err;
 use crate::error::Result;
+use crate::kernels::AdamWStep;
 use crate::model::CausalLm;
+use crate::model::weights::HostTensor;
 use crate::peft::Adapter;
 use crate::readback;
 use crate::rng::{Rng, Stream};
@@ -132,11 +134,12 @@ pub struct StepGradients {
     pub tokens: usize,
 }
 
-/// Best eval loss so far and the adapter values that reached it.
+/// Best eval loss so far and the adapter values that reached it, copied to the host: on the GPU
+/// the optimizer updates the parameters in place.
 #[derive(Clone)]
 struct Best {
     loss: f64,
-    params: Vec<Tensor<2>>,
+    params: Vec<HostTensor>,
 }
 
 /// A training run. Drive it with [`Trainer::step`] until [`Trainer::is_done`].
@@ -293,7 +296,7 @@ impl Trainer {
         if !self.eval.is_empty() && self.config.eval_every.is_some() && eval_due {
             let eval_loss = self.evaluate().await?;
             metrics.eval_loss = Some(eval_loss);
-            self.record_eval(eval_loss);
+            self.record_eval(eval_loss).await?;
             metrics.early_stopped = self.stopped_early;
         }
         if self.is_done() {
@@ -391,9 +394,9 @@ impl Trainer {
     /// Compiles the GPU pipelines of every batch shape the run can meet, so that no training step
     /// waits for compilation (seconds per shape in a browser): one forward and backward pass per
     /// padded length a training batch can have (a batch is padded to the bucket of its longest
-    /// example, so these are the buckets of the examples), each with an optimizer update
-    /// (discarded), [`WARM_PASSES`] times, and one evaluation pass per eval length. Changes
-    /// nothing in the run. Returns the shapes warmed.
+    /// example, so these are the buckets of the examples), each with an optimizer update that
+    /// changes nothing ([`AdamWStep::unchanged`]), [`WARM_PASSES`] times, and one evaluation pass
+    /// per eval length. Changes nothing in the run. Returns the shapes warmed.
     pub async fn warm_up(&self) -> Result<usize> {
         let mut by_len: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
         for (i, example) in self.train.iter().enumerate() {
@@ -414,7 +417,9 @@ impl Trainer {
             for _ in 0..WARM_PASSES {
                 let StepGradients { grads, loss_sum, .. } =
                     self.gradients(std::slice::from_ref(&batch), supervised, 0)?;
-                let (_, norm) = self.optimizer.clone().step(grads.for_optimizer(), self.config.lr, self.config.clip);
+                let unchanged = AdamWStep::unchanged(self.config.clip.map_or(0.0, |c| c as f32));
+                let scalars = optim::upload(&unchanged, self.lm.device());
+                let (_, norm) = self.optimizer.clone().update(grads.for_optimizer(), scalars);
                 readback::scalar(loss_sum).await?;
                 readback::scalar(norm).await?;
             }
@@ -443,13 +448,17 @@ impl Trainer {
         evaluate(&self.lm, &self.adapter, &self.eval, self.config.batch_size, self.pad_id).await
     }
 
-    fn record_eval(&mut self, loss: f64) {
-        let Some(es) = self.config.early_stopping else { return };
+    async fn record_eval(&mut self, loss: f64) -> Result<()> {
+        let Some(es) = self.config.early_stopping else { return Ok(()) };
         // transformers resets patience only for an improvement larger than the threshold, but
         // keeps any strictly better adapter as the best one.
         let improved_enough = self.best.as_ref().is_none_or(|b| loss < b.loss && b.loss - loss > es.threshold);
         if self.best.as_ref().is_none_or(|b| loss < b.loss) {
-            self.best = Some(Best { loss, params: self.adapter.params().into_iter().map(|(_, t)| t).collect() });
+            let mut params = Vec::new();
+            for (_, t) in self.adapter.params() {
+                params.push(HostTensor { shape: t.dims().to_vec(), data: readback::floats(t).await? });
+            }
+            self.best = Some(Best { loss, params });
         }
         if improved_enough {
             self.evals_without_improvement = 0;
@@ -459,12 +468,14 @@ impl Trainer {
                 self.stopped_early = true;
             }
         }
+        Ok(())
     }
 
     /// With early stopping, training ends on the best adapter seen.
     fn restore_best(&mut self) {
         if let Some(best) = &self.best {
-            self.adapter = self.adapter.with_params(self.optimizer.set_params(best.params.clone()));
+            let params = checkpoint::to_device(best.params.clone(), self.lm.device());
+            self.adapter = self.adapter.with_params(self.optimizer.set_params(params));
         }
     }
 

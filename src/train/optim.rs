@@ -4,10 +4,11 @@
 //! to a global norm as `torch.nn.utils.clip_grad_norm_` does.
 //!
 //! All trainable values are updated at once, laid end to end in one flat buffer: one kernel
-//! ([`kernels::adamw`]) instead of a few per parameter tensor. The gradients are laid end to end
-//! and their global norm taken by [`kernels::gather`], a few tensors per dispatch rather than one.
+//! ([`kernels::adamw`]) instead of a few per parameter tensor, in place on the GPU. The gradients
+//! are laid end to end and their global norm taken by [`kernels::gather`], a few tensors per
+//! dispatch rather than one.
 
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::kernels::{self, AdamWStep};
 
@@ -32,7 +33,8 @@ pub struct AdamW {
     /// Steps taken so far (torch's `state["step"]`).
     pub t: usize,
     /// `[n]`: every parameter, end to end in parameter order. The adapter holds views of it, so an
-    /// update needs no copy to lay them end to end again.
+    /// update needs no copy to lay them end to end again (and on the GPU, where the update is in
+    /// place, the views see it).
     params: Tensor<1>,
     /// `[2, n]`: the first and the second moment of all parameters, end to end in parameter order.
     moments: Tensor<2>,
@@ -72,14 +74,12 @@ impl AdamW {
         self.moments = Tensor::stack(vec![Self::flatten(m), Self::flatten(v)], 0);
     }
 
-    /// One update of every parameter with its gradient at learning rate `lr`, after clipping the
-    /// gradients' global norm to `clip`. Returns the updated parameters (views of the new flat
-    /// copy) and the norm before clipping, `[1]`.
-    pub fn step(&mut self, grads: Vec<Tensor<2>>, lr: f64, clip: Option<f64>) -> (Vec<Tensor<2>>, Tensor<1>) {
+    /// The scalars of the next update (step `t + 1`) at learning rate `lr`, the gradients' global
+    /// norm clipped to `clip`.
+    pub fn next_step(&self, lr: f64, clip: Option<f64>) -> AdamWStep {
         let c = self.config;
-        self.t += 1;
-        let t = self.t as i32;
-        let step = AdamWStep {
+        let t = (self.t + 1) as i32;
+        AdamWStep {
             decay: (1.0 - lr * c.weight_decay) as f32,
             one_minus_beta1: (1.0 - c.beta1) as f32,
             beta2: c.beta2 as f32,
@@ -88,12 +88,26 @@ impl AdamW {
             eps: c.eps as f32,
             step_size: (lr / (1.0 - c.beta1.powi(t))) as f32,
             clip: clip.map_or(0.0, |clip| clip as f32),
-        };
+        }
+    }
+
+    /// One update of every parameter with its gradient at learning rate `lr`, after clipping the
+    /// gradients' global norm to `clip`. Returns the updated parameters (views of the flat copy)
+    /// and the norm before clipping, `[1]`.
+    pub fn step(&mut self, grads: Vec<Tensor<2>>, lr: f64, clip: Option<f64>) -> (Vec<Tensor<2>>, Tensor<1>) {
+        let scalars = upload(&self.next_step(lr, clip), &self.params.device());
+        self.update(grads, scalars)
+    }
+
+    /// [`AdamW::step`] with the update's scalars already on the device (`[AdamWStep::LEN]`, the
+    /// values of [`AdamW::next_step`], or of [`AdamWStep::unchanged`] for a pass that must not
+    /// train); counts the step.
+    pub fn update(&mut self, grads: Vec<Tensor<2>>, scalars: Tensor<1>) -> (Vec<Tensor<2>>, Tensor<1>) {
+        self.t += 1;
         let (grad, norm) = kernels::gather(grads);
-        let updated = kernels::adamw(self.params.clone(), grad, self.moments.clone(), norm.clone(), step);
-        let [_, n] = updated.dims();
-        self.moments = updated.clone().narrow(0, 1, 2);
-        self.params = updated.narrow(0, 0, 1).reshape([n]);
+        let (params, moments) = kernels::adamw(self.params.clone(), grad, self.moments.clone(), norm.clone(), scalars);
+        self.params = params;
+        self.moments = moments;
         (self.split(self.params.clone()), norm)
     }
 
@@ -115,6 +129,11 @@ impl AdamW {
     fn split(&self, flat: Tensor<1>) -> Vec<Tensor<2>> {
         split(flat, self.shapes.iter().copied())
     }
+}
+
+/// `step`'s scalars as the update reads them, `[AdamWStep::LEN]`.
+pub fn upload(step: &AdamWStep, device: &Device) -> Tensor<1> {
+    Tensor::from_data(TensorData::new(step.values().to_vec(), [AdamWStep::LEN]), device)
 }
 
 /// `flat [n]` cut into consecutive tensors of `shapes`, row-major (views, no copy).
