@@ -16,6 +16,7 @@ pub mod readback;
 pub mod rng;
 pub mod session;
 pub mod train;
+pub mod upload;
 pub mod zip;
 
 pub use error::{Error, ErrorCode, Result};

@@ -26,7 +26,7 @@ use crate::peft::{Adapter, LoraAdapter, LoraConfig};
 use crate::rng::Rng;
 use crate::session::memory::MemoryEstimate;
 use crate::session::{RunFacts, Storage};
-use crate::train::{Schedule, TrainConfig, Trainer};
+use crate::train::{Grads, Schedule, TrainConfig, Trainer};
 
 /// A benchmark's training run: LoRA r 8 on q/k/v/o of `lm`, on random token ids with every
 /// position supervised, a constant learning rate and no shuffling, and its memory estimate.
@@ -98,6 +98,9 @@ pub struct BenchOptions {
     /// Whether each step issues the next one's passes while the GPU finishes it, as training
     /// does (`Trainer::set_overlap`); `false` times the host's issuing with the GPU idle.
     pub overlap: bool,
+    /// Whether steps replay the passes recorded for their batch shape, as training does
+    /// (`Trainer::set_recording`); `false` issues them kernel by kernel.
+    pub replay: bool,
 }
 
 impl Default for BenchOptions {
@@ -110,6 +113,7 @@ impl Default for BenchOptions {
             steps: 3,
             recompute: Recompute::Auto,
             overlap: true,
+            replay: true,
         }
     }
 }
@@ -126,6 +130,8 @@ pub struct StepShares {
     pub dispatches_per_layer: u64,
     /// The forward and backward passes outside the layers: embedding, final norm, LM head, loss.
     pub dispatches_outside_layers: i64,
+    /// Gradient norm, clipping and the AdamW update.
+    pub optimizer_dispatches: u64,
 }
 
 /// Counts kernel launches while installed.
@@ -166,17 +172,20 @@ pub fn count_dispatches<T>(device: &burn::tensor::Device, f: impl FnOnce() -> T)
     Ok((value, counting.finish(device)?))
 }
 
-/// Forward and backward passes of the trainer's next step, counted (the trainer does not move).
-fn gradient_dispatches(trainer: &Trainer) -> Result<u64> {
+/// Forward and backward passes of the trainer's next step, issued one by one and counted (the
+/// trainer does not move), and their gradients.
+fn gradient_dispatches(trainer: &Trainer) -> Result<(u64, Grads)> {
     let device = trainer.model().device().clone();
     let (gradients, count) = count_dispatches(&device, || trainer.next_gradients())?;
-    gradients?;
-    Ok(count)
+    Ok((count, gradients?.grads))
 }
 
-/// Where the kernels of the trainer's steps go; `seq_len` is its batches' length.
+/// Where the kernels of the trainer's steps go, issued one by one (what a replayed step runs too);
+/// `seq_len` is its batches' length.
 pub async fn step_shares(trainer: &Trainer, seq_len: usize) -> Result<StepShares> {
-    let gradient = gradient_dispatches(trainer)?;
+    let (gradient, grads) = gradient_dispatches(trainer)?;
+    let device = trainer.model().device().clone();
+    let (_, optimizer) = count_dispatches(&device, || trainer.unchanging_update(grads))?;
     let per_layer = gradient_dispatches_with_layers(trainer, 2, seq_len).await? as i64
         - gradient_dispatches_with_layers(trainer, 1, seq_len).await? as i64;
     let layers = trainer.model().config.num_layers as i64;
@@ -184,6 +193,7 @@ pub async fn step_shares(trainer: &Trainer, seq_len: usize) -> Result<StepShares
         gradient_dispatches: gradient,
         dispatches_per_layer: per_layer.max(0) as u64,
         dispatches_outside_layers: gradient as i64 - layers * per_layer,
+        optimizer_dispatches: optimizer,
     })
 }
 
@@ -205,7 +215,7 @@ async fn gradient_dispatches_with_layers(like: &Trainer, layers: usize, seq_len:
     let trainer = Trainer::new(lm, adapter, examples, Vec::new(), config, 0)?;
     // Once to compile and plan (fusion decides its kernels on first sight of a graph), once counted.
     gradient_dispatches(&trainer)?;
-    gradient_dispatches(&trainer)
+    Ok(gradient_dispatches(&trainer)?.0)
 }
 
 /// Figures of one training step, measured natively (camelCase, as the browser's).
@@ -215,8 +225,11 @@ async fn gradient_dispatches_with_layers(like: &Trainer, layers: usize, seq_len:
 pub struct StepFigures {
     /// Every kernel of the step: forward, backward, gradient norm and clipping, optimizer update.
     pub dispatches: u64,
-    /// Gradient norm, clipping and the AdamW update.
-    pub optimizer_dispatches: u64,
+    /// The kernels the host launched one by one (CubeCL's launch observer): all of them, or for a
+    /// step that replays its recorded passes ([`Trainer::recorded_shapes`]), those outside them.
+    pub launched_dispatches: u64,
+    /// Whether the step replayed its recorded passes.
+    pub replayed: bool,
     #[serde(flatten)]
     pub shares: StepShares,
     /// CPU time the calling thread spent in the step (issuing work, and computing on a CPU backend).
@@ -247,15 +260,16 @@ pub fn lora_step(trainer: &mut Trainer, seq_len: usize) -> Result<StepFigures> {
     trainer.prefetch();
     let (wall, host, process) =
         (Instant::now(), cpu_ms(libc::CLOCK_THREAD_CPUTIME_ID), cpu_ms(libc::CLOCK_PROCESS_CPUTIME_ID));
-    let (metrics, dispatches) = count_dispatches(&device, || burn::tensor::read_sync(trainer.step()))?;
+    let (metrics, launched_dispatches) = count_dispatches(&device, || burn::tensor::read_sync(trainer.step()))?;
     device.sync().map_err(|e| err!(Gpu, "GPU sync failed: {e:?}"))?;
     let host_ms = cpu_ms(libc::CLOCK_THREAD_CPUTIME_ID) - host;
     let process_cpu_ms = cpu_ms(libc::CLOCK_PROCESS_CPUTIME_ID) - process;
     let wall_ms = wall.elapsed().as_secs_f64() * 1e3;
     metrics?;
     Ok(StepFigures {
-        dispatches,
-        optimizer_dispatches: dispatches.saturating_sub(shares.gradient_dispatches),
+        dispatches: shares.gradient_dispatches + shares.optimizer_dispatches,
+        launched_dispatches,
+        replayed: trainer.recorded_shapes() > 0,
         shares,
         host_ms: (host_ms * 10.0).round() / 10.0,
         process_cpu_ms: process_cpu_ms.round(),

@@ -21,9 +21,14 @@ fn examples(model: &Model) -> Vec<Example> {
 }
 
 fn lora(model: &Model) -> Adapter {
+    lora_of_rank(model, LoraConfig::default().r)
+}
+
+fn lora_of_rank(model: &Model, r: usize) -> Adapter {
     let config = LoraConfig {
         target_modules: ["q_proj", "v_proj", "down_proj"].map(String::from).to_vec(),
         init: LoraInit::Gaussian,
+        r,
         ..LoraConfig::default()
     };
     Adapter::Lora(block(LoraAdapter::init(&model.lm, config, 3)).unwrap())
@@ -99,4 +104,61 @@ fn warming_the_shapes_up_changes_nothing_in_the_run() {
         (0..3).map(|_| block(trainer.step()).unwrap().loss).collect::<Vec<f64>>()
     };
     assert_eq!(run(true), run(false));
+}
+
+/// Steps that replay their passes recorded once (`train::graph`, on a GPU, in a run whose batches
+/// all have one shape) train as the passes issued kernel by kernel do: the same losses, gradient
+/// norms and adapter over two epochs and a warm-up of the learning rate, also at rank 3 (whose
+/// tensors lie at offsets of the flat parameters that burn may view as copies). A run of several
+/// shapes records none.
+#[test]
+fn recorded_steps_train_as_the_passes_issued_one_by_one() {
+    let model = model();
+    let config = TrainConfig {
+        lr: 1e-2,
+        schedule: Schedule::Linear,
+        warmup_steps: 2,
+        batch_size: 3,
+        max_steps: Some(8),
+        shuffle: true,
+        ..webtune::options::DEFAULTS.train_config().unwrap()
+    };
+    // 9 to 16 tokens: every batch is padded to 16.
+    let one_shape: Vec<Example> =
+        examples(&model).into_iter().filter(|e| (9..=16).contains(&e.input_ids.len())).collect();
+    assert!(one_shape.len() >= 6, "{} examples of one bucket", one_shape.len());
+    let run = |examples: Vec<Example>, r: usize, recording: bool| {
+        let adapter = lora_of_rank(&model, r);
+        let mut trainer =
+            Trainer::new(model.lm.clone(), adapter, examples, Vec::new(), config.clone(), model.pad_id()).unwrap();
+        if !recording {
+            trainer.set_recording(false);
+        }
+        let steps: Vec<(f64, f64)> = (0..8)
+            .map(|_| {
+                let m = block(trainer.step()).unwrap();
+                (m.loss, m.grad_norm)
+            })
+            .collect();
+        let params: Vec<Vec<f32>> = trainer.adapter().params().into_iter().map(|(_, t)| floats(t)).collect();
+        (steps, params, trainer.recorded_shapes())
+    };
+    let gpu = !webtune::device::info_of(model.lm.device()).is_cpu();
+    for r in [LoraConfig::default().r, 3] {
+        let (recorded, recorded_params, shapes) = run(one_shape.clone(), r, true);
+        let (issued, issued_params, none) = run(one_shape.clone(), r, false);
+        println!("rank {r}: {shapes} shape recorded; steps (loss, grad norm): {recorded:?} against {issued:?}");
+        assert_eq!(none, 0);
+        assert_eq!(shapes, usize::from(gpu));
+        for (step, ((loss, norm), (loss_ref, norm_ref))) in recorded.iter().zip(&issued).enumerate() {
+            let close = |a: f64, b: f64, tolerance: f64| (a - b).abs() <= tolerance * b.abs().max(1.0);
+            assert!(close(*loss, *loss_ref, 1e-5), "rank {r} step {step}: loss {loss} vs {loss_ref}");
+            assert!(close(*norm, *norm_ref, 1e-4), "rank {r} step {step}: grad norm {norm} vs {norm_ref}");
+        }
+        for (i, (p, q)) in recorded_params.iter().zip(&issued_params).enumerate() {
+            assert_gradient_close(&format!("rank {r} adapter tensor {i}"), p, q);
+        }
+    }
+    let (_, _, several) = run(examples(&model), LoraConfig::default().r, true);
+    assert_eq!(several, 0, "a run of several batch shapes records none");
 }

@@ -237,13 +237,14 @@ class MainEngine {
         const steps = [];
         for (let step = 1; step <= (opts.steps ?? 3); step++) {
           const before = counters.snapshot();
-          const { loss, dispatches } = await bench.step();
+          const { loss, dispatches, replayed } = await bench.step();
           const d = countersDelta(before, counters.snapshot());
           steps.push({
             step,
             loss,
             dispatches: d.dispatches,
             coreDispatches: dispatches,
+            replayed,
             submits: d.submits,
             bufferCreations: d.bufferCreations,
             bufferWrites: d.bufferWrites,
@@ -254,7 +255,7 @@ class MainEngine {
           });
         }
         const shares = await bench.shares();
-        /** @param {'dispatches' | 'coreDispatches' | 'submits' | 'bufferCreations' | 'hostMs' | 'wallMs'} key */
+        /** @param {'dispatches' | 'submits' | 'bufferCreations' | 'hostMs' | 'wallMs'} key */
         const median = (key) => {
           const sorted = steps.map((s) => s[key]).sort((a, b) => a - b);
           return sorted[Math.floor(sorted.length / 2)];
@@ -266,7 +267,6 @@ class MainEngine {
           steps,
           median: { dispatches: median('dispatches'), submits: median('submits'), bufferCreations: median('bufferCreations'), hostMs: median('hostMs'), wallMs: median('wallMs') },
           ...shares,
-          optimizerDispatches: median('coreDispatches') - shares.gradientDispatches,
         };
       } finally {
         bench.free();

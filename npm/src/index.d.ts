@@ -617,6 +617,9 @@ export interface BenchOptions {
    * `true`). `false` issues each step with the GPU idle, so `hostMs` is the host's issuing alone:
    * with a software GPU (SwiftShader) the GPU's work otherwise shares the CPU with it. */
   overlap?: boolean;
+  /** Each step replays the forward and backward passes recorded once for its batch shape, as
+   * training does (default `true`); `false` issues them kernel by kernel. */
+  replay?: boolean;
 }
 
 /** One timed step of `engine.bench()`: what it asked of WebGPU (counted at the API in the thread
@@ -626,8 +629,13 @@ export interface BenchStep {
   loss: number;
   /** Compute dispatches (`dispatchWorkgroups`) at the WebGPU API. */
   dispatches: number;
-  /** Kernels the core launched (CubeCL's launch observer): equal to `dispatches`. */
+  /**
+   * Kernels the core launched one by one (CubeCL's launch observer): all of `dispatches`, or for a
+   * step that replays its passes recorded for the batch's shape, only those outside them.
+   */
   coreDispatches: number;
+  /** Whether the step replayed its passes recorded for the batch's shape (`BenchOptions.replay`). */
+  replayed: boolean;
   submits: number;
   bufferCreations: number;
   bufferWrites: number;
@@ -661,7 +669,7 @@ export interface BenchResult {
   dispatchesPerLayer: number;
   /** Embedding, final norm, LM head and loss. */
   dispatchesOutsideLayers: number;
-  /** Gradient norm, clipping and the AdamW update: a step's kernels minus the passes'. */
+  /** Gradient norm, clipping and the AdamW update. */
   optimizerDispatches: number;
 }
 

@@ -50,6 +50,10 @@ pub struct Args {
     /// Also count the kernel dispatches of one more step (and of 1- and 2-layer copies).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     count_dispatches: bool,
+    /// Replay each batch shape's forward and backward passes recorded once (as training does), or
+    /// issue them kernel by kernel (false).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    replay: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -62,6 +66,7 @@ pub fn run(args: Args) -> Result<()> {
     let steps = args.warmup + args.steps + 2;
     let bench = block(LoraBench::new(lm.clone(), args.batch_size, args.seq_len, steps, args.recompute))?;
     let LoraBench { mut trainer, estimate, first_batch } = bench;
+    trainer.set_recording(args.replay);
     // Pages that only held random weights before their cast are let go. What the pool reserves
     // after a step is its pages, not the step's peak: it may release pages within a step (Qwen3's
     // shape: 2.2 GiB reserved after a step that used 6 GiB), so the peak is measured in use.

@@ -4,7 +4,7 @@
 //! doc comment.
 
 use burn::backend::Dispatch;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 
 use super::{FusedKernels, FusedOps, GATHER_INPUTS, LossChunks, SinkSlot};
 use crate::model::config::Activation;
@@ -81,6 +81,13 @@ impl AttentionInputs {
         rope: Option<(&[f32], &[f32])>,
         device: &Device,
     ) -> Self {
+        let aux = Self::values(batch, len, key_mask, rope);
+        let size = aux.len();
+        AttentionInputs { aux: crate::upload::floats(aux, [size], device), rope: rope.is_some() }
+    }
+
+    /// What [`AttentionInputs::new`] uploads: `[cos | sin | mask]`.
+    pub fn values(batch: usize, len: usize, key_mask: Option<&[u8]>, rope: Option<(&[f32], &[f32])>) -> Vec<f32> {
         let mut aux = Vec::new();
         if let Some((cos, sin)) = rope {
             aux.extend_from_slice(cos);
@@ -90,8 +97,13 @@ impl AttentionInputs {
             Some(mask) => aux.extend(mask.iter().map(|&m| if m != 0 { 1.0 } else { 0.0 })),
             None => aux.extend(std::iter::repeat_n(1.0, batch * len)),
         }
-        let size = aux.len();
-        AttentionInputs { aux: Tensor::from_data(TensorData::new(aux, [size]), device), rope: rope.is_some() }
+        aux
+    }
+
+    /// Inputs already on the device: `aux` holds [`AttentionInputs::values`] (with the RoPE
+    /// tables when `rope`).
+    pub fn on_device(aux: Tensor<1>, rope: bool) -> Self {
+        AttentionInputs { aux, rope }
     }
 }
 
@@ -145,8 +157,23 @@ pub fn cross_entropy_sum_in_chunks(
     chunk: usize,
     keep_logits: bool,
 ) -> Tensor<1> {
-    let targets: Vec<f32> = targets.iter().map(|&t| t as f32).collect();
+    let targets = crate::upload::floats(targets.iter().map(|&t| t as f32).collect(), [targets.len()], &hidden.device());
     chunked_cross_entropy(hidden, head, targets, chunk, keep_logits, false)
+}
+
+/// The cross-entropy of each row of `hidden [rows, hidden]` against `head [vocab, hidden]`,
+/// `[rows]`, for `targets [rows]` already on the device (ids as f32); a row whose target is no id
+/// (−1) gets its log-sum-exp, which a caller weighting the rows gives weight 0. In chunks as
+/// [`cross_entropy_sum_in_chunks`]. Reference: `-log_softmax(hidden.matmul(head.transpose()), 1)`
+/// gathered at the targets.
+pub fn cross_entropy_rows_in_chunks(
+    hidden: Tensor<2>,
+    head: Tensor<2>,
+    targets: Tensor<1>,
+    chunk: usize,
+    keep_logits: bool,
+) -> Tensor<1> {
+    chunked_cross_entropy(hidden, head, targets, chunk, keep_logits, true)
 }
 
 /// `log Σ_j exp(h · head[j])` per row of `hidden [rows, hidden]` over `head [vocab, hidden]`,
@@ -156,7 +183,8 @@ pub fn cross_entropy_sum_in_chunks(
 /// `hidden.matmul(head.transpose())`'s log-sum-exp over dimension 1.
 pub fn log_sum_exp_in_chunks(hidden: Tensor<2>, head: Tensor<2>, chunk: usize, keep_logits: bool) -> Tensor<1> {
     let rows = hidden.dims()[0];
-    chunked_cross_entropy(hidden, head, vec![NO_TARGET; rows], chunk, keep_logits, true)
+    let targets = crate::upload::floats(vec![NO_TARGET; rows], [rows], &hidden.device());
+    chunked_cross_entropy(hidden, head, targets, chunk, keep_logits, true)
 }
 
 /// A target id no vocabulary chunk holds: its rows' loss is their log-sum-exp.
@@ -165,13 +193,11 @@ const NO_TARGET: f32 = -1.0;
 fn chunked_cross_entropy(
     hidden: Tensor<2>,
     head: Tensor<2>,
-    targets: Vec<f32>,
+    targets: Tensor<1>,
     chunk: usize,
     keep_logits: bool,
     per_row: bool,
 ) -> Tensor<1> {
-    let rows = targets.len();
-    let targets = Tensor::<1>::from_data(TensorData::new(targets, [rows]), &hidden.device());
     Tensor::from_dispatch(Dispatch::fused_cross_entropy(
         hidden.into_dispatch(),
         head.into_dispatch(),
@@ -204,6 +230,12 @@ pub fn adamw(
         scalars.into_dispatch(),
     );
     (Tensor::from_dispatch(param), Tensor::from_dispatch(moments))
+}
+
+/// `dest [n]` holding `src [n]`'s values, written in place on the GPU (every holder of `dest`
+/// sees them), `src` itself on the CPU. Not differentiable.
+pub fn copy_into(dest: Tensor<1>, src: Tensor<1>) -> Tensor<1> {
+    Tensor::from_dispatch(Dispatch::copy_into(dest.into_dispatch(), src.into_dispatch()))
 }
 
 /// `tensors` flattened (row-major) and laid end to end, and their global L2 norm `[1]`, in

@@ -131,6 +131,10 @@ impl FusedKernels for CubeBackend {
         gather::norm_cube(buffer, from)
     }
 
+    fn copy_into(dest: FloatTensor<Self>, src: FloatTensor<Self>) -> FloatTensor<Self> {
+        gather::copy_cube(dest, src)
+    }
+
     fn cross_entropy_chunk(
         logits: FloatTensor<Self>,
         targets: FloatTensor<Self>,

@@ -225,26 +225,23 @@ pub(super) fn chunk_backward_composed(
     ((logits - lse.reshape([rows, 1])).exp() * upstream).scatter(1, index, minus_g, IndexingUpdateOp::Add)
 }
 
-/// Vocabulary rows `start..start + size` of the head, in the hidden states' float type.
-fn chunk_weight<B: Backend>(
-    hidden: &FloatTensor<B>,
-    head: &FloatTensor<B>,
-    start: usize,
-    size: usize,
-) -> FloatTensor<B> {
-    let weight = B::float_slice(head.clone(), &[Slice::from(start..start + size)]);
-    if weight.dtype() != hidden.dtype() { B::float_cast(weight, hidden.dtype().into()) } else { weight }
+/// Vocabulary rows `start..start + size` of the head, at its stored width (a view).
+fn chunk_weight<B: Backend>(head: &FloatTensor<B>, start: usize, size: usize) -> FloatTensor<B> {
+    B::float_slice(head.clone(), &[Slice::from(start..start + size)])
 }
 
-/// The head's chunk (as [`chunk_weight`]) and the logits of `hidden` against it.
-fn chunk_logits<B: Backend>(
+/// The head's chunk (as [`chunk_weight`]) and the logits of `hidden` against it. The product
+/// reads an f16 head as it is ([`FusedKernels::frozen_matmul_forward`]): a chunk cast to f32
+/// first would be a copy of up to the whole head (113 MiB at SmolLM2-135M's 49,152 × 576 for a
+/// few rows), which a recorded step (`train::graph`) would keep.
+fn chunk_logits<B: FusedKernels>(
     hidden: &FloatTensor<B>,
     head: &FloatTensor<B>,
     start: usize,
     size: usize,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
-    let weight = chunk_weight::<B>(hidden, head, start, size);
-    let logits = B::float_matmul(hidden.clone(), B::float_transpose(weight.clone()));
+    let weight = chunk_weight::<B>(head, start, size);
+    let logits = B::frozen_matmul_forward(hidden.clone(), weight.clone(), true);
     (weight, logits)
 }
 
@@ -308,7 +305,7 @@ impl<B: FusedKernels> Backward<B, 2> for CrossEntropyBackward {
         let mut kept = kept.into_iter();
         for (start, size) in chunks(vocab, chunk) {
             let (weight, logits) = match kept.next() {
-                Some(logits) => (chunk_weight::<B>(&hidden, &head, start, size), logits),
+                Some(logits) => (chunk_weight::<B>(&head, start, size), logits),
                 None => chunk_logits::<B>(&hidden, &head, start, size),
             };
             let dlogits =
@@ -317,7 +314,7 @@ impl<B: FusedKernels> Backward<B, 2> for CrossEntropyBackward {
                 dhead.push(B::float_matmul(B::float_transpose(dlogits.clone()), hidden.clone()));
             }
             if node_hidden.is_some() {
-                let part = B::float_matmul(dlogits, weight);
+                let part = B::frozen_matmul_forward(dlogits, weight, false);
                 dhidden = Some(match dhidden {
                     Some(total) => B::float_add(total, part),
                     None => part,

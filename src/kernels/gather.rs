@@ -15,7 +15,7 @@ use burn::tensor::s;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::cube::{Launch, MAX_THREADS, grid_row, row_grid, workgroup_sum};
+use super::cube::{Launch, MAX_THREADS, grid_row, grid_thread, row_grid, workgroup_sum};
 
 /// Inputs one dispatch copies.
 pub const GATHER_INPUTS: usize = 6;
@@ -171,6 +171,32 @@ pub(super) fn norm_cube(buffer: CubeTensor, from: u32) -> CubeTensor {
         launch.elem(),
     );
     out
+}
+
+#[cube(launch)]
+fn copy_kernel<F: Float>(dest: &mut Tensor<F>, src: &Tensor<F>, #[define(F)] _dtype: ElemType) {
+    let i = grid_thread();
+    if i < dest.len() {
+        dest[i] = src[i];
+    }
+}
+
+/// `src` copied into `dest` in place (a recorded step's input buffer, rewritten before each
+/// replay).
+pub(super) fn copy_cube(dest: CubeTensor, src: CubeTensor) -> CubeTensor {
+    assert!(dest.is_contiguous(), "a copy in place needs a contiguous destination");
+    let launch = Launch::new(&dest);
+    let src = launch.contiguous(src);
+    let [n] = launch.dims::<1>(&dest);
+    copy_kernel::launch(
+        &launch.client,
+        row_grid(n.div_ceil(MAX_THREADS)),
+        CubeDim::new_1d(MAX_THREADS as u32),
+        dest.clone().into_tensor_arg(),
+        src.into_tensor_arg(),
+        launch.elem(),
+    );
+    dest
 }
 
 /// The same in composed tensor ops (the CPU backend's implementation): `cat`, assigned to its

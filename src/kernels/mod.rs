@@ -33,6 +33,7 @@ pub use adamw::AdamWStep;
 pub use api::*;
 pub use attention::{AttentionShape, MASKED_ROW, fits as attention_fits};
 pub use cross_entropy::{KEEP_VALUES, LossChunks};
+pub use cube::aligned;
 pub use gather::GATHER_INPUTS;
 pub use lora::{GradientSink, Placement, SinkSlot, fits as lora_fits};
 
@@ -183,6 +184,11 @@ pub trait FusedKernels: Backend {
     /// `√(Σ buffer[from..])` of a 1-D `buffer`, `[1]`.
     #[fusion(meta = |buffer, _from| TensorSpec::new(Shape::new([1]), buffer.dtype))]
     fn sqrt_of_sum(buffer: FloatTensor<Self>, from: u32) -> FloatTensor<Self>;
+
+    /// `dest [n]` holding `src [n]`'s values: written in place on the GPU (a contiguous `dest`),
+    /// `src` itself on the CPU.
+    #[fusion(meta = |dest, _src| dest.clone())]
+    fn copy_into(dest: FloatTensor<Self>, src: FloatTensor<Self>) -> FloatTensor<Self>;
 
     /// Causal attention of `q [b, len, heads, d]` over `k, v [b, len, kv_heads, d]` with the
     /// mask and RoPE tables of `aux` (see the `attention` module): `[out | lse]`, flat (`lse`

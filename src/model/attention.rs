@@ -5,7 +5,7 @@
 //! inside, no score matrix) where the device runs the shape correctly; generation steps and the
 //! CPU backend (where composed ops are the fast path) run the eager ops.
 
-use burn::tensor::{Device, Tensor, TensorData, activation};
+use burn::tensor::{Device, Tensor, activation};
 
 use crate::kernels::{self, AttentionInputs, AttentionShape};
 use crate::model::config::RopeConfig;
@@ -98,10 +98,16 @@ pub struct AttentionContext<'a> {
     /// RoPE tables built so far (composed path), by configuration and head size.
     ropes: Vec<((RopeConfig, usize), Rope)>,
     /// The fused kernel's mask and RoPE tables built so far, by RoPE configuration and head size.
-    kernel_inputs: Vec<(Option<(RopeConfig, usize)>, AttentionInputs)>,
+    kernel_inputs: Vec<(KernelInputsKey, AttentionInputs)>,
+    /// Whether the fused kernel's inputs were given ([`AttentionContext::with_kernel_inputs`]).
+    prepared: bool,
     kernel: KernelUse,
     device: Device,
 }
+
+/// What the fused kernel's inputs hold tables for: the RoPE configuration and head size (`None`:
+/// no RoPE).
+pub type KernelInputsKey = Option<(RopeConfig, usize)>;
 
 /// Where the fused attention kernel may run.
 #[derive(Clone, Copy)]
@@ -142,9 +148,32 @@ impl<'a> AttentionContext<'a> {
             biases: Vec::new(),
             ropes: Vec::new(),
             kernel_inputs: Vec::new(),
+            prepared: false,
             kernel,
             device: device.clone(),
         }
+    }
+
+    /// A pass without a cache whose fused-kernel inputs are given, already on the device: a
+    /// recorded training step reads them from its input buffer. A layer that needs anything else
+    /// from the host (inputs of another key, the eager path) still gets it, from `key_mask`, but
+    /// counts it ([`crate::upload`]): such a pass cannot be recorded.
+    pub fn with_kernel_inputs(
+        batch: usize,
+        q_len: usize,
+        key_mask: Option<&[u8]>,
+        inputs: Vec<(KernelInputsKey, AttentionInputs)>,
+        device: &Device,
+    ) -> AttentionContext<'static> {
+        let mut ctx = AttentionContext::new(batch, q_len, key_mask, None, device);
+        ctx.kernel_inputs = inputs;
+        ctx.prepared = true;
+        ctx
+    }
+
+    /// The keys of the fused kernel's inputs this pass was given or built.
+    pub fn kernel_input_keys(&self) -> Vec<KernelInputsKey> {
+        self.kernel_inputs.iter().map(|(key, _)| key.clone()).collect()
     }
 
     /// Position of the first query (the number of cached positions).
@@ -172,6 +201,10 @@ impl<'a> AttentionContext<'a> {
             let split = |x: Tensor<2>, heads| x.reshape([b, len, heads, d]);
             let (q, k, v) = (split(q, spec.heads), split(k, spec.kv_heads), split(v, spec.kv_heads));
             return kernels::attention(q, k, v, &inputs, spec.scale, spec.window).reshape([b * len, spec.heads * d]);
+        }
+        if self.prepared {
+            // The eager path's mask and tables come from the host.
+            crate::upload::note();
         }
         let (mut q, mut k) = (split_heads(q, b, len, spec.heads), split_heads(k, b, len, spec.kv_heads));
         if let Some(config) = spec.rope {
@@ -262,7 +295,7 @@ impl<'a> AttentionContext<'a> {
                     data.extend(keys.clone().map(|j| if visible(b, i, j) { 0.0 } else { f32::MIN }));
                 }
             }
-            Tensor::from_data(TensorData::new(data, [batch, 1, q_len, keys.len()]), &self.device)
+            crate::upload::floats(data, [batch, 1, q_len, keys.len()], &self.device)
         });
         self.biases.push(((window, start), bias.clone()));
         bias

@@ -138,8 +138,8 @@ impl Gemma3 {
 }
 
 impl super::Decoder for Gemma3 {
-    fn embed(&self, ids: &[u32]) -> Tensor<2> {
-        self.embed_tokens.lookup(ids) * self.embed_scale
+    fn token_embeddings(&self) -> (&Table, Option<f32>) {
+        (&self.embed_tokens, Some(self.embed_scale))
     }
 
     fn layer(

@@ -77,8 +77,8 @@ impl Gpt2 {
 }
 
 impl super::Decoder for Gpt2 {
-    fn embed(&self, ids: &[u32]) -> Tensor<2> {
-        self.wte.lookup(ids)
+    fn token_embeddings(&self) -> (&Table, Option<f32>) {
+        (&self.wte, None)
     }
 
     /// Token embeddings (or soft prompt + token embeddings) plus the learned positions, as GPT-2

@@ -7,7 +7,7 @@
 //! cast is transient: the linear layers' product ([`Linear::matmul`]) and the loss's LM head
 //! (`kernels::cross_entropy_sum`) cast again in the backward pass instead of keeping f32 copies.
 
-use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData, activation};
+use burn::tensor::{DType, Device, FloatDType, Tensor, activation};
 
 use crate::kernels::SinkSlot;
 use crate::model::config::{Activation, RopeConfig, RopeScaling};
@@ -325,7 +325,7 @@ impl Rope {
     /// Tables for positions `start .. start + len`, shaped `[1, 1, len, head_dim]`.
     pub fn new(config: &RopeConfig, head_dim: usize, start: usize, len: usize, device: &Device) -> Self {
         let (cos, sin) = Self::tables(config, head_dim, start, len);
-        let table = |v| Tensor::from_data(TensorData::new(v, [1, 1, len, head_dim]), device);
+        let table = |v| crate::upload::floats(v, [1, 1, len, head_dim], device);
         Rope { cos: table(cos), sin: table(sin) }
     }
 

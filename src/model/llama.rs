@@ -114,8 +114,8 @@ impl Llama {
 }
 
 impl super::Decoder for Llama {
-    fn embed(&self, ids: &[u32]) -> Tensor<2> {
-        self.embed_tokens.lookup(ids)
+    fn token_embeddings(&self) -> (&Table, Option<f32>) {
+        (&self.embed_tokens, None)
     }
 
     fn layer(

@@ -15,7 +15,7 @@ pub mod weights;
 
 use std::sync::Arc;
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 use safetensors::Dtype;
 
 use crate::device::GpuInfo;
@@ -36,8 +36,9 @@ pub use tokenizer::TextTokenizer;
 
 /// What an architecture provides: its weights' names and shapes, and the forward pass.
 trait Decoder: Send + Sync {
-    /// Input embeddings `[ids.len(), hidden]` of ids already checked against the vocabulary.
-    fn embed(&self, ids: &[u32]) -> Tensor<2>;
+    /// The token embedding table, and the factor its rows are scaled by as input embeddings
+    /// (Gemma's √hidden).
+    fn token_embeddings(&self) -> (&Table, Option<f32>);
 
     /// The residual stream `[tokens, hidden]` entering the first decoder layer, from the input
     /// embeddings (GPT-2 adds its learned positions).
@@ -251,7 +252,17 @@ impl CausalLm {
         if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
             return Err(err!(InvalidTokenizer, "token id {bad} is outside the model's vocabulary of {vocab}"));
         }
-        Ok(self.body.embed(ids))
+        let (table, scale) = self.body.token_embeddings();
+        let rows = table.lookup(ids);
+        Ok(scale.map_or(rows.clone(), |s| rows * s))
+    }
+
+    /// [`CausalLm::embed`] of ids already on the device (a recorded training step's), each below
+    /// the vocabulary size; `None` when the table is split into blocks (the host picks each id's).
+    pub fn embed_on_device(&self, ids: Tensor<1, Int>) -> Option<Tensor<2>> {
+        let (table, scale) = self.body.token_embeddings();
+        let rows = table.lookup_on_device(ids)?;
+        Some(scale.map_or(rows.clone(), |s| rows * s))
     }
 
     /// Final hidden states `[tokens, hidden]` for input embeddings `[tokens, hidden]`
@@ -299,6 +310,16 @@ impl CausalLm {
             Some(head) => crate::kernels::cross_entropy_sum_in_chunks(hidden, head, targets, chunk, keep_logits),
             None => head.target_log_probs(hidden, targets, chunk, keep_logits).sum().neg(),
         }
+    }
+
+    /// The token cross-entropy of each row of `hidden [n, hidden]` for `targets [n]` already on
+    /// the device (ids as f32; −1 for a row that predicts nothing, whose value is then its
+    /// log-sum-exp and must be weighted 0), `[n]`: what [`CausalLm::cross_entropy_sum`] sums.
+    /// `None` for a head split into row blocks.
+    pub fn cross_entropy_rows(&self, hidden: Tensor<2>, targets: Tensor<1>) -> Option<Tensor<1>> {
+        let head = self.body.head();
+        let LossChunks { chunk, keep_logits } = LossChunks::of(targets.dims()[0], head.rows(), self.max_elements);
+        Some(crate::kernels::cross_entropy_rows_in_chunks(hidden, head.single_block()?, targets, chunk, keep_logits))
     }
 
     /// Logits `[batch·len, vocab]` of a right-padded batch of token ids (`ids.len() = batch·len`;

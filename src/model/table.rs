@@ -5,7 +5,7 @@
 //! concatenation of per-block products; the loss needs only each row's log-sum-exp (combined from
 //! the blocks') and its target's logit.
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor};
 
 use crate::kernels::{frozen_matmul, log_sum_exp_in_chunks};
 use crate::model::layers::to_f32;
@@ -54,10 +54,10 @@ impl Table {
         let device = self.blocks[0].device();
         let index = |ids: Vec<i64>| {
             let n = ids.len();
-            Tensor::<1, Int>::from_data(TensorData::new(ids, [n]), &device)
+            crate::upload::ints(ids, [n], &device)
         };
-        if self.blocks.len() == 1 {
-            return to_f32(self.blocks[0].clone().select(0, index(ids.iter().map(|&id| id as i64).collect())));
+        if let Some(rows) = self.lookup_on_device(index(ids.iter().map(|&id| id as i64).collect())) {
+            return rows;
         }
         // Gather per block, then put the rows back in the order asked for.
         let mut parts = Vec::new();
@@ -81,6 +81,13 @@ impl Table {
             parts.push(block.clone().select(0, index(local.into_iter().map(|(_, row)| row).collect())));
         }
         to_f32(Tensor::cat(parts, 0)).select(0, index(order))
+    }
+
+    /// [`Table::lookup`] of `ids [n]` already on the device: `None` when the matrix is split into
+    /// blocks (the host sorts the ids by block).
+    pub fn lookup_on_device(&self, ids: Tensor<1, Int>) -> Option<Tensor<2>> {
+        let [block] = self.blocks.as_slice() else { return None };
+        Some(to_f32(block.clone().select(0, ids)))
     }
 
     /// `h · Wᵀ` for `h [n, cols]`: `[n, rows]` in f32 (an LM head's logits).

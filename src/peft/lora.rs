@@ -187,8 +187,7 @@ impl LoraAdapter {
     /// above the device's shader loop limit), whose gradients autodiff keeps.
     pub fn send_gradients_to_sink(&mut self, rows: usize) -> Option<GradientSink> {
         let device = self.modules.first()?.a.device();
-        let plain = self.config.dropout == 0.0 && !self.is_pissa() && !self.is_dora();
-        if !plain || !self.modules.iter().all(|m| kernels::lora_fits(rows, m.widest(), self.loop_limit)) {
+        if !self.sends_gradients_to_sink(rows) {
             return None;
         }
         let mut offsets = Vec::with_capacity(self.modules.len());
@@ -200,6 +199,12 @@ impl LoraAdapter {
         let sink = GradientSink::zeros(len, &device);
         self.sink = Some((sink.clone(), offsets));
         Some(sink)
+    }
+
+    /// Whether [`LoraAdapter::send_gradients_to_sink`] would give a sink for passes over `rows`.
+    pub fn sends_gradients_to_sink(&self, rows: usize) -> bool {
+        let plain = self.config.dropout == 0.0 && !self.is_pissa() && !self.is_dora();
+        plain && self.modules.iter().all(|m| kernels::lora_fits(rows, m.widest(), self.loop_limit))
     }
 
     /// Whether this is a PiSSA adapter (trained against the residual base).

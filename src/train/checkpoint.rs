@@ -261,6 +261,8 @@ impl Trainer {
         let (params, m, v) = (to_device(params, &device), to_device(m, &device), to_device(v, &device));
         self.adapter = self.adapter.with_params(self.optimizer.set_params(params));
         self.prefetched = None;
+        // The recordings read the parameters and moments where they were.
+        self.graphs.clear();
         self.optimizer.set_moments(m, v);
         self.optimizer.t = state.adam_t;
         self.step = state.step;

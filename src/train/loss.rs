@@ -1,7 +1,7 @@
 //! The loss: the summed token cross-entropy of a batch's supervised positions, and the mean eval
 //! loss.
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor};
 
 use super::batches::BatchShape;
 use crate::data::{Batch, Example, IGNORE_INDEX};
@@ -56,7 +56,7 @@ impl Supervised {
             return Err(err!(InvalidDataset, "label {bad} is outside the vocabulary of {vocab}"));
         }
         let count = rows.len();
-        let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [count]), lm.device());
+        let rows = crate::upload::ints(rows, [count], lm.device());
         Ok(Some(Supervised { rows, targets: targets.into_iter().map(|t| t as u32).collect() }))
     }
 

@@ -4,11 +4,13 @@
 
 mod batches;
 pub mod checkpoint;
+mod graph;
 mod loss;
 pub mod optim;
 mod recompute;
 pub mod schedule;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use burn::tensor::Tensor;
@@ -23,6 +25,7 @@ use crate::peft::Adapter;
 use crate::readback;
 use crate::rng::{Rng, Stream};
 use batches::{BatchShape, Plan};
+use graph::StepGraph;
 use loss::supervised_predictions;
 pub use loss::{Supervised, evaluate, loss_sum};
 pub use optim::{AdamW, AdamWConfig};
@@ -163,6 +166,15 @@ pub struct Trainer {
     prefetched: Option<Result<StepGradients>>,
     /// Whether [`Trainer::step`] issues the next step's passes while the GPU finishes its own.
     overlap: bool,
+    /// Whether steps replay their passes recorded per batch shape ([`graph`]), where the run
+    /// allows: when all its batches have one shape. A recording keeps all the memory its passes
+    /// use (CubeCL's graph holds every buffer it writes), so each shape recorded would add a
+    /// step's working memory (at SmolLM2-135M's shape, 1 × 16 tokens and 2 layers, 115 MiB, most
+    /// of it the f32 copy of the f16 LM head); a run of one shape keeps about what its steps
+    /// reserve anyway.
+    recording: bool,
+    /// The recorded passes by batch shape (rows, length); `None` for a shape that cannot be.
+    graphs: HashMap<(usize, usize), Option<StepGraph>>,
     /// What a checkpoint of this run must match to resume it.
     identity: checkpoint::RunIdentity,
 }
@@ -197,6 +209,7 @@ impl Trainer {
         };
         let total_steps = config.max_steps.unwrap_or(plan.steps_per_epoch() * config.epochs.max(1));
         let shape = BatchShape::of(&train, config.batch_size);
+        let lengths: std::collections::BTreeSet<usize> = train.iter().map(|e| shape.len_of(&[e])).collect();
         let params: Vec<Tensor<2>> = adapter.params().into_iter().map(|(_, t)| t).collect();
         let (optimizer, params) = AdamW::new(config.optimizer, params);
         let adapter = adapter.with_params(params);
@@ -218,6 +231,8 @@ impl Trainer {
             stopped_early: false,
             prefetched: None,
             overlap: true,
+            recording: lengths.len() == 1,
+            graphs: HashMap::new(),
             identity,
         })
     }
@@ -257,7 +272,7 @@ impl Trainer {
         }
         let gradients = match self.prefetched.take() {
             Some(gradients) => gradients,
-            None => self.next_gradients(),
+            None => self.issue_gradients(),
         };
         let StepGradients { grads, loss_sum, supervised, tokens } = gradients?;
         let lr = self.config.lr * self.config.schedule.factor(self.step, self.config.warmup_steps, self.total_steps);
@@ -318,13 +333,81 @@ impl Trainer {
     /// it after each update; benchmarks call it first, so that every step they time is alike.
     pub fn prefetch(&mut self) {
         if self.prefetched.is_none() && !self.is_done() {
-            self.prefetched = Some(self.next_gradients());
+            self.prefetched = Some(self.issue_gradients());
         }
+    }
+
+    /// The optimizer's kernels on `grads` with an update that changes nothing
+    /// ([`AdamWStep::unchanged`]): the warm-up's, and what benchmarks count. Returns the norm.
+    pub fn unchanging_update(&self, grads: Grads) -> Tensor<1> {
+        let unchanged = AdamWStep::unchanged(self.config.clip.map_or(0.0, |c| c as f32));
+        let scalars = optim::upload(&unchanged, self.lm.device());
+        self.optimizer.clone().update(grads.for_optimizer(), scalars).1
+    }
+
+    /// Batch shapes whose passes are recorded ([`graph`]).
+    pub fn recorded_shapes(&self) -> usize {
+        self.graphs.values().filter(|g| g.is_some()).count()
+    }
+
+    /// Turns off (or on, whatever the run's shapes) replaying recorded passes ([`graph`]), for
+    /// comparing the two.
+    pub fn set_recording(&mut self, recording: bool) {
+        self.recording = recording;
+        self.prefetched = None;
+        self.graphs.clear();
+    }
+
+    /// [`Trainer::next_gradients`], from the passes recorded for the batch's shape when the run
+    /// allows (recording them the first time the shape comes).
+    fn issue_gradients(&mut self) -> Result<StepGradients> {
+        let (batches, supervised, tokens) = self.next_batches()?;
+        self.batch_gradients(batches, supervised, tokens)
+    }
+
+    /// [`Trainer::gradients`] of `micro_batches`, replaying the passes recorded for the batch's
+    /// shape when there is one batch and the run allows (recording them the first time).
+    fn batch_gradients(
+        &mut self,
+        micro_batches: Vec<Batch>,
+        supervised: usize,
+        tokens: usize,
+    ) -> Result<StepGradients> {
+        if let [batch] = micro_batches.as_slice()
+            && self.record(batch, supervised)?
+            && let Some(Some(graph)) = self.graphs.get_mut(&(batch.batch, batch.len))
+        {
+            return graph.gradients(batch, supervised, tokens);
+        }
+        self.gradients(&micro_batches, supervised, tokens)
+    }
+
+    /// Records the passes of `batch`'s shape unless done or tried before; whether the shape has a
+    /// recording.
+    fn record(&mut self, batch: &Batch, supervised: usize) -> Result<bool> {
+        let device = self.lm.device();
+        if !self.recording
+            || !StepGraph::may_record(&self.adapter, self.config.grad_accum, self.config.recompute_layers, device)
+        {
+            return Ok(false);
+        }
+        let shape = (batch.batch, batch.len);
+        if !self.graphs.contains_key(&shape) {
+            let graph = StepGraph::record(&self.lm, &self.adapter, &self.optimizer, batch, supervised)?;
+            self.graphs.insert(shape, graph);
+        }
+        Ok(matches!(self.graphs.get(&shape), Some(Some(_))))
     }
 
     /// Gradients of the mean token loss of the next step's (accumulated) batches with respect to
     /// each trainable tensor, in [`Adapter::params`] order, before clipping.
     pub fn next_gradients(&self) -> Result<StepGradients> {
+        let (micro_batches, supervised, tokens) = self.next_batches()?;
+        self.gradients(&micro_batches, supervised, tokens)
+    }
+
+    /// The next step's micro-batches, their supervised predictions and non-padding tokens.
+    fn next_batches(&self) -> Result<(Vec<Batch>, usize, usize)> {
         let micro_batches: Vec<Batch> = self.plan.step(self.step).iter().map(|idx| self.collate(idx)).collect();
         let prefix = self.adapter.prefix_len();
         let supervised: usize = micro_batches.iter().map(|b| supervised_predictions(b, prefix)).sum();
@@ -332,7 +415,7 @@ impl Trainer {
         if supervised == 0 {
             return Err(err!(InvalidDataset, "step {} has no supervised tokens", self.step + 1));
         }
-        self.gradients(&micro_batches, supervised, tokens)
+        Ok((micro_batches, supervised, tokens))
     }
 
     fn collate(&self, indices: &[usize]) -> Batch {
@@ -397,7 +480,7 @@ impl Trainer {
     /// example, so these are the buckets of the examples), each with an optimizer update that
     /// changes nothing ([`AdamWStep::unchanged`]), [`WARM_PASSES`] times, and one evaluation pass
     /// per eval length. Changes nothing in the run. Returns the shapes warmed.
-    pub async fn warm_up(&self) -> Result<usize> {
+    pub async fn warm_up(&mut self) -> Result<usize> {
         let mut by_len: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
         for (i, example) in self.train.iter().enumerate() {
             let rows = by_len.entry(self.shape.len_of(&[example])).or_default();
@@ -413,13 +496,12 @@ impl Trainer {
             if supervised == 0 {
                 continue;
             }
-            // burn's fusion settles on its fused kernels after seeing a graph a few times.
-            for _ in 0..WARM_PASSES {
-                let StepGradients { grads, loss_sum, .. } =
-                    self.gradients(std::slice::from_ref(&batch), supervised, 0)?;
-                let unchanged = AdamWStep::unchanged(self.config.clip.map_or(0.0, |c| c as f32));
-                let scalars = optim::upload(&unchanged, self.lm.device());
-                let (_, norm) = self.optimizer.clone().update(grads.for_optimizer(), scalars);
+            // burn's fusion settles on its fused kernels after seeing a graph a few times; a shape
+            // recorded has settled (`StepGraph::record`), and one replay compiles the rest.
+            let recorded = self.record(&batch, supervised)?;
+            for _ in 0..if recorded { 1 } else { WARM_PASSES } {
+                let StepGradients { grads, loss_sum, .. } = self.batch_gradients(vec![batch.clone()], supervised, 0)?;
+                let norm = self.unchanging_update(grads);
                 readback::scalar(loss_sum).await?;
                 readback::scalar(norm).await?;
             }
@@ -476,6 +558,8 @@ impl Trainer {
         if let Some(best) = &self.best {
             let params = checkpoint::to_device(best.params.clone(), self.lm.device());
             self.adapter = self.adapter.with_params(self.optimizer.set_params(params));
+            // The recordings read the parameters where they were.
+            self.graphs.clear();
         }
     }
 

@@ -8,7 +8,7 @@
 //! are laid end to end and their global norm taken by [`kernels::gather`], a few tensors per
 //! dispatch rather than one.
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 
 use crate::kernels::{self, AdamWStep};
 
@@ -59,6 +59,11 @@ impl AdamW {
     /// returns them as views of the optimizer's flat copy.
     pub fn set_params(&mut self, params: Vec<Tensor<2>>) -> Vec<Tensor<2>> {
         self.params = Self::flatten(params);
+        self.split(self.params.clone())
+    }
+
+    /// The parameters, as views of the flat copy (what the adapter holds).
+    pub fn views(&self) -> Vec<Tensor<2>> {
         self.split(self.params.clone())
     }
 
@@ -133,7 +138,7 @@ impl AdamW {
 
 /// `step`'s scalars as the update reads them, `[AdamWStep::LEN]`.
 pub fn upload(step: &AdamWStep, device: &Device) -> Tensor<1> {
-    Tensor::from_data(TensorData::new(step.values().to_vec(), [AdamWStep::LEN]), device)
+    crate::upload::floats(step.values().to_vec(), [AdamWStep::LEN], device)
 }
 
 /// `flat [n]` cut into consecutive tensors of `shapes`, row-major (views, no copy).

@@ -32,12 +32,14 @@ struct BenchInfo {
     estimate: MemoryEstimate,
 }
 
-/// One timed step: its loss and the kernels the core launched for it.
+/// One timed step: its loss, the kernels the core launched for it, and whether it replayed its
+/// recorded passes.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct CountedStep {
     loss: f64,
     dispatches: u64,
+    replayed: bool,
 }
 
 #[wasm_bindgen]
@@ -71,6 +73,7 @@ impl WebBench {
         // Every counted step then starts from gradients issued before it, as a run's steps after
         // the first do (`Trainer::step`); without overlap, each issues its own.
         bench.trainer.set_overlap(options.overlap);
+        bench.trainer.set_recording(options.replay);
         if options.overlap {
             bench.trainer.prefetch();
         }
@@ -93,17 +96,17 @@ impl WebBench {
 
     /// Compiles the run's pipelines (`Trainer::warm_up`); resolves to the shapes warmed.
     #[wasm_bindgen(js_name = warmUp)]
-    pub async fn warm_up(&self) -> Result<usize, JsValue> {
+    pub async fn warm_up(&mut self) -> Result<usize, JsValue> {
         self.bench.trainer.warm_up().await.map_err(js_error)
     }
 
-    /// One training step, done (its loss read back): `{loss, dispatches}`.
+    /// One training step, done (its loss read back): `{loss, dispatches, replayed}`.
     pub async fn step(&mut self) -> Result<JsValue, JsValue> {
         let device = self.bench.trainer.model().device().clone();
         let counting = Counting::start();
         let metrics = self.bench.trainer.step().await.map_err(js_error)?;
         let dispatches = counting.finish(&device).map_err(js_error)?;
-        to_js(&CountedStep { loss: metrics.loss, dispatches })
+        to_js(&CountedStep { loss: metrics.loss, dispatches, replayed: self.bench.trainer.recorded_shapes() > 0 })
     }
 
     /// Where a step's kernels go (`StepShares`: `{gradientDispatches, dispatchesPerLayer,

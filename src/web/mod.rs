@@ -396,7 +396,7 @@ impl WebTrainer {
     /// that no step waits for shader compilation; changes nothing in the run. Resolves to the
     /// number of shapes warmed.
     #[wasm_bindgen(js_name = warmUp)]
-    pub async fn warm_up(&self) -> Result<usize, JsValue> {
+    pub async fn warm_up(&mut self) -> Result<usize, JsValue> {
         self.trainer.warm_up().await.map_err(js_error)
     }
 

@@ -21,7 +21,8 @@ function showResult(r) {
   $('bench-result').replaceChildren(
     h('p', { text:
       `${r.model}, ${r.layers} layers, ${r.weightsDtype} weights, LoRA ${r.lora}, batch ${r.batchSize} × ${r.seqLen} tokens` +
-      `${r.estimate.recomputeLayers ? ', layers recomputed' : ''}. Warm-up: ${r.shapesWarmed} shape(s) in ${r.warmUpMs} ms.` }),
+      `${r.estimate.recomputeLayers ? ', layers recomputed' : ''}. Warm-up: ${r.shapesWarmed} shape(s) in ${r.warmUpMs} ms.` +
+      `${r.steps.every((s) => s.replayed) ? ' Each step replays its forward and backward passes, recorded once.' : ''}` }),
     h('table', { class: 'bench-table', 'aria-label': 'Training steps measured' },
       h('thead', {}, h('tr', {}, head.map((text) => h('th', { scope: 'col', text })))),
       h('tbody', {}, rows.map((cells) => h('tr', {}, cells.map((c) => h('td', { text: String(c) })))))),
