@@ -167,11 +167,11 @@ pub struct Trainer {
     /// Whether [`Trainer::step`] issues the next step's passes while the GPU finishes its own.
     overlap: bool,
     /// Whether steps replay their passes recorded per batch shape ([`graph`]), where the run
-    /// allows: when all its batches have one shape. A recording keeps all the memory its passes
-    /// use (CubeCL's graph holds every buffer it writes), so each shape recorded would add a
-    /// step's working memory (at SmolLM2-135M's shape, 1 × 16 tokens and 2 layers, 115 MiB, most
-    /// of it the f32 copy of the f16 LM head); a run of one shape keeps about what its steps
-    /// reserve anyway.
+    /// allows: when all its batches have one shape. A recording keeps every buffer its passes
+    /// write (CubeCL's graph holds them), so each shape recorded would add a step's working
+    /// memory; a run of one shape keeps about what its steps reserve anyway (SmolLM2-135M's
+    /// shape, 30 layers, 1 × 16 tokens, lavapipe: 303.4 MiB in use at the peak, 367.7 reserved,
+    /// against 285.3 and 358.1 kernel by kernel).
     recording: bool,
     /// The recorded passes by batch shape (rows, length); `None` for a shape that cannot be.
     graphs: HashMap<(usize, usize), Option<StepGraph>>,
