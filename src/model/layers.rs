@@ -1,11 +1,12 @@
 //! Building blocks shared by the architectures. Activations travel as 2-D `[tokens, features]`
 //! f32 tensors between blocks (tokens = batch × sequence); only attention reshapes to 4-D. The
-//! frozen matrices may be stored in f16 ([`crate::model::LoadOptions`]): each is cast to f32
-//! where it is used, so activations, adapters, gradients and every sum stay f32. burn 0.22 has no
-//! mixed-dtype matmul to do better with: Flex asserts equal dtypes, CubeCL's unfused kernel reads
-//! the right operand with the left one's dtype, and only its fused path reads each in its own. The
-//! cast is transient: the linear layers' product ([`Linear::matmul`]) and the loss's LM head
-//! (`kernels::cross_entropy_sum`) cast again in the backward pass instead of keeping f32 copies.
+//! frozen matrices may be stored in f16 ([`crate::model::LoadOptions`]) while activations,
+//! adapters, gradients and every sum stay f32. burn 0.22 has no mixed-dtype matmul (Flex asserts
+//! equal dtypes, CubeCL's unfused kernel reads the right operand with the left one's dtype), so
+//! the linear layers' product ([`Linear::matmul`]) and the loss's LM head
+//! (`kernels::cross_entropy_sum`) go through [`crate::kernels::frozen_matmul`], which on the GPU
+//! reads an f16 weight as stored (on the CPU it casts for each product); other reads of a frozen
+//! matrix (embedding rows, norm weights) cast what they read.
 
 use burn::tensor::{DType, Device, FloatDType, Tensor, activation};
 

@@ -298,8 +298,8 @@ impl CausalLm {
 
     /// `-Σ log p(target)` over rows of hidden states `[n, hidden]` (`targets.len() = n`, each
     /// below the vocabulary size): the summed token cross-entropy of the loss, in vocabulary
-    /// chunks so that no `[n, vocab]` tensor exists (one LM-head product and one online
-    /// log-sum-exp kernel per chunk; a head stored in f16 is cast a chunk at a time). An unsplit
+    /// chunks so that no `[n, vocab]` tensor exists (one LM-head product, reading an f16 head as
+    /// stored, and one online log-sum-exp kernel per chunk). An unsplit
     /// head goes through [`crate::kernels::cross_entropy_sum_in_chunks`], a head split into row
     /// blocks through [`Table::target_log_probs`], which combines the blocks' log-sum-exps.
     pub fn cross_entropy_sum(&self, hidden: Tensor<2>, targets: &[u32]) -> Tensor<1> {

@@ -112,8 +112,9 @@ impl LoraConfig {
     }
 
     /// The config of the plain LoRA that PEFT converts a PiSSA adapter to (`save_pretrained` with
-    /// `path_initial_model_for_weight_conversion`): every rank doubles ([`LoraModule::plain_factors`])
-    /// and every scale stays, so alpha doubles too (× √2 with rsLoRA, whose scale is alpha / √r).
+    /// `path_initial_model_for_weight_conversion`): every rank doubles
+    /// ([`LoraModule::plain_factors`](crate::peft::lora::LoraModule::plain_factors)) and every
+    /// scale stays, so alpha doubles too (× √2 with rsLoRA, whose scale is alpha / √r).
     pub fn pissa_as_lora(&self) -> Result<LoraConfig> {
         if self.use_rslora && (!self.rank_pattern.is_empty() || !self.alpha_pattern.is_empty()) {
             return Err(err!(

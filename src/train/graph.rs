@@ -197,9 +197,9 @@ impl StepGraph {
 }
 
 /// The forward and backward passes of `batch` with every host input read from `inputs` (laid out
-/// as `layout`) and the adapter's parameters from `optimizer`: the summed loss, the gradients laid end to end (the LoRA gradient sink), and the
-/// attention inputs the model asked for. `None` when the model or adapter cannot take its inputs
-/// from the device (a split table, no gradient sink).
+/// as `layout`) and the adapter's parameters from `optimizer`: the summed loss, the gradients laid
+/// end to end (the LoRA gradient sink), and the attention inputs the model asked for. `None` when
+/// the model or adapter cannot take its inputs from the device (a split table, no gradient sink).
 fn pass(
     lm: &CausalLm,
     adapter: &Adapter,

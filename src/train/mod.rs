@@ -62,7 +62,7 @@ pub struct TrainConfig {
     pub shuffle: bool,
     pub seed: u64,
     /// Keep only each decoder layer's input from the forward pass and recompute the layer in the
-    /// backward pass ([`recompute`]): activation memory of one layer instead of all.
+    /// backward pass (`train::recompute`): activation memory of one layer instead of all.
     pub recompute_layers: bool,
 }
 
@@ -345,12 +345,12 @@ impl Trainer {
         self.optimizer.clone().update(grads.for_optimizer(), scalars).1
     }
 
-    /// Batch shapes whose passes are recorded ([`graph`]).
+    /// Batch shapes whose passes are recorded (`train::graph`).
     pub fn recorded_shapes(&self) -> usize {
         self.graphs.values().filter(|g| g.is_some()).count()
     }
 
-    /// Turns off (or on, whatever the run's shapes) replaying recorded passes ([`graph`]), for
+    /// Turns off (or on, whatever the run's shapes) replaying recorded passes (`train::graph`), for
     /// comparing the two.
     pub fn set_recording(&mut self, recording: bool) {
         self.recording = recording;
