@@ -109,8 +109,8 @@ fn warming_the_shapes_up_changes_nothing_in_the_run() {
 /// Steps that replay their passes recorded once (`train::graph`, on a GPU, in a run whose batches
 /// all have one shape) train as the passes issued kernel by kernel do: the same losses, gradient
 /// norms and adapter over two epochs and a warm-up of the learning rate, also at rank 3 (whose
-/// tensors lie at offsets of the flat parameters that burn may view as copies). A run of several
-/// shapes records none.
+/// tensors lie at offsets of the flat parameters that burn may view as copies) and with each layer
+/// recomputed in the backward pass. A run of several shapes records none.
 #[test]
 fn recorded_steps_train_as_the_passes_issued_one_by_one() {
     let model = model();
@@ -127,10 +127,11 @@ fn recorded_steps_train_as_the_passes_issued_one_by_one() {
     let one_shape: Vec<Example> =
         examples(&model).into_iter().filter(|e| (9..=16).contains(&e.input_ids.len())).collect();
     assert!(one_shape.len() >= 6, "{} examples of one bucket", one_shape.len());
-    let run = |examples: Vec<Example>, r: usize, recording: bool| {
+    let run = |examples: Vec<Example>, r: usize, recompute_layers: bool, recording: bool| {
         let adapter = lora_of_rank(&model, r);
+        let config = TrainConfig { recompute_layers, ..config.clone() };
         let mut trainer =
-            Trainer::new(model.lm.clone(), adapter, examples, Vec::new(), config.clone(), model.pad_id()).unwrap();
+            Trainer::new(model.lm.clone(), adapter, examples, Vec::new(), config, model.pad_id()).unwrap();
         if !recording {
             trainer.set_recording(false);
         }
@@ -144,10 +145,10 @@ fn recorded_steps_train_as_the_passes_issued_one_by_one() {
         (steps, params, trainer.recorded_shapes())
     };
     let gpu = !webtune::device::info_of(model.lm.device()).is_cpu();
-    for r in [LoraConfig::default().r, 3] {
-        let (recorded, recorded_params, shapes) = run(one_shape.clone(), r, true);
-        let (issued, issued_params, none) = run(one_shape.clone(), r, false);
-        println!("rank {r}: {shapes} shape recorded; steps (loss, grad norm): {recorded:?} against {issued:?}");
+    for (r, recompute) in [(LoraConfig::default().r, false), (3, false), (LoraConfig::default().r, true)] {
+        let (recorded, recorded_params, shapes) = run(one_shape.clone(), r, recompute, true);
+        let (issued, issued_params, none) = run(one_shape.clone(), r, recompute, false);
+        println!("rank {r}, recompute {recompute}: {shapes} shape recorded; steps: {recorded:?} against {issued:?}");
         assert_eq!(none, 0);
         assert_eq!(shapes, usize::from(gpu));
         for (step, ((loss, norm), (loss_ref, norm_ref))) in recorded.iter().zip(&issued).enumerate() {
@@ -159,6 +160,6 @@ fn recorded_steps_train_as_the_passes_issued_one_by_one() {
             assert_gradient_close(&format!("rank {r} adapter tensor {i}"), p, q);
         }
     }
-    let (_, _, several) = run(examples(&model), LoraConfig::default().r, true);
+    let (_, _, several) = run(examples(&model), LoraConfig::default().r, false, true);
     assert_eq!(several, 0, "a run of several batch shapes records none");
 }

@@ -312,6 +312,12 @@ impl CausalLm {
         }
     }
 
+    /// Whether the LM head is one block (fits one binding), as [`CausalLm::cross_entropy_rows`]
+    /// needs.
+    pub fn has_unsplit_head(&self) -> bool {
+        self.body.head().block_count() == 1
+    }
+
     /// The token cross-entropy of each row of `hidden [n, hidden]` for `targets [n]` already on
     /// the device (ids as f32; −1 for a row that predicts nothing, whose value is then its
     /// log-sum-exp and must be weighted 0), `[n]`: what [`CausalLm::cross_entropy_sum`] sums.

@@ -16,7 +16,7 @@
 //! between replays may share their memory.
 //!
 //! Recorded: plain LoRA (its gradient sink: no dropout, no PiSSA or DoRA), one micro-batch per
-//! step, no layer recomputation, an unsplit embedding and LM head, on a GPU, in a run whose
+//! step, layers recomputed or not, an unsplit embedding and LM head, on a GPU, in a run whose
 //! batches have one shape (`Trainer`'s `recording`: a recording keeps its memory). A shape is
 //! recorded only if a trial pass copied nothing from the host ([`crate::upload`]); anything else
 //! runs the passes as before.
@@ -24,6 +24,7 @@
 use burn::backend::{Backend, BackendGraph, Dispatch};
 use burn::tensor::{Device, Tensor};
 
+use super::recompute::{Accumulated, backward_by_layer};
 use super::{AdamW, Grads, StepGradients};
 use crate::data::{Batch, IGNORE_INDEX};
 use crate::err;
@@ -113,9 +114,9 @@ pub(super) struct StepGraph {
 impl StepGraph {
     /// Whether a run with `adapter` may record its steps on `device`: see the module doc (the
     /// trial pass checks the rest).
-    pub(super) fn may_record(adapter: &Adapter, grad_accum: usize, recompute: bool, device: &Device) -> bool {
+    pub(super) fn may_record(adapter: &Adapter, grad_accum: usize, device: &Device) -> bool {
         let Adapter::Lora(lora) = adapter else { return false };
-        grad_accum == 1 && !recompute && lora.sends_gradients_to_sink(1) && !crate::device::info_of(device).is_cpu()
+        grad_accum == 1 && lora.sends_gradients_to_sink(1) && !crate::device::info_of(device).is_cpu()
     }
 
     /// Records the passes of batches shaped like `batch` (with `supervised` supervised
@@ -128,11 +129,14 @@ impl StepGraph {
         optimizer: &AdamW,
         batch: &Batch,
         supervised: usize,
+        recompute: bool,
     ) -> Result<Option<Self>> {
         let device = lm.device();
         let discovery = Layout::new(batch.batch, batch.len, Vec::new());
         let inputs = Self::buffer(&discovery, batch, supervised, device);
-        let Some((_, _, keys)) = pass(lm, adapter, optimizer, &discovery, &inputs, batch)? else { return Ok(None) };
+        let Some((_, _, keys)) = pass(lm, adapter, optimizer, &discovery, &inputs, batch, recompute)? else {
+            return Ok(None);
+        };
         let layout = Layout::new(batch.batch, batch.len, keys);
         let inputs = Self::buffer(&layout, batch, supervised, device);
         let copies = upload::count();
@@ -146,7 +150,7 @@ impl StepGraph {
                 let settle = || -> Result<bool> {
                     for _ in 0..SETTLING_PASSES {
                         // Held until the queue has run: burn's fusion skips work whose result is dropped.
-                        let out = pass(lm, adapter, optimizer, layout, inputs, batch)?;
+                        let out = pass(lm, adapter, optimizer, layout, inputs, batch, recompute)?;
                         device.flush().map_err(|e| err!(Gpu, "GPU flush failed: {e:?}"))?;
                         drop(out);
                     }
@@ -158,7 +162,7 @@ impl StepGraph {
                     let _ = Dispatch::graph_stop_capture(dispatch);
                     return settled.map(|_| None);
                 }
-                let out = pass(lm, adapter, optimizer, layout, inputs, batch);
+                let out = pass(lm, adapter, optimizer, layout, inputs, batch, recompute);
                 // A recording that fails leaves only its own buffers unusable: the passes run as before.
                 let graph = Dispatch::graph_stop_capture(dispatch).ok();
                 Ok(out?.zip(graph).map(|((loss_sum, grads, _), graph)| (graph, loss_sum, grads)))
@@ -197,9 +201,10 @@ impl StepGraph {
 }
 
 /// The forward and backward passes of `batch` with every host input read from `inputs` (laid out
-/// as `layout`) and the adapter's parameters from `optimizer`: the summed loss, the gradients laid
-/// end to end (the LoRA gradient sink), and the attention inputs the model asked for. `None` when
-/// the model or adapter cannot take its inputs from the device (a split table, no gradient sink).
+/// as `layout`) and the adapter's parameters from `optimizer`, each layer recomputed in the
+/// backward pass when `recompute` (`train::recompute`): the summed loss, the gradients laid end
+/// to end (the LoRA gradient sink), and the attention inputs the model asked for. `None` when the
+/// model or adapter cannot take its inputs from the device (a split table, no gradient sink).
 fn pass(
     lm: &CausalLm,
     adapter: &Adapter,
@@ -207,15 +212,20 @@ fn pass(
     layout: &Layout,
     inputs: &Tensor<1>,
     batch: &Batch,
+    recompute: bool,
 ) -> Result<Option<(Tensor<1>, Tensor<1>, Vec<KernelInputsKey>)>> {
     let tokens = layout.batch * layout.len;
     let part = |at: usize, n: usize| inputs.clone().narrow(0, at, n);
     // Views of the parameters taken here, so that the recording reads them where the optimizer
     // updates them (a view that burn makes as a copy is then a copy each replay).
-    let mut tracked = adapter.with_params(optimizer.views()).tracked();
+    let untracked = adapter.with_params(optimizer.views());
+    let mut tracked = untracked.tracked();
     let Adapter::Lora(lora) = &mut tracked else { return Ok(None) };
     let Some(sink) = lora.send_gradients_to_sink(tokens) else { return Ok(None) };
     let Some(embeds) = lm.embed_on_device(part(layout.ids, tokens).int()) else { return Ok(None) };
+    if !lm.has_unsplit_head() {
+        return Ok(None);
+    }
     let attention = layout
         .attention
         .iter()
@@ -223,11 +233,21 @@ fn pass(
         .collect();
     let mask = Some(batch.attention_mask.as_slice());
     let mut ctx = AttentionContext::with_kernel_inputs(layout.batch, layout.len, mask, attention, lm.device());
-    let hidden = lm.hidden(embeds, &mut ctx, tracked.hooks());
+    let (targets, counted) = (part(layout.targets, tokens), part(layout.counted, tokens));
+    let loss = |hidden: Tensor<2>| {
+        let rows = lm.cross_entropy_rows(hidden, targets).expect("the head is one block (checked above)");
+        let loss_sum = (rows * counted).sum();
+        // transformers divides by the supervised tokens of the step.
+        (loss_sum.clone(), loss_sum * part(layout.inverse_supervised, 1))
+    };
+    let loss_sum = if recompute {
+        // The LoRA layers add their gradients to the sink; autodiff gives the leaves none.
+        backward_by_layer(lm, &untracked, &tracked, embeds, &mut ctx, loss, &mut Accumulated::new(Vec::new()))
+    } else {
+        let (loss_sum, differentiated) = loss(lm.hidden(embeds, &mut ctx, tracked.hooks()));
+        let _ = differentiated.backward();
+        loss_sum
+    };
     let keys = ctx.kernel_input_keys();
-    let Some(rows) = lm.cross_entropy_rows(hidden, part(layout.targets, tokens)) else { return Ok(None) };
-    let loss_sum = (rows * part(layout.counted, tokens)).sum();
-    // transformers divides by the supervised tokens of the step.
-    let _ = (loss_sum.clone() * part(layout.inverse_supervised, 1)).backward();
     Ok(Some((loss_sum.detach().inner(), sink.values(), keys)))
 }

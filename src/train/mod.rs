@@ -386,14 +386,13 @@ impl Trainer {
     /// recording.
     fn record(&mut self, batch: &Batch, supervised: usize) -> Result<bool> {
         let device = self.lm.device();
-        if !self.recording
-            || !StepGraph::may_record(&self.adapter, self.config.grad_accum, self.config.recompute_layers, device)
-        {
+        if !self.recording || !StepGraph::may_record(&self.adapter, self.config.grad_accum, device) {
             return Ok(false);
         }
         let shape = (batch.batch, batch.len);
         if !self.graphs.contains_key(&shape) {
-            let graph = StepGraph::record(&self.lm, &self.adapter, &self.optimizer, batch, supervised)?;
+            let recompute = self.config.recompute_layers;
+            let graph = StepGraph::record(&self.lm, &self.adapter, &self.optimizer, batch, supervised, recompute)?;
             self.graphs.insert(shape, graph);
         }
         Ok(matches!(self.graphs.get(&shape), Some(Some(_))))

@@ -79,23 +79,42 @@ pub(super) fn loss_and_gradients(
     grads: &mut Accumulated,
 ) -> Result<Tensor<1>> {
     let (embeds, mut ctx) = tracked.inputs(lm, &batch.input_ids, batch.batch, Some(&batch.attention_mask), None)?;
+    let loss = |hidden| {
+        let sum = supervised.loss_sum(lm, hidden);
+        (sum.clone(), sum / divisor as f64)
+    };
+    Ok(backward_by_layer(lm, untracked, tracked, embeds, &mut ctx, loss, grads))
+}
+
+/// [`loss_and_gradients`] from input embeddings and their attention context, with `loss` giving
+/// the summed loss of the final hidden states and the value to differentiate (the recorded step's
+/// as well, `train::graph`).
+pub(super) fn backward_by_layer(
+    lm: &CausalLm,
+    untracked: &Adapter,
+    tracked: &Adapter,
+    embeds: Tensor<2>,
+    ctx: &mut AttentionContext,
+    loss: impl FnOnce(Tensor<2>) -> (Tensor<1>, Tensor<1>),
+    grads: &mut Accumulated,
+) -> Tensor<1> {
     let layers = lm.config.num_layers;
 
     // Forward: no graph, each layer's input kept.
     let plain = if embeds.is_autodiff() { embeds.clone().inner() } else { embeds.clone() };
-    let (mut inputs, x) = layer_inputs(lm, untracked, lm.stream(plain, &ctx), &mut ctx);
+    let (mut inputs, x) = layer_inputs(lm, untracked, lm.stream(plain, ctx), ctx);
 
     // The loss from the last stream, and the stream's gradient.
     let stream = x.autodiff().require_grad();
-    let sum = supervised.loss_sum(lm, lm.final_norm(stream.clone()));
-    let gradients = (sum.clone() / divisor as f64).backward();
+    let (sum, differentiated) = loss(lm.final_norm(stream.clone()));
+    let gradients = differentiated.backward();
     let mut upstream = stream.grad(&gradients).expect("the residual stream reaches the loss");
     grads.add(gradients);
 
     // Backward: each layer again, with a graph, from its saved input.
     for l in (0..layers).rev() {
         let input = inputs.pop().expect("one saved input per layer").autodiff().require_grad();
-        let output = lm.layer(l, input.clone(), &mut ctx, tracked.hooks());
+        let output = lm.layer(l, input.clone(), ctx, tracked.hooks());
         let gradients = (output * upstream.autodiff()).sum().backward();
         upstream = input.grad(&gradients).expect("a layer's input reaches its output");
         grads.add(gradients);
@@ -103,7 +122,7 @@ pub(super) fn loss_and_gradients(
 
     // A soft prompt is trained through the embeddings.
     if embeds.is_autodiff() {
-        grads.add((lm.stream(embeds, &ctx) * upstream.autodiff()).sum().backward());
+        grads.add((lm.stream(embeds, ctx) * upstream.autodiff()).sum().backward());
     }
-    Ok(sum)
+    sum
 }
