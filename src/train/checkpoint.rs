@@ -184,16 +184,18 @@ impl Trainer {
     pub async fn checkpoint(&self) -> Result<Vec<u8>> {
         let mut tensors = BTreeMap::new();
         let (m, v) = self.optimizer.moments();
-        let groups: [(&str, Vec<Tensor<2>>); 3] =
-            [("param", self.adapter.params().into_iter().map(|(_, t)| t).collect()), ("m", m), ("v", v)];
-        for (group, values) in groups {
+        for (group, values) in [("m", m), ("v", v)] {
             for (i, t) in values.into_iter().enumerate() {
                 let shape = t.dims().to_vec();
                 tensors.insert(format!("{group}.{i}"), HostTensor { shape, data: readback::floats(t).await? });
             }
         }
-        for (i, t) in self.best.iter().flat_map(|b| &b.params).enumerate() {
-            tensors.insert(format!("best.{i}"), t.clone());
+        let params = self.optimizer.host_params().await?;
+        let best = self.best.iter().flat_map(|b| b.params.iter().cloned());
+        for (group, values) in [("param", params), ("best", best.collect())] {
+            for (i, t) in values.into_iter().enumerate() {
+                tensors.insert(format!("{group}.{i}"), t);
+            }
         }
         let state = State {
             format: FORMAT.into(),

@@ -25,7 +25,7 @@ use burn::backend::{Backend, BackendGraph, Dispatch};
 use burn::tensor::{Device, Tensor};
 
 use super::recompute::{Accumulated, backward_by_layer};
-use super::{AdamW, Grads, StepGradients};
+use super::{AdamW, Grads, StepGradients, Trainer};
 use crate::data::{Batch, IGNORE_INDEX};
 use crate::err;
 use crate::error::Result;
@@ -51,9 +51,19 @@ struct Layout {
     targets: usize,
     counted: usize,
     inverse_supervised: usize,
-    /// The fused attention's inputs (`[cos | sin | mask]`) for each key the model asks for.
-    attention: Vec<(KernelInputsKey, usize, usize)>,
+    /// The fused attention's inputs, one for each key the model asks for.
+    attention: Vec<AttentionPart>,
     size: usize,
+}
+
+/// Where one of the fused attention's inputs (`[cos | sin | mask]`) sits, and its RoPE tables
+/// (the same every step: computed once).
+#[derive(Clone, Debug)]
+struct AttentionPart {
+    key: KernelInputsKey,
+    at: usize,
+    len: usize,
+    tables: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 impl Layout {
@@ -69,8 +79,9 @@ impl Layout {
         let attention = keys
             .into_iter()
             .map(|key| {
-                let n = key.as_ref().map_or(0, |(_, d)| 2 * len * d) + tokens;
-                (key, part(n), n)
+                let tables = key.as_ref().map(|(config, d)| Rope::tables(config, *d, 0, len));
+                let n = tables.as_ref().map_or(0, |(cos, sin)| cos.len() + sin.len()) + tokens;
+                AttentionPart { key, at: part(n), len: n, tables }
             })
             .collect();
         Layout { batch, len, ids, targets, counted, inverse_supervised, attention, size }
@@ -91,11 +102,9 @@ impl Layout {
         }
         values[self.inverse_supervised] = 1.0 / supervised as f32;
         let mask = Some(batch.attention_mask.as_slice());
-        for (key, at, n) in &self.attention {
-            let tables = key.as_ref().map(|(config, d)| Rope::tables(config, *d, 0, self.len));
+        for AttentionPart { at, len, tables, .. } in &self.attention {
             let tables = tables.as_ref().map(|(cos, sin)| (cos.as_slice(), sin.as_slice()));
-            let aux = AttentionInputs::values(self.batch, self.len, mask, tables);
-            values[*at..*at + n].copy_from_slice(&aux);
+            values[*at..*at + len].copy_from_slice(&AttentionInputs::values(self.batch, self.len, mask, tables));
         }
         values
     }
@@ -229,7 +238,7 @@ fn pass(
     let attention = layout
         .attention
         .iter()
-        .map(|(key, at, n)| (key.clone(), AttentionInputs::on_device(part(*at, *n), key.is_some())))
+        .map(|p| (p.key.clone(), AttentionInputs::on_device(part(p.at, p.len), p.key.is_some())))
         .collect();
     let mask = Some(batch.attention_mask.as_slice());
     let mut ctx = AttentionContext::with_kernel_inputs(layout.batch, layout.len, mask, attention, lm.device());
@@ -250,4 +259,62 @@ fn pass(
     };
     let keys = ctx.kernel_input_keys();
     Ok(Some((loss_sum.detach().inner(), sink.values(), keys)))
+}
+
+/// The trainer's side of recording: which shapes are recorded, and a step's gradients from them.
+impl Trainer {
+    /// Batch shapes whose passes are recorded (`train::graph`).
+    pub fn recorded_shapes(&self) -> usize {
+        self.graphs.values().filter(|g| g.is_some()).count()
+    }
+
+    /// Turns off (or on, whatever the run's shapes) replaying recorded passes (`train::graph`), for
+    /// comparing the two.
+    pub fn set_recording(&mut self, recording: bool) {
+        self.recording = recording;
+        self.prefetched = None;
+        self.graphs.clear();
+    }
+
+    /// [`Trainer::next_gradients`], from the passes recorded for the batch's shape when the run
+    /// allows (recording them the first time the shape comes).
+    pub(super) fn issue_gradients(&mut self) -> Result<StepGradients> {
+        let (batches, supervised, tokens) = self.next_batches()?;
+        self.batch_gradients(batches, supervised, tokens)
+    }
+
+    /// [`Trainer::gradients`] of `micro_batches`, replaying the passes recorded for the batch's
+    /// shape when there is one batch and the run allows (recording them the first time).
+    pub(super) fn batch_gradients(
+        &mut self,
+        micro_batches: Vec<Batch>,
+        supervised: usize,
+        tokens: usize,
+    ) -> Result<StepGradients> {
+        if let [batch] = micro_batches.as_slice()
+            && self.record(batch, supervised)?
+            && let Some(Some(graph)) = self.graphs.get_mut(&(batch.batch, batch.len))
+        {
+            return graph.gradients(batch, supervised, tokens);
+        }
+        self.gradients(&micro_batches, supervised, tokens)
+    }
+
+    /// Records the passes of `batch`'s shape unless done or tried before; whether the shape has a
+    /// recording.
+    pub(super) fn record(&mut self, batch: &Batch, supervised: usize) -> Result<bool> {
+        if !self.recording {
+            return Ok(false);
+        }
+        let shape = (batch.batch, batch.len);
+        if !self.graphs.contains_key(&shape) {
+            let (lm, adapter, recompute) = (&self.lm, &self.adapter, self.config.recompute_layers);
+            let graph = match StepGraph::may_record(adapter, self.config.grad_accum, lm.device()) {
+                true => StepGraph::record(lm, adapter, &self.optimizer, batch, supervised, recompute)?,
+                false => None,
+            };
+            self.graphs.insert(shape, graph);
+        }
+        Ok(matches!(self.graphs.get(&shape), Some(Some(_))))
+    }
 }

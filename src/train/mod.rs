@@ -345,59 +345,6 @@ impl Trainer {
         self.optimizer.clone().update(grads.for_optimizer(), scalars).1
     }
 
-    /// Batch shapes whose passes are recorded (`train::graph`).
-    pub fn recorded_shapes(&self) -> usize {
-        self.graphs.values().filter(|g| g.is_some()).count()
-    }
-
-    /// Turns off (or on, whatever the run's shapes) replaying recorded passes (`train::graph`), for
-    /// comparing the two.
-    pub fn set_recording(&mut self, recording: bool) {
-        self.recording = recording;
-        self.prefetched = None;
-        self.graphs.clear();
-    }
-
-    /// [`Trainer::next_gradients`], from the passes recorded for the batch's shape when the run
-    /// allows (recording them the first time the shape comes).
-    fn issue_gradients(&mut self) -> Result<StepGradients> {
-        let (batches, supervised, tokens) = self.next_batches()?;
-        self.batch_gradients(batches, supervised, tokens)
-    }
-
-    /// [`Trainer::gradients`] of `micro_batches`, replaying the passes recorded for the batch's
-    /// shape when there is one batch and the run allows (recording them the first time).
-    fn batch_gradients(
-        &mut self,
-        micro_batches: Vec<Batch>,
-        supervised: usize,
-        tokens: usize,
-    ) -> Result<StepGradients> {
-        if let [batch] = micro_batches.as_slice()
-            && self.record(batch, supervised)?
-            && let Some(Some(graph)) = self.graphs.get_mut(&(batch.batch, batch.len))
-        {
-            return graph.gradients(batch, supervised, tokens);
-        }
-        self.gradients(&micro_batches, supervised, tokens)
-    }
-
-    /// Records the passes of `batch`'s shape unless done or tried before; whether the shape has a
-    /// recording.
-    fn record(&mut self, batch: &Batch, supervised: usize) -> Result<bool> {
-        let device = self.lm.device();
-        if !self.recording || !StepGraph::may_record(&self.adapter, self.config.grad_accum, device) {
-            return Ok(false);
-        }
-        let shape = (batch.batch, batch.len);
-        if !self.graphs.contains_key(&shape) {
-            let recompute = self.config.recompute_layers;
-            let graph = StepGraph::record(&self.lm, &self.adapter, &self.optimizer, batch, supervised, recompute)?;
-            self.graphs.insert(shape, graph);
-        }
-        Ok(matches!(self.graphs.get(&shape), Some(Some(_))))
-    }
-
     /// Gradients of the mean token loss of the next step's (accumulated) batches with respect to
     /// each trainable tensor, in [`Adapter::params`] order, before clipping.
     pub fn next_gradients(&self) -> Result<StepGradients> {
@@ -535,11 +482,7 @@ impl Trainer {
         // keeps any strictly better adapter as the best one.
         let improved_enough = self.best.as_ref().is_none_or(|b| loss < b.loss && b.loss - loss > es.threshold);
         if self.best.as_ref().is_none_or(|b| loss < b.loss) {
-            let mut params = Vec::new();
-            for (_, t) in self.adapter.params() {
-                params.push(HostTensor { shape: t.dims().to_vec(), data: readback::floats(t).await? });
-            }
-            self.best = Some(Best { loss, params });
+            self.best = Some(Best { loss, params: self.optimizer.host_params().await? });
         }
         if improved_enough {
             self.evals_without_improvement = 0;

@@ -10,7 +10,10 @@
 
 use burn::tensor::{Device, Tensor};
 
+use crate::error::Result;
 use crate::kernels::{self, AdamWStep};
+use crate::model::weights::HostTensor;
+use crate::readback;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamWConfig {
@@ -51,7 +54,7 @@ impl AdamW {
         let device = params.first().expect("an optimizer needs parameters").device();
         let optimizer =
             AdamW { config, t: 0, params: Self::flatten(params), moments: Tensor::zeros([2, n], &device), shapes };
-        let views = optimizer.split(optimizer.params.clone());
+        let views = optimizer.views();
         (optimizer, views)
     }
 
@@ -59,12 +62,27 @@ impl AdamW {
     /// returns them as views of the optimizer's flat copy.
     pub fn set_params(&mut self, params: Vec<Tensor<2>>) -> Vec<Tensor<2>> {
         self.params = Self::flatten(params);
-        self.split(self.params.clone())
+        self.views()
     }
 
     /// The parameters, as views of the flat copy (what the adapter holds).
     pub fn views(&self) -> Vec<Tensor<2>> {
         self.split(self.params.clone())
+    }
+
+    /// The parameters copied to the host, per parameter in order: one read of the flat copy.
+    pub async fn host_params(&self) -> Result<Vec<HostTensor>> {
+        let flat = readback::floats(self.params.clone()).await?;
+        let mut start = 0;
+        Ok(self
+            .shapes
+            .iter()
+            .map(|&[r, c]| {
+                let data = flat[start..start + r * c].to_vec();
+                start += r * c;
+                HostTensor { shape: vec![r, c], data }
+            })
+            .collect())
     }
 
     /// The first and second moments per parameter (views of the state, no copy).
@@ -113,7 +131,7 @@ impl AdamW {
         let (params, moments) = kernels::adamw(self.params.clone(), grad, self.moments.clone(), norm.clone(), scalars);
         self.params = params;
         self.moments = moments;
-        (self.split(self.params.clone()), norm)
+        (self.views(), norm)
     }
 
     /// Parameters end to end, `[n]`.
